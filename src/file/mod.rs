@@ -1,0 +1,13 @@
+//! File backends: durable on return with ONE `fdatasync` per store, torn
+//! writes detected by checksum, and an OS lock so that only one process on
+//! a host owns a tower or watermark file. See `docs/file-format.md`.
+
+mod lock;
+mod slots;
+mod tower;
+mod watermarks;
+
+pub use lock::OwnerLock;
+pub use slots::Recovery;
+pub use tower::FileTowerStorage;
+pub use watermarks::FileWatermarks;

@@ -1,0 +1,63 @@
+//! # slashguard
+//!
+//! Keeps Solana validators from double-voting and Tezos bakers from
+//! double-signing when they run a hot spare, fail over, or restart.
+//!
+//! Two rules, enforced so that a caller cannot go around them:
+//!
+//! - **Write tower before vote.** A [`VoteGuard`](tower::VoteGuard) owns the
+//!   node's keypair; the only way to a vote signature is a completed,
+//!   durable, fenced [`TowerStorage::store`](tower::TowerStorage::store) of
+//!   the tower that contains the vote. Store failure withholds the vote.
+//! - **Never sign below the high watermark.** A [`GuardedSigner`] releases a
+//!   signature only after [`SignerGuard::authorize`](watermark::SignerGuard::authorize)
+//!   has checked and advanced the (level, round) watermark for that key,
+//!   chain and kind, durably and atomically.
+//!
+//! Backends: [`memory`] (tests), [`file`] (one host, one `fdatasync` per
+//! store), and, behind features, `etcd` (shared between hosts, with fencing)
+//! and `usb` (Ledger Tezos Baking app, TezSign).
+//!
+//! ```
+//! use slashguard::file::{FileTowerStorage, FileWatermarks};
+//! use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
+//! use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//!
+//! // Solana: the tower is durable before the vote is signed.
+//! let identity = NodeKeypair::generate();
+//! let storage = FileTowerStorage::open(dir.path(), identity.node_id())?;
+//! let validator = VoteGuard::new(storage, identity)?;
+//! let update = TowerUpdate { vote: VoteRef { slot: 7, hash: [1; 32] }, root: None, tower: vec![0; 2048] };
+//! validator.vote(update, b"vote tx message").await?;
+//!
+//! // Tezos: the watermark is durable before the block is signed.
+//! let baker = GuardedSigner::new(FileWatermarks::open(dir.path().join("hwm"))?, Ed25519Signer::generate());
+//! let mut attestation = vec![0u8; 80];
+//! attestation[0] = 0x13;
+//! attestation[40..44].copy_from_slice(&1000u32.to_be_bytes());
+//! baker.sign(&attestation).await?;
+//! # Ok::<(), slashguard::Error>(())
+//! # }).unwrap();
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod blocking;
+mod error;
+pub mod failover;
+pub mod file;
+mod identity;
+pub mod memory;
+mod signer;
+pub mod tower;
+pub mod watermark;
+
+pub use error::{BoxError, Error, FormatError, Refusal, Result};
+pub use failover::{FailoverPolicy, Ownership};
+pub use identity::{NodeId, NodeKeypair};
+pub use signer::{Ed25519Signer, GuardedSignature, GuardedSigner, Signer};
+pub use tower::TowerStorage;
+pub use watermark::SignerGuard;

@@ -1,0 +1,163 @@
+//! Never-sign-below-HWM: a signer that releases signature bytes only after
+//! its watermark advance is durable.
+
+use async_trait::async_trait;
+use ed25519_dalek::{Signer as _, SigningKey};
+
+use crate::error::{Error, Result};
+use crate::watermark::{Curve, Decision, KeyHash, PayloadHash, SignRequest, SignerGuard};
+
+/// Something that can sign Tezos payloads with one key: a software key, a
+/// remote signer, an HSM or a USB device. Implement it for your backend and
+/// wrap it in a [`GuardedSigner`]; never hand the unwrapped signer to the
+/// baker.
+#[async_trait]
+pub trait Signer: Send + Sync {
+    /// The key's public key hash.
+    fn key_hash(&self) -> KeyHash;
+
+    /// Sign `payload` (the full bytes, magic byte included) the way the key's
+    /// scheme signs Tezos payloads.
+    async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A software ed25519 (tz1) key, for tests, examples and remote-signer
+/// deployments that keep keys in memory. Signs blake2b-256 of the payload,
+/// as Tezos does.
+pub struct Ed25519Signer {
+    key: SigningKey,
+    hash: KeyHash,
+}
+
+impl Ed25519Signer {
+    /// From a 32-byte secret seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let key = SigningKey::from_bytes(&seed);
+        let hash = blake2b_160(key.verifying_key().as_bytes());
+        Ed25519Signer {
+            key,
+            hash: KeyHash {
+                curve: Curve::Ed25519,
+                hash,
+            },
+        }
+    }
+
+    /// A random key.
+    pub fn generate() -> Self {
+        Self::from_seed(SigningKey::generate(&mut rand_core::OsRng).to_bytes())
+    }
+
+    /// The 32-byte public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+}
+
+impl std::fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ed25519Signer({})", self.hash)
+    }
+}
+
+fn blake2b_160(bytes: &[u8]) -> [u8; 20] {
+    use blake2::digest::{consts::U20, Digest};
+    let mut h = blake2::Blake2b::<U20>::new();
+    h.update(bytes);
+    h.finalize().into()
+}
+
+#[async_trait]
+impl Signer for Ed25519Signer {
+    fn key_hash(&self) -> KeyHash {
+        self.hash
+    }
+    async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
+        let digest = PayloadHash::of(payload);
+        Ok(self.key.sign(&digest.0).to_bytes().to_vec())
+    }
+}
+
+/// What a [`GuardedSigner`] released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardedSignature {
+    /// The parsed request.
+    pub request: SignRequest,
+    /// Whether the watermark advanced or this was a repeat of the same bytes.
+    pub decision: Decision,
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+}
+
+/// A signer behind a watermark guard. The only way to a signature is
+/// [`sign`](GuardedSigner::sign): parse, check and advance the watermark
+/// durably in one atomic step, then sign.
+///
+/// # Example
+///
+/// ```
+/// use slashguard::memory::MemoryWatermarks;
+/// use slashguard::{Ed25519Signer, GuardedSigner};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let signer = GuardedSigner::new(MemoryWatermarks::new(), Ed25519Signer::generate());
+/// let mut attestation = vec![0u8; 80];
+/// attestation[0] = 0x13; // attestation
+/// attestation[40..44].copy_from_slice(&100u32.to_be_bytes()); // level 100, round 0
+/// signer.sign(&attestation).await.unwrap();
+/// // The identical request may be signed again (same message) ...
+/// signer.sign(&attestation).await.unwrap();
+/// // ... but other bytes at the same (level, round) are refused.
+/// attestation[79] = 1;
+/// assert!(signer.sign(&attestation).await.unwrap_err().is_refusal());
+/// # });
+/// ```
+pub struct GuardedSigner<G, S> {
+    guard: G,
+    signer: S,
+}
+
+impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
+    /// Guard `signer` with the watermarks in `guard`.
+    pub fn new(guard: G, signer: S) -> Self {
+        GuardedSigner { guard, signer }
+    }
+
+    /// The watermark store.
+    pub fn guard(&self) -> &G {
+        &self.guard
+    }
+
+    /// The key this signer signs with.
+    pub fn key_hash(&self) -> KeyHash {
+        self.signer.key_hash()
+    }
+
+    /// Sign a consensus payload if, and only if, its watermark advance (or
+    /// repeat) is durable first. Legacy, generic and unknown payloads are
+    /// refused with [`Error::Payload`].
+    pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
+        let key = self.signer.key_hash();
+        let request = SignRequest::parse(payload, key)?;
+        let decision = match self.guard.authorize_one(&request).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signature withheld");
+                return Err(e);
+            }
+        };
+        let signature = self.signer.sign(payload).await.map_err(|e| match e {
+            e @ Error::Signer { .. } => e,
+            other => Error::Signer {
+                detail: format!("after the watermark advanced to {}: {other}", request.mark),
+                source: Some(Box::new(other)),
+            },
+        })?;
+        tracing::debug!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, ?decision, "signed");
+        Ok(GuardedSignature {
+            request,
+            decision,
+            signature,
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! Solana vote towers: the signed record slashguard stores, the rules a
+//! store must obey, the storage trait, and the guard that turns a durable
+//! store into a signed vote.
+
+mod record;
+mod rules;
+mod storage;
+mod vote_guard;
+
+pub use record::{TowerRecord, VoteRef, MAX_TOWER_BYTES};
+pub use rules::{check_store, StoreMode, TowerRefusal};
+pub use storage::{StoreReceipt, TowerStorage};
+pub use vote_guard::{SignedVote, TowerUpdate, VoteGuard};

@@ -1,0 +1,276 @@
+//! The ordering rules every tower store obeys, as a pure function: no I/O,
+//! so that every backend applies exactly the same rule and tests can state
+//! it as a table.
+
+use crate::identity::NodeId;
+use crate::tower::TowerRecord;
+
+/// How a store treats a tower that would move backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreMode {
+    /// Refuse a tower whose last vote or root is older than the stored one,
+    /// or that votes a different hash at the stored last-vote slot.
+    #[default]
+    Advance,
+    /// Store regardless of the stored tower (operator recovery only). The
+    /// node and signature checks still apply.
+    Force,
+}
+
+/// Why a tower store was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TowerRefusal {
+    /// The record belongs to another node than the store.
+    #[error("tower of node {record} offered to the store of node {store}")]
+    ForeignNode {
+        /// The node the store belongs to.
+        store: NodeId,
+        /// The node named in the record.
+        record: NodeId,
+    },
+    /// The last vote slot would go backwards (or disappear).
+    #[error("last vote would regress from slot {stored} to {requested:?}")]
+    LastVoteRegressed {
+        /// Stored last vote slot.
+        stored: u64,
+        /// Requested last vote slot (`None`: no vote at all).
+        requested: Option<u64>,
+    },
+    /// The root slot would go backwards (or disappear).
+    #[error("root would regress from slot {stored} to {requested:?}")]
+    RootRegressed {
+        /// Stored root.
+        stored: u64,
+        /// Requested root.
+        requested: Option<u64>,
+    },
+    /// Same slot, different bank hash: storing it would permit a double vote.
+    #[error("slot {slot} already voted for another hash")]
+    ConflictingVote {
+        /// The slot.
+        slot: u64,
+    },
+    /// The record's signature does not verify under its node key.
+    #[error("tower signature does not verify for node {node}")]
+    BadSignature {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// Decide whether `new` may replace `stored` in the store of node `store`.
+///
+/// The node and signature checks apply in every mode; the ordering checks
+/// only in [`StoreMode::Advance`]. Equal slots with the same hash are
+/// allowed: a retried store of the same vote is not a double vote.
+pub fn check_store(
+    store: &NodeId,
+    stored: Option<&TowerRecord>,
+    new: &TowerRecord,
+    mode: StoreMode,
+) -> Result<(), TowerRefusal> {
+    if new.node() != *store {
+        return Err(TowerRefusal::ForeignNode {
+            store: *store,
+            record: new.node(),
+        });
+    }
+    if !new.verify() {
+        return Err(TowerRefusal::BadSignature { node: new.node() });
+    }
+    let Some(stored) = stored else { return Ok(()) };
+    if mode == StoreMode::Force {
+        return Ok(());
+    }
+    if let Some(old) = stored.last_vote() {
+        match new.last_vote() {
+            Some(v) if v.slot < old.slot || v.slot == old.slot && v.hash != old.hash => {
+                return Err(if v.slot < old.slot {
+                    TowerRefusal::LastVoteRegressed {
+                        stored: old.slot,
+                        requested: Some(v.slot),
+                    }
+                } else {
+                    TowerRefusal::ConflictingVote { slot: v.slot }
+                });
+            }
+            Some(_) => {}
+            None => {
+                return Err(TowerRefusal::LastVoteRegressed {
+                    stored: old.slot,
+                    requested: None,
+                })
+            }
+        }
+    }
+    if let Some(old_root) = stored.root() {
+        if new.root().is_none_or(|r| r < old_root) {
+            return Err(TowerRefusal::RootRegressed {
+                stored: old_root,
+                requested: new.root(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeKeypair;
+    use crate::tower::VoteRef;
+
+    fn rec(kp: &NodeKeypair, vote: Option<(u64, u8)>, root: Option<u64>) -> TowerRecord {
+        let vote = vote.map(|(slot, h)| VoteRef {
+            slot,
+            hash: [h; 32],
+        });
+        TowerRecord::sign(kp, vote, root, vec![1, 2, 3]).unwrap()
+    }
+
+    #[test]
+    fn ordering_table() {
+        use TowerRefusal::*;
+        let kp = NodeKeypair::from_seed([1; 32]);
+        let id = kp.node_id();
+        // (stored, new, mode, expected refusal or None)
+        type Case = (
+            Option<(u64, u8)>,
+            Option<u64>,
+            Option<(u64, u8)>,
+            Option<u64>,
+            StoreMode,
+            Option<fn(&TowerRefusal) -> bool>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((11, 1)),
+                Some(5),
+                StoreMode::Advance,
+                None,
+            ),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((10, 1)),
+                Some(5),
+                StoreMode::Advance,
+                None,
+            ),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((10, 1)),
+                Some(6),
+                StoreMode::Advance,
+                None,
+            ),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((9, 1)),
+                Some(5),
+                StoreMode::Advance,
+                Some(|r| {
+                    matches!(
+                        r,
+                        LastVoteRegressed {
+                            stored: 10,
+                            requested: Some(9)
+                        }
+                    )
+                }),
+            ),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((10, 2)),
+                Some(5),
+                StoreMode::Advance,
+                Some(|r| matches!(r, ConflictingVote { slot: 10 })),
+            ),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((12, 1)),
+                Some(4),
+                StoreMode::Advance,
+                Some(|r| {
+                    matches!(
+                        r,
+                        RootRegressed {
+                            stored: 5,
+                            requested: Some(4)
+                        }
+                    )
+                }),
+            ),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((12, 1)),
+                None,
+                StoreMode::Advance,
+                Some(|r| {
+                    matches!(
+                        r,
+                        RootRegressed {
+                            requested: None,
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                Some((10, 1)),
+                None,
+                None,
+                None,
+                StoreMode::Advance,
+                Some(|r| {
+                    matches!(
+                        r,
+                        LastVoteRegressed {
+                            requested: None,
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (None, None, Some((1, 1)), None, StoreMode::Advance, None),
+            (
+                Some((10, 1)),
+                Some(5),
+                Some((9, 1)),
+                Some(4),
+                StoreMode::Force,
+                None,
+            ),
+        ];
+        for (i, (sv, sr, nv, nr, mode, expect)) in cases.into_iter().enumerate() {
+            let stored = rec(&kp, sv, sr);
+            let new = rec(&kp, nv, nr);
+            let got = check_store(&id, Some(&stored), &new, mode);
+            match expect {
+                None => assert!(got.is_ok(), "case {i}: {got:?}"),
+                Some(f) => assert!(got.as_ref().is_err_and(f), "case {i}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn foreign_node_refused_even_when_forced() {
+        let kp = NodeKeypair::from_seed([1; 32]);
+        let other = NodeKeypair::from_seed([2; 32]);
+        let r = rec(&other, Some((1, 1)), None);
+        for mode in [StoreMode::Advance, StoreMode::Force] {
+            assert!(matches!(
+                check_store(&kp.node_id(), None, &r, mode),
+                Err(TowerRefusal::ForeignNode { .. })
+            ));
+        }
+    }
+}

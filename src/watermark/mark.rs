@@ -1,0 +1,147 @@
+//! The watermark ordering rule, as a pure function.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::watermark::{SignRequest, WatermarkKey};
+
+/// A consensus position: (level, round), ordered by level then round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mark {
+    /// Block level.
+    pub level: u32,
+    /// Tenderbake round within the level.
+    pub round: u32,
+}
+
+impl Mark {
+    /// A mark at `level`, round 0.
+    pub fn level(level: u32) -> Self {
+        Mark { level, round: 0 }
+    }
+}
+
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(level {}, round {})", self.level, self.round)
+    }
+}
+
+/// blake2b-256 of the full bytes signed: the identity of a message.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PayloadHash(pub [u8; 32]);
+
+impl PayloadHash {
+    /// Hash `bytes` with blake2b-256.
+    pub fn of(bytes: &[u8]) -> Self {
+        use blake2::digest::{consts::U32, Digest};
+        let mut h = blake2::Blake2b::<U32>::new();
+        h.update(bytes);
+        PayloadHash(h.finalize().into())
+    }
+}
+
+impl fmt::Debug for PayloadHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("..")
+    }
+}
+
+/// A stored high watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The highest (level, round) signed or set.
+    pub mark: Mark,
+    /// The hash of the message signed at `mark`; `None` when the mark was
+    /// set by an operator (a raised watermark), in which case nothing at
+    /// exactly `mark` may be signed.
+    pub payload_hash: Option<PayloadHash>,
+}
+
+/// What an authorization permitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The watermark advanced to the request's mark.
+    Advanced,
+    /// The identical message was authorized before: signing it again yields
+    /// the same message, so it is not a double sign. The watermark did not
+    /// move.
+    Repeat,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The requested mark is below the stored one.
+    Below,
+    /// Same (level, round), different message.
+    DifferentPayload,
+    /// Same (level, round) as a mark an operator set: nothing at it may be
+    /// signed.
+    AtRaisedMark,
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefusalReason::Below => "below the watermark",
+            RefusalReason::DifferentPayload => "same level and round, different payload",
+            RefusalReason::AtRaisedMark => "at a watermark an operator raised",
+        })
+    }
+}
+
+/// A signature request refused by the watermark rule. It names both marks
+/// so the log explains itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused to sign {key} at {requested}: {reason}, stored watermark {stored}", stored = .stored.mark)]
+pub struct WatermarkRefusal {
+    /// The watermark's key.
+    pub key: WatermarkKey,
+    /// What is stored.
+    pub stored: Watermark,
+    /// What was asked for.
+    pub requested: Mark,
+    /// Why it was refused.
+    pub reason: RefusalReason,
+}
+
+/// The rule: allowed iff the request's (level, round) is strictly above the
+/// stored mark, or equals it with the same payload hash (a repeat).
+pub fn decide(
+    stored: Option<&Watermark>,
+    request: &SignRequest,
+) -> Result<Decision, WatermarkRefusal> {
+    let Some(stored) = stored else {
+        return Ok(Decision::Advanced);
+    };
+    let refuse = |reason| WatermarkRefusal {
+        key: request.key,
+        stored: *stored,
+        requested: request.mark,
+        reason,
+    };
+    match request.mark.cmp(&stored.mark) {
+        std::cmp::Ordering::Greater => Ok(Decision::Advanced),
+        std::cmp::Ordering::Less => Err(refuse(RefusalReason::Below)),
+        std::cmp::Ordering::Equal => match stored.payload_hash {
+            Some(h) if h == request.payload_hash => Ok(Decision::Repeat),
+            Some(_) => Err(refuse(RefusalReason::DifferentPayload)),
+            None => Err(refuse(RefusalReason::AtRaisedMark)),
+        },
+    }
+}
+
+impl Watermark {
+    /// The watermark after `request` is authorized.
+    pub fn after(request: &SignRequest) -> Self {
+        Watermark {
+            mark: request.mark,
+            payload_hash: Some(request.payload_hash),
+        }
+    }
+}
