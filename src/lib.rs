@@ -47,6 +47,8 @@
 
 pub mod blocking;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod failover;
 pub mod file;
 mod identity;
