@@ -19,13 +19,19 @@
 //! The key layout and every transaction are described in
 //! `docs/etcd-layout.md`.
 
+mod claim;
 mod client;
 mod config;
+mod holding;
+mod keepalive;
 mod keys;
+mod ownership;
 
+pub use claim::MAX_INSTANCE_LEN;
 pub use client::EtcdClient;
 pub use config::{
     EtcdConfig, EtcdConfigBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL,
     DEFAULT_KEEP_ALIVE_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_REQUEST_DEADLINE,
 };
 pub use keys::EtcdKeys;
+pub use ownership::{EtcdIdentity, OwnerStatus, OwnershipOptions, DEFAULT_LEASE_TTL};
