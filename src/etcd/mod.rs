@@ -26,6 +26,9 @@ mod holding;
 mod keepalive;
 mod keys;
 mod ownership;
+mod policy;
+mod tower;
+mod watermarks;
 
 pub use claim::MAX_INSTANCE_LEN;
 pub use client::EtcdClient;
@@ -35,3 +38,6 @@ pub use config::{
 };
 pub use keys::EtcdKeys;
 pub use ownership::{EtcdIdentity, OwnerStatus, OwnershipOptions, DEFAULT_LEASE_TTL};
+pub use policy::{AcquireMode, EtcdFailover};
+pub use tower::EtcdTowerStorage;
+pub use watermarks::{EtcdWatermarks, MAX_BATCH};

@@ -1,0 +1,257 @@
+//! `EtcdTowerStorage`: one node's tower in etcd, written only under the
+//! fence of the ownership it was opened with.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, FormatError, Result};
+use crate::etcd::client::EtcdClient;
+use crate::etcd::holding::Holding;
+use crate::etcd::keepalive::describe_owner;
+use crate::etcd::ownership::EtcdIdentity;
+use crate::failover::Ownership;
+use crate::identity::NodeId;
+use crate::tower::{check_store, StoreMode, StoreReceipt, TowerRecord, TowerStorage};
+
+/// How often a store retries when the record changed under it (only an
+/// operator's tool or a late write of our own can do that).
+const STORE_ATTEMPTS: usize = 4;
+
+/// A node's tower at `<prefix>/tower/<node>/record`, stored by the instance
+/// that owns the identity.
+///
+/// - **store** is ONE transaction: compare the owner key's `mod_revision`
+///   with this ownership's fence *and* the record's `mod_revision` with the
+///   one last seen, then put the record. A failed fence compare returns
+///   [`Error::Fenced`] naming the new owner, and marks the ownership lost.
+///   A failed record compare (someone else wrote it) reloads, re-applies
+///   [`check_store`] to what is there, and retries.
+/// - **load** reads the record in a transaction that compares the fence.
+/// - A value that is not this node's validly signed record is
+///   [`Error::Corrupt`] and is never overwritten, except by
+///   [`StoreMode::Force`] (operator recovery).
+/// - Before each operation the ownership's local state is checked: once the
+///   loss is known, or the lease may have expired on the server, every
+///   operation fails with [`Error::Fenced`] without asking etcd. A store
+///   whose answer arrives after that point also fails (its vote is
+///   withheld), although its write is in etcd.
+/// - Every call returns within the client's request deadline (plus, for a
+///   store, one deadline per retry after a record change); etcd down or
+///   without quorum gives [`Error::Unavailable`].
+pub struct EtcdTowerStorage {
+    client: EtcdClient,
+    node: NodeId,
+    owner_key: String,
+    record_key: String,
+    holding: Arc<Holding>,
+    cache: Mutex<Cached>,
+}
+
+/// The record as last seen in etcd.
+struct Cached {
+    /// `mod_revision` of the record key, 0 when absent.
+    rev: i64,
+    value: Stored,
+}
+
+enum Stored {
+    Absent,
+    Record(TowerRecord),
+    Corrupt(FormatError),
+}
+
+impl EtcdTowerStorage {
+    /// Open the tower of `identity` under `ownership` (from
+    /// [`EtcdIdentity::take_over`] or
+    /// [`acquire_when_free`](EtcdIdentity::acquire_when_free)), reading the
+    /// record under the fence.
+    ///
+    /// Errors: [`Error::Invalid`] if `ownership` is not the identity's
+    /// current one; [`Error::Fenced`] if it is already lost;
+    /// [`Error::Unavailable`]. A damaged record does not fail the open:
+    /// [`load`](TowerStorage::load) and stores report it.
+    pub async fn open(identity: &EtcdIdentity, ownership: &Ownership) -> Result<Self> {
+        let holding = identity.holding(ownership)?;
+        let client = identity.client().clone();
+        let keys = client.keys();
+        let node = identity.node();
+        let storage = EtcdTowerStorage {
+            owner_key: keys.owner(&node),
+            record_key: keys.record(&node),
+            client,
+            node,
+            holding,
+            cache: Mutex::new(Cached {
+                rev: 0,
+                value: Stored::Absent,
+            }),
+        };
+        let mut cache = storage.cache.lock().await;
+        storage.read(&mut cache).await?;
+        drop(cache);
+        Ok(storage)
+    }
+
+    /// The fence this storage writes under.
+    pub fn fence(&self) -> u64 {
+        self.holding.fence as u64
+    }
+
+    /// `true` once the ownership behind this storage is known to be lost.
+    pub fn is_lost(&self) -> bool {
+        self.holding.is_lost()
+    }
+
+    fn fence_compare(&self) -> Compare {
+        Compare::mod_revision(self.owner_key.clone(), CompareOp::Equal, self.holding.fence)
+    }
+
+    /// Read the record under the fence into `cache`.
+    async fn read(&self, cache: &mut Cached) -> Result<()> {
+        self.holding.check()?;
+        let txn = Txn::new()
+            .when([self.fence_compare()])
+            .and_then([TxnOp::get(self.record_key.clone(), None)])
+            .or_else([TxnOp::get(self.owner_key.clone(), None)]);
+        let resp = self.client.txn("load the tower", txn).await?;
+        if !resp.succeeded() {
+            return Err(self.fenced_by(&resp));
+        }
+        let kv = get_kv(&resp.op_responses(), 0);
+        *cache = self.decode(kv.as_ref());
+        Ok(())
+    }
+
+    fn decode(&self, kv: Option<&KeyValue>) -> Cached {
+        match kv {
+            None => Cached {
+                rev: 0,
+                value: Stored::Absent,
+            },
+            Some(kv) => Cached {
+                rev: kv.mod_revision(),
+                value: match TowerRecord::decode(kv.value(), &self.node) {
+                    Ok(r) => Stored::Record(r),
+                    Err(e) => Stored::Corrupt(e),
+                },
+            },
+        }
+    }
+
+    fn corrupt(&self, problem: &FormatError) -> Error {
+        Error::corrupt(self.record_key.clone(), problem.clone())
+    }
+
+    /// The fence compare failed: name the new owner, mark the loss. The
+    /// else branch's first operation reads the owner key.
+    fn fenced_by(&self, resp: &TxnResponse) -> Error {
+        let reason = match get_kv(&resp.op_responses(), 0) {
+            None => {
+                "the owner key is gone: the lease expired or the identity was released".to_string()
+            }
+            Some(kv) => describe_owner(&kv, &self.holding),
+        };
+        self.holding.lose(reason.clone());
+        self.holding.fenced(reason)
+    }
+}
+
+#[async_trait]
+impl TowerStorage for EtcdTowerStorage {
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    async fn load(&self) -> Result<Option<TowerRecord>> {
+        let mut cache = self.cache.lock().await;
+        self.read(&mut cache).await?;
+        match &cache.value {
+            Stored::Absent => Ok(None),
+            Stored::Record(r) => Ok(Some(r.clone())),
+            Stored::Corrupt(p) => Err(self.corrupt(p)),
+        }
+    }
+
+    async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
+        let mut cache = self.cache.lock().await;
+        self.holding.check()?;
+        let bytes = record.encode();
+        for _ in 0..STORE_ATTEMPTS {
+            // The ordering rule against what etcd holds (the compare below
+            // proves that it still holds it).
+            match &cache.value {
+                Stored::Corrupt(p) if mode != StoreMode::Force => return Err(self.corrupt(p)),
+                Stored::Record(r) => check_store(&self.node, Some(r), record, mode)?,
+                Stored::Absent | Stored::Corrupt(_) => check_store(&self.node, None, record, mode)?,
+            }
+            let txn = Txn::new()
+                .when([
+                    self.fence_compare(),
+                    Compare::mod_revision(self.record_key.clone(), CompareOp::Equal, cache.rev),
+                ])
+                .and_then([TxnOp::put(self.record_key.clone(), bytes.clone(), None)])
+                .or_else([
+                    TxnOp::get(self.owner_key.clone(), None),
+                    TxnOp::get(self.record_key.clone(), None),
+                ]);
+            let resp = self.client.txn("store the tower", txn).await?;
+            if resp.succeeded() {
+                let rev = resp.header().map_or(0, |h| h.revision());
+                *cache = Cached {
+                    rev,
+                    value: Stored::Record(record.clone()),
+                };
+                // An answer that arrives after the lease may have expired
+                // (this process was paused, say) must not release a vote.
+                if let Err(e) = self.holding.check() {
+                    tracing::warn!(node = %self.node, revision = rev, "tower stored, but ownership was lost before the answer arrived: vote withheld");
+                    return Err(e);
+                }
+                return Ok(StoreReceipt {
+                    fence: self.holding.fence as u64,
+                    sequence: rev as u64,
+                });
+            }
+            let responses = resp.op_responses();
+            let owner = get_kv(&responses, 0);
+            if owner
+                .as_ref()
+                .is_none_or(|kv| kv.mod_revision() != self.holding.fence)
+            {
+                return Err(self.fenced_by(&resp));
+            }
+            let fresh = self.decode(get_kv(&responses, 1).as_ref());
+            tracing::warn!(node = %self.node, seen = cache.rev, now = fresh.rev, "tower record changed in etcd under this owner; re-checking");
+            *cache = fresh;
+        }
+        Err(Error::Unavailable {
+            backend: "etcd",
+            detail: format!(
+                "store the tower: {} kept changing under this owner",
+                self.record_key
+            ),
+            source: None,
+        })
+    }
+}
+
+impl std::fmt::Debug for EtcdTowerStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTowerStorage")
+            .field("node", &self.node)
+            .field("record_key", &self.record_key)
+            .field("holding", &self.holding)
+            .finish()
+    }
+}
+
+/// The key-value of the `i`-th operation, if it is a get that found one.
+fn get_kv(responses: &[TxnOpResponse], i: usize) -> Option<KeyValue> {
+    match responses.get(i) {
+        Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
+        _ => None,
+    }
+}

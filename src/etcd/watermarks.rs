@@ -1,0 +1,374 @@
+//! `EtcdWatermarks`: high watermarks shared by any number of signer
+//! processes on any number of hosts, advanced by compare-and-set.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
+
+use crate::error::{Error, FormatError, Result};
+use crate::etcd::client::EtcdClient;
+use crate::etcd::keys::EtcdKeys;
+use crate::watermark::{
+    decode_entry, encode_entry, Decision, Mark, SetMode, SignRequest, SignerGuard, Watermark,
+    WatermarkKey, WatermarkTable,
+};
+
+/// Compare-and-set rounds before giving up under contention.
+const ATTEMPTS: usize = 8;
+
+/// Most keys in one batch (etcd allows 128 operations per transaction by
+/// default, and a batch needs two per key).
+pub const MAX_BATCH: usize = 32;
+
+/// Watermarks in etcd, one key per (chain, key, kind):
+/// `<prefix>/wm/<chain>/<key hash>/<kind>`, each value one 76-byte
+/// self-describing, CRC'd entry ([`encode_entry`]).
+///
+/// - **authorize** decides against the last values seen, then sends ONE
+///   transaction that compares every batch key's `mod_revision` with the
+///   one seen (0 for an absent key) and puts the advanced entries. When a
+///   compare fails (another signer wrote first), the same transaction's
+///   else branch returns the current values; the batch is decided again
+///   on them and retried (at most 8 rounds). In steady state that is one
+///   round trip. A refusal decided on remembered values is confirmed with
+///   one fresh read before it is returned.
+/// - So any number of processes and hosts may share the keys: for each
+///   (key, chain, kind, level, round) exactly one payload is ever
+///   authorized. No etcd lock or lease is involved.
+/// - A batch (a consensus key and its companion key) is all or nothing:
+///   one transaction for every key.
+/// - A value that is not the entry of its key (garbage, truncated, another
+///   key's entry) is [`Error::Corrupt`] and is never overwritten, except
+///   by [`set_marks`](SignerGuard::set_marks) in [`SetMode::Force`].
+/// - etcd down or without quorum: [`Error::Unavailable`] within the
+///   client's request deadline (each compare-and-set round has its own
+///   deadline; rounds only follow answers, never timeouts).
+pub struct EtcdWatermarks {
+    client: EtcdClient,
+    keys: EtcdKeys,
+    cache: Mutex<HashMap<WatermarkKey, Slot>>,
+}
+
+/// A key's value as last seen.
+#[derive(Clone)]
+struct Slot {
+    /// `mod_revision` of the key, 0 when absent.
+    rev: i64,
+    /// The store revision at which it was seen (newer sightings win).
+    seen: i64,
+    entry: Entry,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Absent,
+    Mark(Watermark),
+    Corrupt(FormatError),
+}
+
+impl Slot {
+    const UNKNOWN: Slot = Slot {
+        rev: 0,
+        seen: 0,
+        entry: Entry::Absent,
+    };
+}
+
+impl EtcdWatermarks {
+    /// Watermarks under the client's key prefix. Nothing is read until the
+    /// first request.
+    pub fn new(client: EtcdClient) -> Self {
+        EtcdWatermarks {
+            keys: client.keys(),
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &EtcdKeys {
+        &self.keys
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<WatermarkKey, Slot>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn snapshot(&self, keys: &[WatermarkKey]) -> Vec<Slot> {
+        let cache = self.cache();
+        keys.iter()
+            .map(|k| cache.get(k).cloned().unwrap_or(Slot::UNKNOWN))
+            .collect()
+    }
+
+    /// Remember `slot` unless a newer sighting is already remembered.
+    fn absorb(&self, key: WatermarkKey, slot: Slot) {
+        let mut cache = self.cache();
+        match cache.get(&key) {
+            Some(old) if old.seen > slot.seen => {}
+            _ => {
+                cache.insert(key, slot);
+            }
+        }
+    }
+
+    fn decode(&self, key: &WatermarkKey, kv: Option<&KeyValue>, seen: i64) -> Slot {
+        match kv {
+            None => Slot {
+                rev: 0,
+                seen,
+                entry: Entry::Absent,
+            },
+            Some(kv) => Slot {
+                rev: kv.mod_revision(),
+                seen,
+                entry: match decode_entry(kv.value(), Some(key)) {
+                    Ok((_, w)) => Entry::Mark(w),
+                    Err(e) => Entry::Corrupt(e),
+                },
+            },
+        }
+    }
+
+    fn corrupt(&self, key: &WatermarkKey, problem: &FormatError) -> Error {
+        Error::corrupt(self.keys.watermark(key), problem.clone())
+    }
+
+    /// The remembered marks of `keys` as a table. Damaged entries are an
+    /// error unless `force` (then they count as absent, to be overwritten).
+    fn table(&self, keys: &[WatermarkKey], slots: &[Slot], force: bool) -> Result<WatermarkTable> {
+        let mut table = WatermarkTable::new();
+        let mut marks = Vec::new();
+        for (k, s) in keys.iter().zip(slots) {
+            match &s.entry {
+                Entry::Mark(w) => marks.push((*k, *w)),
+                Entry::Absent => {}
+                Entry::Corrupt(_) if force => {}
+                Entry::Corrupt(p) => return Err(self.corrupt(k, p)),
+            }
+        }
+        table.apply(&marks);
+        Ok(table)
+    }
+
+    /// Read `keys` afresh (one read-only transaction).
+    async fn refresh(&self, keys: &[WatermarkKey]) -> Result<()> {
+        let txn = Txn::new().and_then(
+            keys.iter()
+                .map(|k| TxnOp::get(self.keys.watermark(k), None))
+                .collect::<Vec<_>>(),
+        );
+        let resp = self.client.txn("read watermarks", txn).await?;
+        self.absorb_gets(keys, &resp.op_responses(), header_rev(&resp));
+        Ok(())
+    }
+
+    fn absorb_gets(&self, keys: &[WatermarkKey], responses: &[TxnOpResponse], seen: i64) {
+        for (i, k) in keys.iter().enumerate() {
+            let kv = match responses.get(i) {
+                Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
+                _ => None,
+            };
+            self.absorb(*k, self.decode(k, kv.as_ref(), seen));
+        }
+    }
+
+    /// ONE transaction: if every key is still at the revision in `slots`,
+    /// write `changes`. `Ok(false)` when a compare failed; the current
+    /// values are then remembered.
+    async fn compare_and_set(
+        &self,
+        what: &str,
+        keys: &[WatermarkKey],
+        slots: &[Slot],
+        changes: &[(WatermarkKey, Watermark)],
+    ) -> Result<bool> {
+        let compares: Vec<Compare> = keys
+            .iter()
+            .zip(slots)
+            .map(|(k, s)| Compare::mod_revision(self.keys.watermark(k), CompareOp::Equal, s.rev))
+            .collect();
+        let puts: Vec<TxnOp> = changes
+            .iter()
+            .map(|(k, w)| TxnOp::put(self.keys.watermark(k), encode_entry(k, w).to_vec(), None))
+            .collect();
+        let gets: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(self.keys.watermark(k), None))
+            .collect();
+        let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
+        let resp = self.client.txn(what, txn).await?;
+        let rev = header_rev(&resp);
+        if resp.succeeded() {
+            for (k, w) in changes {
+                self.absorb(
+                    *k,
+                    Slot {
+                        rev,
+                        seen: rev,
+                        entry: Entry::Mark(*w),
+                    },
+                );
+            }
+            return Ok(true);
+        }
+        self.absorb_gets(keys, &resp.op_responses(), rev);
+        Ok(false)
+    }
+
+    fn contention(&self, what: &str) -> Error {
+        Error::Unavailable {
+            backend: "etcd",
+            detail: format!("{what}: the keys kept changing for {ATTEMPTS} compare-and-set rounds"),
+            source: None,
+        }
+    }
+}
+
+fn header_rev(resp: &etcd_client::TxnResponse) -> i64 {
+    resp.header().map_or(0, |h| h.revision())
+}
+
+fn check_batch_len(n: usize) -> Result<()> {
+    if n > MAX_BATCH {
+        return Err(Error::Invalid(format!(
+            "{n} watermarks in one batch; at most {MAX_BATCH}"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SignerGuard for EtcdWatermarks {
+    async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        check_batch_len(requests.len())?;
+        let keys: Vec<WatermarkKey> = requests.iter().map(|r| r.key).collect();
+        // Whether the values decided on came from etcd during this call.
+        let mut fresh = false;
+        for _ in 0..ATTEMPTS {
+            let slots = self.snapshot(&keys);
+            let planned = self
+                .table(&keys, &slots, false)
+                .and_then(|t| t.plan_authorize(requests));
+            match planned {
+                Ok((decisions, changes)) => {
+                    if self
+                        .compare_and_set("authorize", &keys, &slots, &changes)
+                        .await?
+                    {
+                        return Ok(decisions);
+                    }
+                    fresh = true;
+                }
+                Err(e @ (Error::Refused(_) | Error::Corrupt { .. })) => {
+                    if fresh {
+                        return Err(e);
+                    }
+                    self.refresh(&keys).await?;
+                    fresh = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(self.contention("authorize"))
+    }
+
+    async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
+        let keys = [*key];
+        self.refresh(&keys).await?;
+        match self.snapshot(&keys).remove(0).entry {
+            Entry::Absent => Ok(None),
+            Entry::Mark(w) => Ok(Some(w)),
+            Entry::Corrupt(p) => Err(self.corrupt(key, &p)),
+        }
+    }
+
+    async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
+        let prefix = self.keys.watermarks();
+        let client = &self.client;
+        let resp = client
+            .call("list watermarks", client.deadline(), || {
+                let mut c = client.raw();
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let seen = resp.header().map_or(0, |h| h.revision());
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            let path = String::from_utf8_lossy(kv.key()).into_owned();
+            let (key, wm) =
+                decode_entry(kv.value(), None).map_err(|p| Error::corrupt(path.clone(), p))?;
+            if self.keys.watermark(&key) != path {
+                return Err(Error::corrupt(
+                    path,
+                    FormatError::InvalidField {
+                        field: "key",
+                        detail: format!("entry is for {key}, stored under another key"),
+                    },
+                ));
+            }
+            self.absorb(
+                key,
+                Slot {
+                    rev: kv.mod_revision(),
+                    seen,
+                    entry: Entry::Mark(wm),
+                },
+            );
+            out.push((key, wm));
+        }
+        out.sort_by_key(|a| a.0);
+        Ok(out)
+    }
+
+    async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        check_batch_len(marks.len())?;
+        let keys: Vec<WatermarkKey> = marks.iter().map(|(k, _)| *k).collect();
+        let force = mode == SetMode::Force;
+        let mut fresh = false;
+        for _ in 0..ATTEMPTS {
+            let slots = self.snapshot(&keys);
+            let planned = self
+                .table(&keys, &slots, force)
+                .and_then(|t| t.plan_set(marks, mode));
+            match planned {
+                Ok(changes) => {
+                    if self
+                        .compare_and_set("set watermarks", &keys, &slots, &changes)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                    fresh = true;
+                }
+                Err(e @ (Error::Refused(_) | Error::Corrupt { .. })) => {
+                    if fresh {
+                        return Err(e);
+                    }
+                    self.refresh(&keys).await?;
+                    fresh = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(self.contention("set watermarks"))
+    }
+}
+
+impl std::fmt::Debug for EtcdWatermarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdWatermarks")
+            .field("prefix", &self.keys.prefix())
+            .field("cached_keys", &self.cache().len())
+            .finish()
+    }
+}
