@@ -78,15 +78,17 @@ impl Keeper {
                     let _ = self.holding.check();
                 }
                 _ = sleep_until(next_tick) => {
+                    // The loss must be declared on time even while this
+                    // round waits on an unresponsive etcd.
+                    let declare_by = self.holding.valid_until();
+                    let round = tokio::select! {
+                        renewed = self.round() => Some(renewed),
+                        _ = sleep_until(declare_by) => None,
+                    };
                     // After a failure, try again soon rather than a whole
                     // interval later.
-                    let renewed = self.renew().await;
                     next_tick = Instant::now()
-                        + if renewed { self.interval } else { self.interval.min(RETRY) };
-                    self.verify().await;
-                    if self.watch.is_none() && !self.holding.is_lost() {
-                        self.open_watch().await;
-                    }
+                        + if round == Some(true) { self.interval } else { self.interval.min(RETRY) };
                     let _ = self.holding.check();
                 }
                 msg = next_watch(&mut self.watch) => self.on_watch(msg),
@@ -96,6 +98,17 @@ impl Keeper {
             fence = self.holding.fence,
             "ownership keep-alive loop ended"
         );
+    }
+
+    /// One round: renew the lease, check the owner key, re-open the watch
+    /// if it broke. `true` when the lease was renewed.
+    async fn round(&mut self) -> bool {
+        let renewed = self.renew().await;
+        self.verify().await;
+        if self.watch.is_none() && !self.holding.is_lost() {
+            self.open_watch().await;
+        }
+        renewed
     }
 
     /// Send one keep-alive on the open stream, or open a new stream (which
