@@ -1,8 +1,10 @@
 //! Failover: who may act for an identity right now, and how an instance
 //! learns that it no longer may.
 
+mod local;
 mod ownership;
 
+pub use local::{LocalLockPolicy, Takeover};
 pub use ownership::{LossNotifier, Ownership};
 
 use async_trait::async_trait;
