@@ -196,13 +196,32 @@ impl FailoverPolicy for LocalLockPolicy {
         if self.takeover == Takeover::RequestHandover {
             self.write_request()?;
         }
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let lock = match OwnerLock::acquire(&self.lock_path, self.poll, remaining).await {
-            Ok(lock) => lock,
-            Err(e) => {
-                self.withdraw_request();
-                return Err(e);
+        let lock = loop {
+            // A standby yields to a pending handover request of another
+            // instance: the requester is the one the operator (or a ready,
+            // restarted primary) chose, and racing it would make the
+            // identity flap between three instances.
+            let yield_to = (self.takeover == Takeover::WaitForRelease)
+                .then(|| read_request(&self.request_path))
+                .flatten()
+                .filter(|who| *who != self.instance);
+            if yield_to.is_none() {
+                match OwnerLock::try_acquire(&self.lock_path) {
+                    Ok(lock) => break lock,
+                    Err(Error::Locked { .. }) => {}
+                    Err(e) => {
+                        self.withdraw_request();
+                        return Err(e);
+                    }
+                }
             }
+            if tokio::time::Instant::now() + self.poll > deadline {
+                self.withdraw_request();
+                return Err(Error::Locked {
+                    path: self.lock_path.clone(),
+                });
+            }
+            tokio::time::sleep(self.poll).await;
         };
         self.withdraw_request();
         let fence = lock.generation();
