@@ -53,18 +53,24 @@ pub trait SignerGuard: Send + Sync {
     }
 }
 
-#[async_trait]
-impl<T: SignerGuard + ?Sized> SignerGuard for std::sync::Arc<T> {
-    async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
-        (**self).authorize(requests).await
-    }
-    async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
-        (**self).watermark(key).await
-    }
-    async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
-        (**self).watermarks().await
-    }
-    async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
-        (**self).set_marks(marks, mode).await
-    }
+macro_rules! forward_guard {
+    ($($t:ty),*) => {$(
+        #[async_trait]
+        impl<T: SignerGuard + ?Sized> SignerGuard for $t {
+            async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
+                (**self).authorize(requests).await
+            }
+            async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
+                (**self).watermark(key).await
+            }
+            async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
+                (**self).watermarks().await
+            }
+            async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+                (**self).set_marks(marks, mode).await
+            }
+        }
+    )*};
 }
+
+forward_guard!(std::sync::Arc<T>, &T, Box<T>);
