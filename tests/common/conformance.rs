@@ -60,7 +60,8 @@ pub async fn tower_storage_contract<S: TowerStorage>(store: &S, identity: &NodeK
     store.store(&r12, StoreMode::Advance).await.unwrap();
 
     // Refusals leave the stored tower as it was.
-    let cases: Vec<(TowerRecord, fn(&TowerRefusal) -> bool)> = vec![
+    type Expect = fn(&TowerRefusal) -> bool;
+    let cases: Vec<(TowerRecord, Expect)> = vec![
         (record(identity, 11, 1, Some(3)), |r| {
             matches!(r, TowerRefusal::LastVoteRegressed { stored: 12, .. })
         }),
