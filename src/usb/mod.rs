@@ -7,11 +7,16 @@
 
 mod error;
 pub mod ledger;
+mod rusb_transport;
 mod speculos;
 pub mod tezsign;
 pub mod transport;
 
 pub use error::{DeviceError, ProtocolError, LEDGER_UDEV_RULE, TEZSIGN_UDEV_RULE};
 pub use ledger::HidApdu;
+pub use rusb_transport::{
+    list_devices, DeviceKind, LedgerModel, RusbLedger, RusbTezSign, UsbDeviceInfo,
+    LEDGER_VENDOR_ID, TEZSIGN_PRODUCT_ID, TEZSIGN_VENDOR_ID,
+};
 pub use speculos::SpeculosTransport;
 pub use transport::{ApduReply, ApduTransport, BulkTransport, HidReports, TezSignInterface};
