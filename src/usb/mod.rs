@@ -8,6 +8,7 @@
 mod error;
 pub mod ledger;
 mod rusb_transport;
+pub mod sim;
 mod speculos;
 pub mod tezsign;
 pub mod transport;
