@@ -62,6 +62,7 @@ struct State {
     seed: [u8; 32],
     version: [u8; 3],
     legacy_hwm_reply: bool,
+    no_sign_with_hash: bool,
     hwm_in_ram_only: bool,
     main_chain: ChainId,
     main: LedgerHwm,
@@ -73,6 +74,7 @@ struct State {
     press: Option<bool>,
     sign: Option<SignCtx>,
     outbox: VecDeque<Vec<u8>>,
+    in_flight: usize,
     signed: Vec<Vec<u8>>,
     unplug_after: Option<u8>,
 }
@@ -128,6 +130,7 @@ impl LedgerSim {
                     seed,
                     version: [2, 5, 0],
                     legacy_hwm_reply: false,
+                    no_sign_with_hash: false,
                     hwm_in_ram_only: false,
                     main_chain: ChainId([0; 4]),
                     main: LedgerHwm::default(),
@@ -139,6 +142,7 @@ impl LedgerSim {
                     press: None,
                     sign: None,
                     outbox: VecDeque::new(),
+                    in_flight: 0,
                     signed: Vec::new(),
                     unplug_after: None,
                 }),
@@ -168,18 +172,17 @@ impl LedgerSim {
         // does; it may wait for a prompt while the host times out.
         std::thread::spawn(move || {
             for (channel, apdu, gen) in rx {
-                let Some(raw) = sim.process(&apdu) else {
-                    continue;
-                };
-                let frames = match encode_frames(channel, &raw) {
-                    Ok(f) => f,
-                    Err(_) => continue,
-                };
+                let frames = sim
+                    .process(&apdu)
+                    .and_then(|raw| encode_frames(channel, &raw).ok());
                 let mut st = sim.state();
-                if st.generation == gen && !st.unplugged {
-                    st.outbox.extend(frames.iter().map(|f| f.to_vec()));
-                    sim.shared.cond.notify_all();
+                if let Some(frames) = frames {
+                    if st.generation == gen && !st.unplugged {
+                        st.outbox.extend(frames.iter().map(|f| f.to_vec()));
+                    }
                 }
+                st.in_flight -= 1;
+                sim.shared.cond.notify_all();
             }
         });
         SimHid {
@@ -372,6 +375,7 @@ impl LedgerSim {
                 st.baking_key = None;
                 (st, Some(status(sw::OK)))
             }
+            ins::SIGN_WITH_HASH if st.no_sign_with_hash => (st, Some(status(sw::INVALID_INS))),
             ins::SIGN | ins::SIGN_WITH_HASH => self.sign_packet(st, apdu, derivation),
             _ => (st, Some(status(sw::INVALID_INS))),
         }
@@ -526,6 +530,21 @@ impl LedgerSim {
         }
     }
 
+    /// Wait up to `t` until every request received over HID has been
+    /// answered (its reply queued); `false` on timeout.
+    pub fn wait_idle(&self, t: Duration) -> bool {
+        let deadline = Instant::now() + t;
+        let mut st = self.state();
+        while st.in_flight > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self.wait(st, left);
+        }
+        true
+    }
+
     /// How prompts are answered.
     pub fn set_approval(&self, a: Approval) {
         self.state().approval = a;
@@ -585,6 +604,11 @@ impl LedgerSim {
     /// Answer QUERY_ALL_HWM like old apps (12 bytes, no rounds).
     pub fn set_legacy_hwm_reply(&self, on: bool) {
         self.state().legacy_hwm_reply = on;
+    }
+
+    /// Behave like apps older than SIGN_WITH_HASH (0x6D00 for it).
+    pub fn set_sign_with_hash_supported(&self, on: bool) {
+        self.state().no_sign_with_hash = !on;
     }
 
     /// The main and test watermarks (with their flags) and the main chain.
@@ -672,7 +696,10 @@ impl HidReports for SimHid {
             Ok(Some(apdu)) => {
                 let channel = self.asm.channel().unwrap_or(0);
                 self.asm = FrameAssembler::any_channel();
-                let _ = self.tx.send((channel, apdu, gen));
+                self.sim.state().in_flight += 1;
+                if self.tx.send((channel, apdu, gen)).is_err() {
+                    self.sim.state().in_flight -= 1;
+                }
             }
             Ok(None) => {}
             // A device drops frames it cannot place.
