@@ -53,6 +53,8 @@ mod identity;
 pub mod memory;
 mod signer;
 pub mod tower;
+#[cfg(feature = "usb")]
+pub mod usb;
 pub mod watermark;
 
 pub use error::{BoxError, Error, FormatError, Refusal, Result};
