@@ -138,6 +138,10 @@ pub enum Refusal {
     /// A signature would be at or below a stored watermark.
     #[error(transparent)]
     Watermark(#[from] WatermarkRefusal),
+    /// The signing device refused by its own high watermark (it keeps one
+    /// of its own, checked when it signs).
+    #[error("refused by the signing device's own watermark: {0}")]
+    Device(String),
     /// A failover step is not safe yet (the seed's "common mistakes").
     #[error(transparent)]
     Failover(#[from] FailoverRefusal),

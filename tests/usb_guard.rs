@@ -44,8 +44,8 @@ async fn device_refuses_when_its_mark_is_higher() {
     let e = baker.sign(&block(CHAIN, 500, 0, 1)).await.unwrap_err();
     assert!(is_device_refusal(&e), "{e}");
     assert!(
-        matches!(e, Error::Signer { .. }),
-        "GuardedSigner reports signer errors as Signer: {e}"
+        e.is_refusal(),
+        "a device watermark refusal is a refusal through GuardedSigner: {e}"
     );
     // The local mark advanced first; the device neither signed nor moved.
     let local = baker

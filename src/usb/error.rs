@@ -280,17 +280,19 @@ impl DeviceError {
 /// - [`DeviceError::PermissionDenied`] becomes [`Error::Config`] (an
 ///   operator must add the udev rule);
 /// - [`DeviceError::Invalid`] becomes [`Error::Invalid`];
-/// - everything else, including a device watermark refusal without its
-///   context, becomes [`Error::Signer`]. The device signers turn a device
-///   watermark refusal into [`Error::Refused`] themselves, because only they
-///   know the request and can read the device mark; use
-///   [`is_device_refusal`](crate::usb::is_device_refusal) to recognize
-///   either form.
+/// - a refusal by the device watermark becomes
+///   [`Refusal::Device`](crate::Refusal::Device) (the device signers report
+///   [`Error::Refused`] with the watermark detail themselves when they can
+///   read the device mark that explains it);
+/// - everything else becomes [`Error::Signer`].
 impl From<DeviceError> for Error {
     fn from(e: DeviceError) -> Self {
         match e {
             DeviceError::PermissionDenied { .. } => Error::Config(e.to_string()),
             DeviceError::Invalid(ref m) => Error::Invalid(m.clone()),
+            ref r if r.is_watermark_refusal() => {
+                Error::Refused(crate::Refusal::Device(e.to_string()))
+            }
             ref t if t.is_transient() => Error::Unavailable {
                 backend: "device",
                 detail: e.to_string(),

@@ -68,13 +68,14 @@ use crate::error::{Error, Refusal};
 
 /// `true` when `err` says a watermark refused a signature at the device
 /// or in slashguard: [`Error::Refused`], or a [`DeviceError`] that is a
-/// device watermark refusal, anywhere in the source chain. Use it on errors
-/// from [`GuardedSigner::sign`](crate::GuardedSigner::sign), which reports
-/// a signer's refusal as [`Error::Signer`] with the refusal as its source.
+/// device watermark refusal, anywhere in the source chain (for errors a
+/// custom transport or signer wrapped).
 pub fn is_device_refusal(err: &Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(Error::Refused(Refusal::Watermark(_))) = e.downcast_ref::<Error>() {
+        if let Some(Error::Refused(Refusal::Watermark(_) | Refusal::Device(_))) =
+            e.downcast_ref::<Error>()
+        {
             return true;
         }
         if e.downcast_ref::<DeviceError>()
