@@ -200,7 +200,7 @@ impl SlotFile {
         if len == 0 {
             return Err(Error::corrupt(what, FormatError::Empty));
         }
-        if len % (2 * PAGE) != 0 || len > 2 * MAX_SLOT {
+        if !len.is_multiple_of(2 * PAGE) || len > 2 * MAX_SLOT {
             return Err(Error::corrupt(
                 what,
                 FormatError::InvalidField {
