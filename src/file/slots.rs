@@ -4,7 +4,9 @@
 //! current one and calls `fdatasync` once. The file's size never changes in
 //! the steady state, so the sync flushes data only. A crash mid-write can
 //! damage only the slot being written; the checksum rejects it and the
-//! other slot, the last acknowledged record, is loaded.
+//! other slot, the last acknowledged record, is loaded. A slot of a format
+//! version this build does not know is never skipped that way: opening
+//! fails with [`FormatError::UnsupportedVersion`].
 //!
 //! Slot layout (little-endian):
 //!
@@ -215,6 +217,15 @@ impl SlotFile {
         let slot_size = len / 2;
         let a = decode_slot(&bytes[..slot_size], magic);
         let b = decode_slot(&bytes[slot_size..], magic);
+        // An unknown version is not damage: a newer build wrote that slot,
+        // and it may hold the newest record. Skipping it as if a write had
+        // been torn would silently load an older record (after a downgrade,
+        // a lower watermark: a double sign).
+        for slot in [&a, &b] {
+            if let Err(problem @ FormatError::UnsupportedVersion { .. }) = slot {
+                return Err(Error::corrupt(what, problem.clone()));
+            }
+        }
         let (active, seq, payload, recovery) = match (a, b) {
             (Ok((sa, pa)), Ok((sb, pb))) => {
                 if sa == sb {

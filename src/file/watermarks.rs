@@ -34,6 +34,10 @@ struct Inner {
 
 impl FileWatermarks {
     /// Open (or create) the watermark file at `path`, taking its lock.
+    /// Fails with [`Error::Locked`] if another process (or another open
+    /// store in this one) holds it, and with [`Error::Corrupt`] if the file
+    /// holds no intact table or a slot of a format version this build does
+    /// not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mut lock_name = path.clone().into_os_string();
