@@ -151,6 +151,18 @@ pub fn consensus(
     b
 }
 
+/// A temporary directory in memory (`/dev/shm`) when the host has one, else
+/// in the usual temporary directory. For tests that open a store tens of
+/// thousands of times to check decoding, not durability: every open syncs
+/// the lock file, which on a disk makes such a test I/O bound.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("slashguard-test")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temporary directory")
+}
+
 /// Retry `open` while it reports [`Error::Locked`], for at most `limit`.
 ///
 /// Only needed where another thread of the same test binary may be
