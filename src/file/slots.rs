@@ -174,7 +174,12 @@ impl SlotFile {
                 payload.len()
             )));
         }
-        let tmp = path.with_extension("grow");
+        // Appended, not substituted for the extension: "hwm.a" and "hwm.b"
+        // must not share a temporary file, or two stores growing at once
+        // would rename each other's records into place.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".grow");
+        let tmp = PathBuf::from(tmp);
         let mut buf = Vec::new();
         encode_slot(&mut buf, magic, seq, slot_size, payload);
         let io = |e| Error::io(&tmp, e);

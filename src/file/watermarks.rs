@@ -17,6 +17,8 @@ const MAGIC: [u8; 4] = *b"sgWF";
 
 /// Watermarks in the file at `path` (all keys, chains and kinds in one
 /// table), owned by this process through the OS lock on `<path>.lock`.
+/// When the table outgrows the file, it is rewritten through a temporary
+/// `<path>.grow` renamed into place.
 ///
 /// An authorization that advances is one write and one `fdatasync`; a
 /// repeat of an identical request writes nothing.
