@@ -325,10 +325,11 @@ impl SlotFile {
     fn grow(&mut self, payload: &[u8], seq: u64) -> Result<u64> {
         let size = slot_size_for(payload.len()).max(self.slot_size * 2);
         tracing::info!(path = %self.path.display(), from = self.slot_size, to = size, "record outgrew its slot: rewriting the file with larger slots");
-        if let Err(e) = Self::create(&self.path, self.magic, payload, seq, size) {
-            self.poisoned = true;
-            return Err(e);
-        }
+        // Poisoned until the reopened file replaces `self`: once the rename
+        // is done, `self.file` is the old, unlinked inode, and a write to it
+        // would be acknowledged yet lost at the next open.
+        self.poisoned = true;
+        Self::create(&self.path, self.magic, payload, seq, size)?;
         let (fresh, _) = Self::open(&self.path, self.magic)?;
         *self = fresh;
         Ok(seq)
