@@ -235,6 +235,12 @@ fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
         }
         if let Recovery::DamagedSlot { problem, .. } = &recovery {
             if *problem != FormatError::Empty {
+                // Only the interrupted write can be damaged, so the intact
+                // slot holds the last acknowledged record, not a newer one.
+                assert_eq!(
+                    loaded, acked,
+                    "kill {i}: torn slot ({problem}) but in-flight record loaded"
+                );
                 torn += 1;
             }
         }
