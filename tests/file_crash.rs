@@ -214,7 +214,11 @@ fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
         }
         let delay = if in_loop { 30_000 } else { 3_000 };
         std::thread::sleep(Duration::from_micros(rng.below(delay + 1)));
-        child.sigkill();
+        let pid = child.pid();
+        assert!(
+            child.sigkill(),
+            "kill {i}: child {pid} ended before it was killed (see its stderr)"
+        );
 
         let mut acked = previous;
         while let Some(line) = child.next_line() {

@@ -168,7 +168,7 @@ fn second_process_is_refused_until_the_holder_exits_or_is_killed() {
     let (mut holder, fence3) = spawn_holder("hold-tower", dir.path());
     assert!(fence3 > fence2, "fence {fence3} after {fence2}");
     assert_locked(open_tower(dir.path()), &lock_name);
-    holder.sigkill();
+    assert!(holder.sigkill(), "holder ended before it was killed");
     let storage = open_retrying(OPEN_LIMIT, || open_tower(dir.path()));
     let fence4 = store_next(&storage, &kp);
     assert!(fence4 > fence3, "fence {fence4} after {fence3}");
@@ -184,7 +184,7 @@ fn watermark_file_is_owned_by_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let (mut holder, _) = spawn_holder("hold-wm", dir.path());
     assert_locked(open_wm(dir.path()), "hwm.lock");
-    holder.sigkill();
+    assert!(holder.sigkill(), "holder ended before it was killed");
     let wm = open_retrying(OPEN_LIMIT, || open_wm(dir.path()));
     let answer = ask_child("try-wm", dir.path());
     assert!(

@@ -255,12 +255,16 @@ impl ChildProc {
         }
     }
 
-    /// Send SIGKILL (the process cannot catch it or clean up) and reap it.
-    pub fn sigkill(&mut self) {
+    /// Send SIGKILL (the process cannot catch it or clean up), reap it,
+    /// and say whether it died of that signal (rather than having exited,
+    /// for example by panicking, before the signal came).
+    pub fn sigkill(&mut self) -> bool {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
+        use std::os::unix::process::ExitStatusExt;
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
+        let status = self.child.wait().expect("reap child");
+        status.signal() == Some(Signal::SIGKILL as i32)
     }
 
     pub fn pid(&self) -> u32 {
