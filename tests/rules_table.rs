@@ -89,144 +89,32 @@ fn offered(own: &NodeKeypair, other: &NodeKeypair, offer: Offer) -> TowerRecord 
     }
 }
 
+#[rustfmt::skip]
 fn tower_rows() -> Vec<(&'static str, Option<Tower>, Offer, StoreMode, TowerExpect)> {
     use StoreMode::{Advance, Force};
     use TowerExpect::*;
     let v = |slot, h| Some((slot, h));
+    // (row, stored (vote (slot, hash), root), offered, mode, expected)
     vec![
-        (
-            "first tower",
-            None,
-            Offer::Own((v(1, 1), None)),
-            Advance,
-            Stored,
-        ),
-        (
-            "first tower without vote",
-            None,
-            Offer::Own((None, None)),
-            Advance,
-            Stored,
-        ),
-        (
-            "vote advances",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(11, 2), Some(5))),
-            Advance,
-            Stored,
-        ),
-        (
-            "retry of the same vote",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(10, 1), Some(5))),
-            Advance,
-            Stored,
-        ),
-        (
-            "same vote, root advances",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(10, 1), Some(9))),
-            Advance,
-            Stored,
-        ),
-        (
-            "first vote after none",
-            Some((None, None)),
-            Offer::Own((v(3, 1), None)),
-            Advance,
-            Stored,
-        ),
-        (
-            "first root after none",
-            Some((v(10, 1), None)),
-            Offer::Own((v(11, 1), Some(2))),
-            Advance,
-            Stored,
-        ),
-        (
-            "vote regresses",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(9, 1), Some(5))),
-            Advance,
-            LastVoteRegressed,
-        ),
-        (
-            "vote disappears",
-            Some((v(10, 1), None)),
-            Offer::Own((None, None)),
-            Advance,
-            LastVoteRegressed,
-        ),
-        (
-            "same slot, other hash",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(10, 2), Some(5))),
-            Advance,
-            ConflictingVote,
-        ),
-        (
-            "root regresses",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(12, 1), Some(4))),
-            Advance,
-            RootRegressed,
-        ),
-        (
-            "root disappears",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(12, 1), None)),
-            Advance,
-            RootRegressed,
-        ),
-        (
-            "force may go back",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((v(9, 2), Some(1))),
-            Force,
-            Stored,
-        ),
-        (
-            "force may drop the vote",
-            Some((v(10, 1), Some(5))),
-            Offer::Own((None, None)),
-            Force,
-            Stored,
-        ),
-        (
-            "foreign node",
-            Some((v(10, 1), None)),
-            Offer::Foreign((v(11, 1), None)),
-            Advance,
-            ForeignNode,
-        ),
-        (
-            "foreign node, forced",
-            Some((v(10, 1), None)),
-            Offer::Foreign((v(11, 1), None)),
-            Force,
-            ForeignNode,
-        ),
-        (
-            "foreign node, empty store",
-            None,
-            Offer::Foreign((v(1, 1), None)),
-            Advance,
-            ForeignNode,
-        ),
-        (
-            "bad signature",
-            Some((v(10, 1), None)),
-            Offer::Tampered((v(11, 1), None)),
-            Advance,
-            BadSignature,
-        ),
-        (
-            "bad signature, forced",
-            None,
-            Offer::Tampered((v(11, 1), None)),
-            Force,
-            BadSignature,
-        ),
+        ("first tower",                None,                      Offer::Own((v(1, 1), None)),       Advance, Stored),
+        ("first tower without vote",   None,                      Offer::Own((None, None)),          Advance, Stored),
+        ("vote advances",              Some((v(10, 1), Some(5))), Offer::Own((v(11, 2), Some(5))),   Advance, Stored),
+        ("retry of the same vote",     Some((v(10, 1), Some(5))), Offer::Own((v(10, 1), Some(5))),   Advance, Stored),
+        ("same vote, root advances",   Some((v(10, 1), Some(5))), Offer::Own((v(10, 1), Some(9))),   Advance, Stored),
+        ("first vote after none",      Some((None, None)),        Offer::Own((v(3, 1), None)),       Advance, Stored),
+        ("first root after none",      Some((v(10, 1), None)),    Offer::Own((v(11, 1), Some(2))),   Advance, Stored),
+        ("vote regresses",             Some((v(10, 1), Some(5))), Offer::Own((v(9, 1), Some(5))),    Advance, LastVoteRegressed),
+        ("vote disappears",            Some((v(10, 1), None)),    Offer::Own((None, None)),          Advance, LastVoteRegressed),
+        ("same slot, other hash",      Some((v(10, 1), Some(5))), Offer::Own((v(10, 2), Some(5))),   Advance, ConflictingVote),
+        ("root regresses",             Some((v(10, 1), Some(5))), Offer::Own((v(12, 1), Some(4))),   Advance, RootRegressed),
+        ("root disappears",            Some((v(10, 1), Some(5))), Offer::Own((v(12, 1), None)),      Advance, RootRegressed),
+        ("force may go back",          Some((v(10, 1), Some(5))), Offer::Own((v(9, 2), Some(1))),    Force,   Stored),
+        ("force may drop the vote",    Some((v(10, 1), Some(5))), Offer::Own((None, None)),          Force,   Stored),
+        ("foreign node",               Some((v(10, 1), None)),    Offer::Foreign((v(11, 1), None)),  Advance, ForeignNode),
+        ("foreign node, forced",       Some((v(10, 1), None)),    Offer::Foreign((v(11, 1), None)),  Force,   ForeignNode),
+        ("foreign node, empty store",  None,                      Offer::Foreign((v(1, 1), None)),   Advance, ForeignNode),
+        ("bad signature",              Some((v(10, 1), None)),    Offer::Tampered((v(11, 1), None)), Advance, BadSignature),
+        ("bad signature, forced",      None,                      Offer::Tampered((v(11, 1), None)), Force,   BadSignature),
     ]
 }
 
@@ -339,36 +227,30 @@ fn wm(level: u32, round: u32, variant: Option<u8>) -> Watermark {
 
 #[test]
 fn decide_table() {
+    use Decision::{Advanced, Repeat};
     use RefusalReason::*;
-    // (stored (level, round, payload variant; None = raised), request, expected)
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
+    type Row = (
         Option<(u32, u32, Option<u8>)>,
         (u32, u32, u8),
         Result<Decision, RefusalReason>,
-    )> = vec![
-        (None, (0, 0, 1), Ok(Decision::Advanced)),
-        (None, (10, 3, 1), Ok(Decision::Advanced)),
-        (Some((10, 0, Some(1))), (10, 1, 2), Ok(Decision::Advanced)),
-        (Some((10, 5, Some(1))), (11, 0, 2), Ok(Decision::Advanced)),
-        (Some((10, 0, Some(1))), (10, 0, 1), Ok(Decision::Repeat)),
-        (Some((10, 0, Some(1))), (10, 0, 2), Err(DifferentPayload)),
-        (Some((10, 1, Some(1))), (10, 0, 1), Err(Below)),
-        (Some((10, 0, Some(1))), (9, 7, 1), Err(Below)),
-        (Some((10, 0, Some(1))), (0, 0, 1), Err(Below)),
-        (Some((10, 0, None)), (10, 0, 1), Err(AtRaisedMark)),
-        (Some((10, 0, None)), (10, 1, 1), Ok(Decision::Advanced)),
-        (Some((10, 0, None)), (9, 9, 1), Err(Below)),
-        (
-            Some((u32::MAX, u32::MAX, Some(1))),
-            (u32::MAX, u32::MAX, 1),
-            Ok(Decision::Repeat),
-        ),
-        (
-            Some((u32::MAX, 0, Some(1))),
-            (u32::MAX - 1, u32::MAX, 1),
-            Err(Below),
-        ),
+    );
+    // (stored (level, round, payload variant; None = raised), requested, expected)
+    #[rustfmt::skip]
+    let rows: Vec<Row> = vec![
+        (None,                             (0, 0, 1),                   Ok(Advanced)),
+        (None,                             (10, 3, 1),                  Ok(Advanced)),
+        (Some((10, 0, Some(1))),           (10, 1, 2),                  Ok(Advanced)),
+        (Some((10, 5, Some(1))),           (11, 0, 2),                  Ok(Advanced)),
+        (Some((10, 0, Some(1))),           (10, 0, 1),                  Ok(Repeat)),
+        (Some((10, 0, Some(1))),           (10, 0, 2),                  Err(DifferentPayload)),
+        (Some((10, 1, Some(1))),           (10, 0, 1),                  Err(Below)),
+        (Some((10, 0, Some(1))),           (9, 7, 1),                   Err(Below)),
+        (Some((10, 0, Some(1))),           (0, 0, 1),                   Err(Below)),
+        (Some((10, 0, None)),              (10, 0, 1),                  Err(AtRaisedMark)),
+        (Some((10, 0, None)),              (10, 1, 1),                  Ok(Advanced)),
+        (Some((10, 0, None)),              (9, 9, 1),                   Err(Below)),
+        (Some((u32::MAX, u32::MAX, Some(1))), (u32::MAX, u32::MAX, 1),  Ok(Repeat)),
+        (Some((u32::MAX, 0, Some(1))),     (u32::MAX - 1, u32::MAX, 1), Err(Below)),
     ];
     for (i, (stored, (l, r, v), expect)) in rows.into_iter().enumerate() {
         let stored = stored.map(|(sl, sr, sv)| wm(sl, sr, sv));
@@ -840,95 +722,31 @@ fn attestation_tz4() -> Vec<u8> {
 #[test]
 fn payload_parser_table() {
     use ConsensusKind::*;
-    // (name, bytes, key scheme, expected kind, level, round)
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
-        &str,
+    type Row = (
+        &'static str,
         Vec<u8>,
         Curve,
         Result<(ConsensusKind, u32, u32), PayloadError>,
-    )> = vec![
-        (
-            "block, round 0",
-            block_tz1_round0(),
-            Curve::Ed25519,
-            Ok((Block, 6_000_000, 0)),
-        ),
-        (
-            "block, tz4 key (same layout)",
-            block_tz1_round0(),
-            Curve::Bls,
-            Ok((Block, 6_000_000, 0)),
-        ),
-        (
-            "block, locked round, round 3",
-            block_tz1_round3_locked(),
-            Curve::Ed25519,
-            Ok((Block, 12_345, 3)),
-        ),
-        (
-            "preattestation tz1",
-            preattestation_tz1(),
-            Curve::Ed25519,
-            Ok((Preattestation, 1_234_567, 2)),
-        ),
-        (
-            "preattestation tz2",
-            preattestation_tz1(),
-            Curve::Secp256k1,
-            Ok((Preattestation, 1_234_567, 2)),
-        ),
-        (
-            "preattestation tz3",
-            preattestation_tz1(),
-            Curve::P256,
-            Ok((Preattestation, 1_234_567, 2)),
-        ),
-        (
-            "preattestation tz4",
-            preattestation_tz4(),
-            Curve::Bls,
-            Ok((Preattestation, 1_234_567, 2)),
-        ),
-        (
-            "attestation tz1",
-            attestation_tz1(),
-            Curve::Ed25519,
-            Ok((Attestation, 10_000_000, 0)),
-        ),
-        (
-            "attestation with DAL is an attestation",
-            attestation_dal_tz1(),
-            Curve::Ed25519,
-            Ok((Attestation, 10_000_000, 0)),
-        ),
-        (
-            "attestation tz4",
-            attestation_tz4(),
-            Curve::Bls,
-            Ok((Attestation, i32::MAX as u32, 7)),
-        ),
+    );
+    // (row, bytes, key scheme, expected (kind, level, round) or error)
+    #[rustfmt::skip]
+    let rows: Vec<Row> = vec![
+        ("block, round 0",                         block_tz1_round0(),        Curve::Ed25519,   Ok((Block, 6_000_000, 0))),
+        ("block, tz4 key (same layout)",           block_tz1_round0(),        Curve::Bls,       Ok((Block, 6_000_000, 0))),
+        ("block, locked round, round 3",           block_tz1_round3_locked(), Curve::Ed25519,   Ok((Block, 12_345, 3))),
+        ("preattestation tz1",                     preattestation_tz1(),      Curve::Ed25519,   Ok((Preattestation, 1_234_567, 2))),
+        ("preattestation tz2",                     preattestation_tz1(),      Curve::Secp256k1, Ok((Preattestation, 1_234_567, 2))),
+        ("preattestation tz3",                     preattestation_tz1(),      Curve::P256,      Ok((Preattestation, 1_234_567, 2))),
+        ("preattestation tz4",                     preattestation_tz4(),      Curve::Bls,       Ok((Preattestation, 1_234_567, 2))),
+        ("attestation tz1",                        attestation_tz1(),         Curve::Ed25519,   Ok((Attestation, 10_000_000, 0))),
+        ("attestation with DAL is an attestation", attestation_dal_tz1(),     Curve::Ed25519,   Ok((Attestation, 10_000_000, 0))),
+        ("attestation tz4",                        attestation_tz4(),         Curve::Bls,       Ok((Attestation, i32::MAX as u32, 7))),
         // The scheme decides the offsets: tz4 bytes read with tz1 offsets
         // are too short, and tz1 bytes read with tz4 offsets give nonsense.
-        (
-            "tz4 attestation parsed for a tz1 key",
-            attestation_tz4(),
-            Curve::Ed25519,
-            Err(PayloadError::TooShort {
-                kind: Attestation,
-                needed: 80,
-                have: 78,
-            }),
-        ),
-        (
-            "tz1 attestation parsed for a tz4 key",
-            attestation_tz1(),
-            Curve::Bls,
-            Err(PayloadError::OutOfRange {
-                field: "round",
-                value: 0x9680_0000,
-            }),
-        ),
+        ("tz4 attestation parsed for a tz1 key",   attestation_tz4(),         Curve::Ed25519,
+            Err(PayloadError::TooShort { kind: Attestation, needed: 80, have: 78 })),
+        ("tz1 attestation parsed for a tz4 key",   attestation_tz1(),         Curve::Bls,
+            Err(PayloadError::OutOfRange { field: "round", value: 0x9680_0000 })),
     ];
     for (name, bytes, curve, expect) in rows {
         let got = ConsensusPayload::parse(&bytes, curve);
