@@ -35,7 +35,8 @@ impl FileTowerStorage {
     /// Open (or create) the tower file of `node` in `dir`, taking the owner
     /// lock. Fails with [`Error::Locked`] if another process (or another
     /// open store in this one) holds it, and with [`Error::Corrupt`] if the
-    /// file holds no intact record or a record of another node.
+    /// file holds no intact record, a record of another node, or a slot of a
+    /// format version this build does not read.
     pub fn open(dir: impl AsRef<Path>, node: NodeId) -> Result<Self> {
         let dir = dir.as_ref();
         let lock = OwnerLock::try_acquire(Self::lock_path(dir, &node))?;

@@ -17,6 +17,8 @@ const MAGIC: [u8; 4] = *b"sgWF";
 
 /// Watermarks in the file at `path` (all keys, chains and kinds in one
 /// table), owned by this process through the OS lock on `<path>.lock`.
+/// When the table outgrows the file, it is rewritten through a temporary
+/// `<path>.grow` renamed into place.
 ///
 /// An authorization that advances is one write and one `fdatasync`; a
 /// repeat of an identical request writes nothing.
@@ -34,6 +36,10 @@ struct Inner {
 
 impl FileWatermarks {
     /// Open (or create) the watermark file at `path`, taking its lock.
+    /// Fails with [`Error::Locked`] if another process (or another open
+    /// store in this one) holds it, and with [`Error::Corrupt`] if the file
+    /// holds no intact table or a slot of a format version this build does
+    /// not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let lock = OwnerLock::try_acquire(Self::lock_path(path))?;
