@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::failover::FailoverRefusal;
 use crate::tower::TowerRefusal;
 use crate::watermark::{PayloadError, WatermarkRefusal};
 
@@ -137,6 +138,19 @@ pub enum Refusal {
     /// A signature would be at or below a stored watermark.
     #[error(transparent)]
     Watermark(#[from] WatermarkRefusal),
+    /// The signing device refused by its own high watermark (it keeps one
+    /// of its own, checked when it signs).
+    #[error("refused by the signing device's own watermark: {0}")]
+    Device(String),
+    /// A failover step is not safe yet (the seed's "common mistakes").
+    #[error(transparent)]
+    Failover(#[from] FailoverRefusal),
+}
+
+impl From<FailoverRefusal> for Error {
+    fn from(r: FailoverRefusal) -> Self {
+        Error::Refused(Refusal::Failover(r))
+    }
 }
 
 impl From<TowerRefusal> for Error {

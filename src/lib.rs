@@ -7,14 +7,14 @@
 //!
 //! - **Write tower before vote.** A [`VoteGuard`](tower::VoteGuard) owns the
 //!   node's keypair; the only way to a vote signature is a completed,
-//!   durable, fenced [`TowerStorage::store`](tower::TowerStorage::store) of
+//!   durable, fenced [`TowerStorage::store`] of
 //!   the tower that contains the vote. Store failure withholds the vote.
 //! - **Never sign below the high watermark.** A [`GuardedSigner`] releases a
-//!   signature only after [`SignerGuard::authorize`](watermark::SignerGuard::authorize)
+//!   signature only after [`SignerGuard::authorize`]
 //!   has checked and advanced the (level, round) watermark for that key,
 //!   chain and kind, durably and atomically.
 //!
-//! Backends: [`memory`] (tests), [`file`] (one host, one `fdatasync` per
+//! Backends: [`memory`] (tests), [`file`](mod@file) (one host, one `fdatasync` per
 //! store), and, behind features, `etcd` (shared between hosts, with fencing)
 //! and `usb` (Ledger Tezos Baking app, TezSign).
 //!
@@ -55,6 +55,8 @@ mod identity;
 pub mod memory;
 mod signer;
 pub mod tower;
+#[cfg(feature = "usb")]
+pub mod usb;
 pub mod watermark;
 
 pub use error::{BoxError, Error, FormatError, Refusal, Result};

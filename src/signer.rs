@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use ed25519_dalek::{Signer as _, SigningKey};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::watermark::{Curve, Decision, KeyHash, PayloadHash, SignRequest, SignerGuard};
 
 /// Something that can sign Tezos payloads with one key: a software key, a
@@ -135,7 +135,7 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
 
     /// Sign a consensus payload if, and only if, its watermark advance (or
     /// repeat) is durable first. Legacy, generic and unknown payloads are
-    /// refused with [`Error::Payload`].
+    /// refused with [`Error::Payload`](crate::Error::Payload).
     pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
         let key = self.signer.key_hash();
         let request = SignRequest::parse(payload, key)?;
@@ -146,12 +146,12 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
                 return Err(e);
             }
         };
-        let signature = self.signer.sign(payload).await.map_err(|e| match e {
-            e @ Error::Signer { .. } => e,
-            other => Error::Signer {
-                detail: format!("after the watermark advanced to {}: {other}", request.mark),
-                source: Some(Box::new(other)),
-            },
+        // The signer's own error passes through unchanged: a device refusing
+        // by its own watermark is a refusal, an unplugged device is
+        // unavailable. The watermark has advanced either way, which is safe:
+        // the same bytes can still be signed later as a repeat.
+        let signature = self.signer.sign(payload).await.inspect_err(|e| {
+            tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed after the watermark advanced; nothing released");
         })?;
         tracing::debug!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, ?decision, "signed");
         Ok(GuardedSignature {

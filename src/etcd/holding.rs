@@ -99,6 +99,11 @@ impl Holding {
         self.notifier.lose(reason);
     }
 
+    /// Resolves when the [`Ownership`](crate::Ownership) handle is dropped.
+    pub(crate) async fn handle_dropped(&self) {
+        self.notifier.closed().await
+    }
+
     /// `true` once the loss is known.
     pub(crate) fn is_lost(&self) -> bool {
         self.state().lost.is_some()

@@ -19,7 +19,6 @@ use etcd_client::{
     EventType, KeyValue, LeaseKeepAliveStream, LeaseKeeper, WatchOptions, WatchResponse,
     WatchStream,
 };
-use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::etcd::claim::OwnerClaim;
@@ -29,14 +28,13 @@ use crate::etcd::holding::Holding;
 /// Pause before another attempt after a failed renewal.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// Start the loop for `holding`; it ends when ownership is lost or `stop`'s
-/// sender is dropped (the [`Ownership`](crate::Ownership) handle went away).
+/// Start the loop for `holding`; it ends when ownership is lost or the
+/// [`Ownership`](crate::Ownership) handle is dropped.
 pub(crate) fn spawn(
     client: EtcdClient,
     owner_key: String,
     holding: Arc<Holding>,
     interval: Duration,
-    stop: oneshot::Receiver<()>,
 ) {
     tokio::spawn(async move {
         let mut keeper = Keeper {
@@ -49,7 +47,7 @@ pub(crate) fn spawn(
             verified: 0,
         };
         keeper.verified = keeper.holding.fence;
-        keeper.run(stop).await;
+        keeper.run().await;
     });
 }
 
@@ -65,11 +63,11 @@ struct Keeper {
 }
 
 impl Keeper {
-    async fn run(&mut self, mut stop: oneshot::Receiver<()>) {
+    async fn run(&mut self) {
         let mut next_tick = Instant::now();
         while !self.holding.is_lost() {
             tokio::select! {
-                _ = &mut stop => {
+                _ = self.holding.handle_dropped() => {
                     self.holding.lose("the ownership handle was dropped; lease no longer kept alive");
                     break;
                 }

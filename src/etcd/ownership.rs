@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -525,12 +524,7 @@ impl EtcdIdentity {
     /// the handle.
     fn hold(&self, fence: i64, grant: &Grant, previous: Option<(OwnerClaim, i64)>) -> Ownership {
         let options = &self.inner.options;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ownership, notifier) = Ownership::new(
-            fence as u64,
-            options.instance.clone(),
-            Some(Box::new(stop_tx)),
-        );
+        let (ownership, notifier) = Ownership::new(fence as u64, options.instance.clone(), None);
         let holding = Arc::new(Holding::new(
             self.inner.node,
             fence,
@@ -546,7 +540,6 @@ impl EtcdIdentity {
             self.inner.owner_key.clone(),
             holding.clone(),
             options.interval(grant.ttl),
-            stop_rx,
         );
         if let Some(old) = self.current().replace(holding) {
             old.lose(format!(

@@ -1,9 +1,15 @@
 //! Failover: who may act for an identity right now, and how an instance
 //! learns that it no longer may.
 
+mod backup;
+mod local;
 mod ownership;
+mod refusal;
 
+pub use backup::{ActivationReport, BackupGuard, PrimaryDown, DEFAULT_MARGIN};
+pub use local::{LocalLockPolicy, Takeover};
 pub use ownership::{LossNotifier, Ownership};
+pub use refusal::FailoverRefusal;
 
 use async_trait::async_trait;
 

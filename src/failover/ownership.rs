@@ -1,6 +1,7 @@
 //! The handle an owner holds while it may act for an identity.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
@@ -14,7 +15,7 @@ pub struct Ownership {
     lost: watch::Receiver<Option<String>>,
     // Keeps whatever backs the ownership alive (a file lock, a lease
     // keep-alive task) for as long as the handle lives.
-    _keep: Option<Box<dyn Any + Send + Sync>>,
+    keep: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 /// The backend's side of an [`Ownership`]: it reports the loss.
@@ -39,6 +40,12 @@ impl LossNotifier {
     pub fn is_lost(&self) -> bool {
         self.0.borrow().is_some()
     }
+
+    /// Resolves when the [`Ownership`] is dropped, so that a backend's
+    /// watcher task can stop.
+    pub async fn closed(&self) {
+        self.0.closed().await
+    }
 }
 
 impl Ownership {
@@ -47,7 +54,7 @@ impl Ownership {
     pub fn new(
         fence: u64,
         holder: impl Into<String>,
-        keep: Option<Box<dyn Any + Send + Sync>>,
+        keep: Option<Arc<dyn Any + Send + Sync>>,
     ) -> (Ownership, LossNotifier) {
         let (tx, rx) = watch::channel(None);
         (
@@ -55,10 +62,17 @@ impl Ownership {
                 fence,
                 holder: holder.into(),
                 lost: rx,
-                _keep: keep,
+                keep,
             },
             LossNotifier(tx),
         )
+    }
+
+    /// What backs the ownership, if it is of type `T` (for example the
+    /// [`OwnerLock`](crate::file::OwnerLock) of a local policy, which a file
+    /// store then shares instead of taking a second lock).
+    pub fn backing<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.keep.clone().and_then(|k| k.downcast::<T>().ok())
     }
 
     /// The fencing token: grows with every acquisition of the identity.

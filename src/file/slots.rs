@@ -4,7 +4,9 @@
 //! current one and calls `fdatasync` once. The file's size never changes in
 //! the steady state, so the sync flushes data only. A crash mid-write can
 //! damage only the slot being written; the checksum rejects it and the
-//! other slot, the last acknowledged record, is loaded.
+//! other slot, the last acknowledged record, is loaded. A slot of a format
+//! version this build does not know is never skipped that way: opening
+//! fails with [`FormatError::UnsupportedVersion`].
 //!
 //! Slot layout (little-endian):
 //!
@@ -172,7 +174,12 @@ impl SlotFile {
                 payload.len()
             )));
         }
-        let tmp = path.with_extension("grow");
+        // Appended, not substituted for the extension: "hwm.a" and "hwm.b"
+        // must not share a temporary file, or two stores growing at once
+        // would rename each other's records into place.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".grow");
+        let tmp = PathBuf::from(tmp);
         let mut buf = Vec::new();
         encode_slot(&mut buf, magic, seq, slot_size, payload);
         let io = |e| Error::io(&tmp, e);
@@ -200,7 +207,7 @@ impl SlotFile {
         if len == 0 {
             return Err(Error::corrupt(what, FormatError::Empty));
         }
-        if len % (2 * PAGE) != 0 || len > 2 * MAX_SLOT {
+        if !len.is_multiple_of(2 * PAGE) || len > 2 * MAX_SLOT {
             return Err(Error::corrupt(
                 what,
                 FormatError::InvalidField {
@@ -215,6 +222,15 @@ impl SlotFile {
         let slot_size = len / 2;
         let a = decode_slot(&bytes[..slot_size], magic);
         let b = decode_slot(&bytes[slot_size..], magic);
+        // An unknown version is not damage: a newer build wrote that slot,
+        // and it may hold the newest record. Skipping it as if a write had
+        // been torn would silently load an older record (after a downgrade,
+        // a lower watermark: a double sign).
+        for slot in [&a, &b] {
+            if let Err(problem @ FormatError::UnsupportedVersion { .. }) = slot {
+                return Err(Error::corrupt(what, problem.clone()));
+            }
+        }
         let (active, seq, payload, recovery) = match (a, b) {
             (Ok((sa, pa)), Ok((sb, pb))) => {
                 if sa == sb {
@@ -309,10 +325,11 @@ impl SlotFile {
     fn grow(&mut self, payload: &[u8], seq: u64) -> Result<u64> {
         let size = slot_size_for(payload.len()).max(self.slot_size * 2);
         tracing::info!(path = %self.path.display(), from = self.slot_size, to = size, "record outgrew its slot: rewriting the file with larger slots");
-        if let Err(e) = Self::create(&self.path, self.magic, payload, seq, size) {
-            self.poisoned = true;
-            return Err(e);
-        }
+        // Poisoned until the reopened file replaces `self`: once the rename
+        // is done, `self.file` is the old, unlinked inode, and a write to it
+        // would be acknowledged yet lost at the next open.
+        self.poisoned = true;
+        Self::create(&self.path, self.magic, payload, seq, size)?;
         let (fresh, _) = Self::open(&self.path, self.magic)?;
         *self = fresh;
         Ok(seq)

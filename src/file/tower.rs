@@ -1,7 +1,7 @@
 //! `FileTowerStorage`: one node's tower in a slot file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -21,7 +21,7 @@ const MAGIC: [u8; 4] = *b"sgTF";
 pub struct FileTowerStorage {
     node: NodeId,
     path: PathBuf,
-    lock: OwnerLock,
+    lock: Arc<OwnerLock>,
     recovery: Recovery,
     inner: Mutex<Inner>,
 }
@@ -35,10 +35,40 @@ impl FileTowerStorage {
     /// Open (or create) the tower file of `node` in `dir`, taking the owner
     /// lock. Fails with [`Error::Locked`] if another process (or another
     /// open store in this one) holds it, and with [`Error::Corrupt`] if the
-    /// file holds no intact record or a record of another node.
+    /// file holds no intact record, a record of another node, or a slot of a
+    /// format version this build does not read.
     pub fn open(dir: impl AsRef<Path>, node: NodeId) -> Result<Self> {
         let dir = dir.as_ref();
-        let lock = OwnerLock::try_acquire(dir.join(format!("slashguard-tower-{node}.lock")))?;
+        let lock = OwnerLock::try_acquire(Self::lock_path(dir, &node))?;
+        Self::open_locked(dir, node, Arc::new(lock))
+    }
+
+    /// Open the tower file under an ownership granted by a
+    /// [`LocalLockPolicy`](crate::failover::LocalLockPolicy) for the same
+    /// directory and node: the store shares the policy's lock, so it stays
+    /// locked for as long as either the store or the ownership lives.
+    pub fn open_owned(
+        dir: impl AsRef<Path>,
+        node: NodeId,
+        ownership: &crate::Ownership,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let expected = Self::lock_path(dir, &node);
+        match ownership.backing::<OwnerLock>() {
+            Some(lock) if lock.path() == expected => Self::open_locked(dir, node, lock),
+            _ => Err(Error::Invalid(format!(
+                "ownership is not the local lock {} of node {node}",
+                expected.display()
+            ))),
+        }
+    }
+
+    /// The lock file that makes a process the owner of `node`'s tower in `dir`.
+    pub fn lock_path(dir: &Path, node: &NodeId) -> PathBuf {
+        dir.join(format!("slashguard-tower-{node}.lock"))
+    }
+
+    fn open_locked(dir: &Path, node: NodeId, lock: Arc<OwnerLock>) -> Result<Self> {
         let path = dir.join(format!("slashguard-tower-{node}.bin"));
         let (slots, loaded) = SlotFile::open_or_create(&path, MAGIC, &[])?;
         let current = if loaded.payload.is_empty() {

@@ -1,7 +1,7 @@
 //! `FileWatermarks`: every watermark of a signer in one slot file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -17,13 +17,15 @@ const MAGIC: [u8; 4] = *b"sgWF";
 
 /// Watermarks in the file at `path` (all keys, chains and kinds in one
 /// table), owned by this process through the OS lock on `<path>.lock`.
+/// When the table outgrows the file, it is rewritten through a temporary
+/// `<path>.grow` renamed into place.
 ///
 /// An authorization that advances is one write and one `fdatasync`; a
 /// repeat of an identical request writes nothing.
 pub struct FileWatermarks {
     path: PathBuf,
     recovery: Recovery,
-    _lock: OwnerLock,
+    _lock: Arc<OwnerLock>,
     inner: Mutex<Inner>,
 }
 
@@ -34,11 +36,40 @@ struct Inner {
 
 impl FileWatermarks {
     /// Open (or create) the watermark file at `path`, taking its lock.
+    /// Fails with [`Error::Locked`] if another process (or another open
+    /// store in this one) holds it, and with [`Error::Corrupt`] if the file
+    /// holds no intact table or a slot of a format version this build does
+    /// not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let mut lock_name = path.clone().into_os_string();
-        lock_name.push(".lock");
-        let lock_file = OwnerLock::try_acquire(PathBuf::from(lock_name))?;
+        let path = path.as_ref();
+        let lock = OwnerLock::try_acquire(Self::lock_path(path))?;
+        Self::open_locked(path, Arc::new(lock))
+    }
+
+    /// Open under an ownership granted by a
+    /// [`LocalLockPolicy`](crate::failover::LocalLockPolicy) built with
+    /// [`lock_path`](Self::lock_path): the store shares the policy's lock.
+    pub fn open_owned(path: impl AsRef<Path>, ownership: &crate::Ownership) -> Result<Self> {
+        let path = path.as_ref();
+        let expected = Self::lock_path(path);
+        match ownership.backing::<OwnerLock>() {
+            Some(lock) if lock.path() == expected => Self::open_locked(path, lock),
+            _ => Err(Error::Invalid(format!(
+                "ownership is not the local lock {}",
+                expected.display()
+            ))),
+        }
+    }
+
+    /// The lock file that makes a process the owner of the watermark file at `path`.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    fn open_locked(path: &Path, lock_file: Arc<OwnerLock>) -> Result<Self> {
+        let path = path.to_path_buf();
         let empty = WatermarkTable::new().encode_with(&Vec::new());
         let (slots, loaded) = SlotFile::open_or_create(&path, MAGIC, &empty)?;
         let table = WatermarkTable::decode(&loaded.payload)

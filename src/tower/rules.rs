@@ -30,7 +30,7 @@ pub enum TowerRefusal {
         record: NodeId,
     },
     /// The last vote slot would go backwards (or disappear).
-    #[error("last vote would regress from slot {stored} to {requested:?}")]
+    #[error("last vote would regress from slot {stored} to {}", describe(.requested))]
     LastVoteRegressed {
         /// Stored last vote slot.
         stored: u64,
@@ -38,7 +38,7 @@ pub enum TowerRefusal {
         requested: Option<u64>,
     },
     /// The root slot would go backwards (or disappear).
-    #[error("root would regress from slot {stored} to {requested:?}")]
+    #[error("root would regress from slot {stored} to {}", describe(.requested))]
     RootRegressed {
         /// Stored root.
         stored: u64,
@@ -57,6 +57,13 @@ pub enum TowerRefusal {
         /// The node.
         node: NodeId,
     },
+}
+
+fn describe(slot: &Option<u64>) -> String {
+    match slot {
+        Some(s) => format!("slot {s}"),
+        None => "none".to_string(),
+    }
 }
 
 /// Decide whether `new` may replace `stored` in the store of node `store`.

@@ -43,8 +43,11 @@ pub trait SignerGuard: Send + Sync {
     async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>>;
 
     /// Set marks directly (failover `set-level`, import), all or nothing.
-    /// A set mark has no payload hash: nothing at exactly that mark can be
-    /// signed afterwards.
+    /// A mark that is set has no payload hash: nothing at exactly that mark
+    /// can be signed afterwards. In [`SetMode::RaiseOnly`], a mark equal to
+    /// the stored one is not set: that entry stays as it is, so a message
+    /// signed at it may still be repeated (the same bytes, not a double
+    /// sign).
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()>;
 
     /// Authorize one request.
@@ -53,18 +56,24 @@ pub trait SignerGuard: Send + Sync {
     }
 }
 
-#[async_trait]
-impl<T: SignerGuard + ?Sized> SignerGuard for std::sync::Arc<T> {
-    async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
-        (**self).authorize(requests).await
-    }
-    async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
-        (**self).watermark(key).await
-    }
-    async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
-        (**self).watermarks().await
-    }
-    async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
-        (**self).set_marks(marks, mode).await
-    }
+macro_rules! forward_guard {
+    ($($t:ty),*) => {$(
+        #[async_trait]
+        impl<T: SignerGuard + ?Sized> SignerGuard for $t {
+            async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
+                (**self).authorize(requests).await
+            }
+            async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
+                (**self).watermark(key).await
+            }
+            async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
+                (**self).watermarks().await
+            }
+            async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+                (**self).set_marks(marks, mode).await
+            }
+        }
+    )*};
 }
+
+forward_guard!(std::sync::Arc<T>, &T, Box<T>);

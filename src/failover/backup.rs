@@ -1,0 +1,255 @@
+//! Tezos backup activation (seed "Safe Failover Procedure", steps 1-5) as a
+//! guarded sequence: a backup baker's guard refuses every signature until
+//! the primary is shown to be down and every alias's watermark is raised to
+//! max(last level known to the store, observed chain level) + margin.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::RwLock;
+
+use crate::error::{Error, Result};
+use crate::failover::{FailoverRefusal, Ownership};
+use crate::watermark::{
+    ChainId, ConsensusKind, Decision, KeyHash, Mark, SetMode, SignRequest, SignerGuard, Watermark,
+    WatermarkKey,
+};
+
+/// Default safety margin above the highest known level (the seed's "+10").
+pub const DEFAULT_MARGIN: u32 = 10;
+
+/// Evidence that the primary can no longer sign.
+#[derive(Debug)]
+pub enum PrimaryDown {
+    /// This instance holds the identity through a
+    /// [`FailoverPolicy`](crate::FailoverPolicy): the primary's lock was
+    /// released or its lease expired. The ownership is kept by the guard;
+    /// if it is lost later, signing stops.
+    Acquired(Ownership),
+    /// The operator asserts the primary is unreachable (fire, theft). The
+    /// guard checks that `wait_blocks` block times have passed since the
+    /// primary's last known signature, so queued signatures have landed.
+    OperatorAsserted {
+        /// When the primary's last signature was seen (block explorer).
+        last_signature_at: SystemTime,
+        /// The chain's block time.
+        block_time: Duration,
+        /// Blocks to wait (the seed: 2-3 blocks, or 2-3 minutes).
+        wait_blocks: u32,
+    },
+}
+
+/// What an activation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationReport {
+    /// The level every alias's watermark was raised to (round 0).
+    pub level: u32,
+    /// The highest level the store knew for any alias before activation.
+    pub last_known_level: Option<u32>,
+    /// The chain level the operator or node observed.
+    pub observed_level: u32,
+    /// Each alias, its key and its highest stored mark before activation.
+    pub aliases: Vec<(String, KeyHash, Option<Mark>)>,
+}
+
+enum State {
+    Standby,
+    Active(Option<Ownership>),
+}
+
+/// A watermark guard for a backup baker: refuses to authorize anything
+/// until [`activate`](BackupGuard::activate) succeeded.
+///
+/// ```
+/// use slashguard::failover::{BackupGuard, PrimaryDown};
+/// use slashguard::memory::MemoryWatermarks;
+/// use slashguard::watermark::ChainId;
+/// use slashguard::{Ed25519Signer, GuardedSigner, Signer};
+/// use std::time::{Duration, SystemTime};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let key = Ed25519Signer::generate();
+/// let chain = ChainId([0x7a, 0x06, 0xa7, 0x70]);
+/// let guard = BackupGuard::new(MemoryWatermarks::new(), chain).alias("consensus", key.key_hash());
+/// let baker = GuardedSigner::new(&guard, key);
+///
+/// let mut attestation = vec![0u8; 80];
+/// attestation[0] = 0x13;
+/// attestation[1..5].copy_from_slice(&chain.0);
+/// attestation[40..44].copy_from_slice(&1005u32.to_be_bytes());
+/// assert!(baker.sign(&attestation).await.unwrap_err().is_refusal()); // not activated
+///
+/// // Emergency: primary unreachable, its last signature 3 minutes ago, chain at level 1000.
+/// let evidence = PrimaryDown::OperatorAsserted {
+///     last_signature_at: SystemTime::now() - Duration::from_secs(180),
+///     block_time: Duration::from_secs(8),
+///     wait_blocks: 3,
+/// };
+/// let report = guard.activate(evidence, 1000).await?;
+/// assert_eq!(report.level, 1010);
+/// assert!(baker.sign(&attestation).await.is_err()); // 1005 is below the raised mark
+/// attestation[40..44].copy_from_slice(&1011u32.to_be_bytes());
+/// baker.sign(&attestation).await?;
+/// # Ok::<(), slashguard::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct BackupGuard<G> {
+    inner: G,
+    chain: ChainId,
+    aliases: Vec<(String, KeyHash)>,
+    margin: u32,
+    state: RwLock<State>,
+}
+
+impl<G: SignerGuard> BackupGuard<G> {
+    /// A standby guard over `inner` for `chain`; add every signing alias.
+    pub fn new(inner: G, chain: ChainId) -> Self {
+        BackupGuard {
+            inner,
+            chain,
+            aliases: Vec::new(),
+            margin: DEFAULT_MARGIN,
+            state: RwLock::new(State::Standby),
+        }
+    }
+
+    /// Add a signing alias (for example `consensus` and `companion`).
+    pub fn alias(mut self, name: impl Into<String>, key: KeyHash) -> Self {
+        self.aliases.push((name.into(), key));
+        self
+    }
+
+    /// The margin added above the highest known level (default 10).
+    pub fn margin(mut self, margin: u32) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// The guard underneath.
+    pub fn inner(&self) -> &G {
+        &self.inner
+    }
+
+    /// `true` once activated (and ownership, if any, not lost).
+    pub async fn is_active(&self) -> bool {
+        matches!(&*self.state.read().await, State::Active(o) if o.as_ref().is_none_or(|o| !o.is_lost()))
+    }
+
+    fn keys(&self, key: KeyHash) -> impl Iterator<Item = WatermarkKey> + '_ {
+        ConsensusKind::ALL
+            .into_iter()
+            .map(move |kind| WatermarkKey {
+                chain: self.chain,
+                key,
+                kind,
+            })
+    }
+
+    /// Check the evidence, raise every alias's watermark for every kind to
+    /// max(last known level, `observed_level`) + margin, durably and all at
+    /// once, then allow signing.
+    pub async fn activate(
+        &self,
+        evidence: PrimaryDown,
+        observed_level: u32,
+    ) -> Result<ActivationReport> {
+        if self.aliases.is_empty() {
+            return Err(Error::Invalid(
+                "backup activation needs at least one alias".into(),
+            ));
+        }
+        let mut state = self.state.write().await;
+        let ownership = match evidence {
+            PrimaryDown::Acquired(o) => {
+                if let Some(reason) = o.lost_reason() {
+                    return Err(FailoverRefusal::PrimaryStillActive {
+                        detail: format!("ownership already lost: {reason}"),
+                    }
+                    .into());
+                }
+                Some(o)
+            }
+            PrimaryDown::OperatorAsserted {
+                last_signature_at,
+                block_time,
+                wait_blocks,
+            } => {
+                let needed = block_time.saturating_mul(wait_blocks);
+                let waited = SystemTime::now()
+                    .duration_since(last_signature_at)
+                    .unwrap_or(Duration::ZERO);
+                if waited < needed {
+                    return Err(FailoverRefusal::WaitLonger {
+                        remaining: needed - waited,
+                        blocks: wait_blocks,
+                    }
+                    .into());
+                }
+                None
+            }
+        };
+        let mut aliases = Vec::new();
+        let mut last_known: Option<u32> = None;
+        for (name, key) in &self.aliases {
+            let mut highest: Option<Mark> = None;
+            for wk in self.keys(*key) {
+                if let Some(w) = self.inner.watermark(&wk).await? {
+                    highest = highest.max(Some(w.mark));
+                }
+            }
+            last_known = last_known.max(highest.map(|m| m.level));
+            aliases.push((name.clone(), *key, highest));
+        }
+        let base = last_known.unwrap_or(0).max(observed_level);
+        let level = base
+            .checked_add(self.margin)
+            .filter(|l| *l <= i32::MAX as u32)
+            .ok_or_else(|| {
+                Error::Invalid(format!("level {base} + margin {} overflows", self.margin))
+            })?;
+        let marks: Vec<(WatermarkKey, Mark)> = self
+            .aliases
+            .iter()
+            .flat_map(|(_, k)| self.keys(*k))
+            .map(|wk| (wk, Mark::level(level)))
+            .collect();
+        self.inner.set_marks(&marks, SetMode::RaiseOnly).await?;
+        tracing::info!(chain = %self.chain, level, ?last_known, observed_level, aliases = self.aliases.len(), "backup activated: watermarks raised");
+        *state = State::Active(ownership);
+        Ok(ActivationReport {
+            level,
+            last_known_level: last_known,
+            observed_level,
+            aliases,
+        })
+    }
+}
+
+#[async_trait]
+impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
+    async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
+        let state = self.state.read().await;
+        match &*state {
+            State::Standby => Err(FailoverRefusal::NotActivated.into()),
+            State::Active(Some(o)) if o.is_lost() => Err(Error::Fenced {
+                identity: self
+                    .aliases
+                    .iter()
+                    .map(|(n, k)| format!("{n}={k}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: o.lost_reason().unwrap_or_default(),
+            }),
+            State::Active(_) => self.inner.authorize(requests).await,
+        }
+    }
+    async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
+        self.inner.watermark(key).await
+    }
+    async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
+        self.inner.watermarks().await
+    }
+    async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+        self.inner.set_marks(marks, mode).await
+    }
+}

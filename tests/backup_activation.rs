@@ -1,0 +1,235 @@
+//! Tezos backup activation: each of the seed's "common mistakes" is refused,
+//! and activation raises every alias and kind to max(store, chain) + margin.
+
+use std::time::{Duration, SystemTime};
+
+use slashguard::failover::{BackupGuard, FailoverRefusal, LocalLockPolicy, PrimaryDown, Takeover};
+use slashguard::file::FileWatermarks;
+use slashguard::memory::MemoryWatermarks;
+use slashguard::watermark::{ChainId, ConsensusKind, Mark, SetMode, SignerGuard, WatermarkKey};
+use slashguard::{Ed25519Signer, Error, FailoverPolicy, GuardedSigner, Ownership, Refusal, Signer};
+
+const CHAIN: ChainId = ChainId([0x7a, 0x06, 0xa7, 0x70]);
+
+fn attestation(level: u32, round: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 80];
+    b[0] = 0x13;
+    b[1..5].copy_from_slice(&CHAIN.0);
+    b[40..44].copy_from_slice(&level.to_be_bytes());
+    b[44..48].copy_from_slice(&round.to_be_bytes());
+    b
+}
+
+fn long_ago() -> PrimaryDown {
+    PrimaryDown::OperatorAsserted {
+        last_signature_at: SystemTime::now() - Duration::from_secs(600),
+        block_time: Duration::from_secs(8),
+        wait_blocks: 3,
+    }
+}
+
+fn failover_refusal(e: &Error) -> Option<&FailoverRefusal> {
+    match e {
+        Error::Refused(Refusal::Failover(r)) => Some(r),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn signing_before_activation_is_refused() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN).alias("consensus", key.key_hash());
+    let baker = GuardedSigner::new(&guard, key);
+    let err = baker.sign(&attestation(100, 0)).await.unwrap_err();
+    assert_eq!(failover_refusal(&err), Some(&FailoverRefusal::NotActivated));
+    assert!(
+        guard.inner().watermarks().await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+}
+
+#[tokio::test]
+async fn rushing_an_emergency_failover_is_refused() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN).alias("consensus", key.key_hash());
+    let evidence = PrimaryDown::OperatorAsserted {
+        last_signature_at: SystemTime::now() - Duration::from_secs(5),
+        block_time: Duration::from_secs(8),
+        wait_blocks: 3,
+    };
+    let err = guard.activate(evidence, 1000).await.unwrap_err();
+    match failover_refusal(&err) {
+        Some(FailoverRefusal::WaitLonger {
+            remaining,
+            blocks: 3,
+        }) => {
+            assert!(
+                *remaining > Duration::from_secs(15) && *remaining <= Duration::from_secs(19),
+                "{remaining:?}"
+            )
+        }
+        other => panic!("expected WaitLonger, got {other:?} ({err})"),
+    }
+    assert!(!guard.is_active().await);
+    assert!(
+        guard.inner().watermarks().await.unwrap().is_empty(),
+        "no mark raised on refusal"
+    );
+}
+
+#[tokio::test]
+async fn activation_raises_every_alias_and_kind_above_store_and_chain() {
+    let consensus = Ed25519Signer::from_seed([1; 32]);
+    let companion = Ed25519Signer::from_seed([2; 32]);
+    let store = MemoryWatermarks::new();
+    // The shared store knows the primary signed a block at 1200 with the consensus key.
+    let k = |key, kind| WatermarkKey {
+        chain: CHAIN,
+        key,
+        kind,
+    };
+    store
+        .set_marks(
+            &[(
+                k(consensus.key_hash(), ConsensusKind::Block),
+                Mark {
+                    level: 1200,
+                    round: 3,
+                },
+            )],
+            SetMode::RaiseOnly,
+        )
+        .await
+        .unwrap();
+    let guard = BackupGuard::new(store, CHAIN)
+        .alias("consensus", consensus.key_hash())
+        .alias("companion", companion.key_hash());
+    let report = guard.activate(long_ago(), 1100).await.unwrap();
+    assert_eq!(report.level, 1210, "max(1200 known, 1100 observed) + 10");
+    assert_eq!(report.last_known_level, Some(1200));
+    for key in [consensus.key_hash(), companion.key_hash()] {
+        for kind in ConsensusKind::ALL {
+            let w = guard
+                .inner()
+                .watermark(&k(key, kind))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(w.mark, Mark::level(1210), "{key} {kind}");
+            assert_eq!(w.payload_hash, None);
+        }
+    }
+    let baker = GuardedSigner::new(&guard, consensus);
+    assert!(
+        baker
+            .sign(&attestation(1210, 0))
+            .await
+            .unwrap_err()
+            .is_refusal(),
+        "at the raised mark"
+    );
+    assert!(
+        baker
+            .sign(&attestation(1150, 0))
+            .await
+            .unwrap_err()
+            .is_refusal(),
+        "below it"
+    );
+    baker.sign(&attestation(1210, 1)).await.unwrap();
+    baker.sign(&attestation(1211, 0)).await.unwrap();
+}
+
+#[tokio::test]
+async fn chain_level_wins_when_store_is_behind_and_margin_is_configurable() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN)
+        .alias("consensus", key.key_hash())
+        .margin(3);
+    assert_eq!(guard.activate(long_ago(), 5000).await.unwrap().level, 5003);
+}
+
+#[tokio::test]
+async fn level_overflow_is_a_typed_error() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN).alias("consensus", key.key_hash());
+    let err = guard
+        .activate(long_ago(), i32::MAX as u32 - 5)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert!(!guard.is_active().await);
+}
+
+#[tokio::test]
+async fn lost_ownership_refuses_activation_and_later_signatures() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN).alias("consensus", key.key_hash());
+    let (lost, notifier) = Ownership::new(1, "backup", None);
+    notifier.lose("primary came back");
+    let err = guard
+        .activate(PrimaryDown::Acquired(lost), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            failover_refusal(&err),
+            Some(FailoverRefusal::PrimaryStillActive { .. })
+        ),
+        "{err}"
+    );
+
+    let (owned, notifier) = Ownership::new(2, "backup", None);
+    guard
+        .activate(PrimaryDown::Acquired(owned), 10)
+        .await
+        .unwrap();
+    let baker = GuardedSigner::new(&guard, key);
+    baker.sign(&attestation(21, 0)).await.unwrap();
+    notifier.lose("taken over by primary");
+    let err = baker.sign(&attestation(22, 0)).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn backup_cannot_start_while_primary_owns_the_watermarks_on_one_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("watermarks");
+    let primary_policy = LocalLockPolicy::new(FileWatermarks::lock_path(&path), "primary");
+    let primary_owned = primary_policy.acquire().await.unwrap();
+    let primary = FileWatermarks::open_owned(&path, &primary_owned).unwrap();
+
+    // The backup's store cannot even be opened, and its policy times out.
+    assert!(matches!(
+        FileWatermarks::open(&path),
+        Err(Error::Locked { .. })
+    ));
+    let backup_policy = LocalLockPolicy::new(FileWatermarks::lock_path(&path), "backup")
+        .with_timeout(Duration::from_millis(200))
+        .with_takeover(Takeover::WaitForRelease);
+    assert!(matches!(
+        backup_policy.acquire().await,
+        Err(Error::Locked { .. })
+    ));
+
+    // Primary stops (step 2 of the seed): now the backup acquires and activates.
+    drop(primary);
+    primary_policy.release(primary_owned).await.unwrap();
+    let owned = backup_policy
+        .with_timeout(Duration::from_secs(5))
+        .acquire()
+        .await
+        .unwrap();
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let store = FileWatermarks::open_owned(&path, &owned).unwrap();
+    let guard = BackupGuard::new(store, CHAIN).alias("consensus", key.key_hash());
+    let report = guard
+        .activate(PrimaryDown::Acquired(owned), 300)
+        .await
+        .unwrap();
+    assert_eq!(report.level, 310);
+    GuardedSigner::new(&guard, key)
+        .sign(&attestation(311, 0))
+        .await
+        .unwrap();
+}
