@@ -2,6 +2,8 @@
 //! takeover, damaged values, deadlines, and an etcd restart under the same
 //! client objects.
 
+#[path = "common/conformance.rs"]
+mod conformance;
 #[path = "common/etcd_harness.rs"]
 mod etcd_harness;
 #[path = "common/etcd_util.rs"]
@@ -9,6 +11,7 @@ mod etcd_util;
 #[path = "common/tcp_proxy.rs"]
 mod tcp_proxy;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_harness::EtcdCluster;
@@ -16,34 +19,34 @@ use etcd_util::*;
 use slashguard::etcd::{
     AcquireMode, EtcdFailover, EtcdTowerStorage, EtcdWatermarks, OwnershipOptions,
 };
-use slashguard::memory::{MemoryTowerStorage, MemoryWatermarks};
 use slashguard::tower::{StoreMode, TowerStorage, TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{encode_entry, ConsensusKind, Mark, SetMode, SignerGuard, Watermark};
 use slashguard::{Error, FailoverPolicy, FormatError, NodeKeypair};
 
-#[tokio::test]
-async fn conformance_checks_hold_for_the_memory_reference() {
-    let kp = NodeKeypair::generate();
-    tower_conformance(&MemoryTowerStorage::new(kp.node_id()), &kp).await;
-    watermark_conformance(&MemoryWatermarks::new(), 1).await;
-}
-
-#[tokio::test]
-async fn tower_and_watermark_conformance() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_backends_meet_the_contract() {
     let etcd = EtcdCluster::single();
     let client = client(&etcd, "/conformance").await;
     let kp = NodeKeypair::generate();
     let id = identity(&client, kp.node_id(), "a", Duration::from_secs(5));
     let own = id.take_over().await.unwrap();
     let storage = EtcdTowerStorage::open(&id, &own).await.unwrap();
-    tower_conformance(&storage, &kp).await;
-    assert!(storage
-        .store(&record(&kp, 3, 9, None), StoreMode::Advance)
-        .await
-        .is_ok());
+    conformance::tower_storage_contract(&storage, &kp).await;
+    // What was acknowledged is what a new owner reads.
+    let last = storage.load().await.unwrap();
+    let own2 = id.take_over().await.unwrap();
+    let reopened = EtcdTowerStorage::open(&id, &own2).await.unwrap();
+    assert_eq!(reopened.load().await.unwrap(), last);
+    let stale = storage
+        .store(&record(&kp, 30, 1, None), StoreMode::Force)
+        .await;
+    assert!(
+        matches!(stale, Err(Error::Fenced { .. })),
+        "superseded: {stale:?}"
+    );
 
-    let guard = EtcdWatermarks::new(client.clone());
-    watermark_conformance(&guard, 1).await;
+    let guard = Arc::new(EtcdWatermarks::new(client.clone()));
+    conformance::signer_guard_contract(guard.clone(), 8).await;
 
     // Durable and shared: a second handle with an empty cache sees the same
     // marks, and one with a stale cache is corrected by the compare.
