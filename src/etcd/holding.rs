@@ -15,6 +15,7 @@ use crate::identity::NodeId;
 /// on it.
 pub(crate) struct Holding {
     pub(crate) node: NodeId,
+    pub(crate) owner_key: String,
     pub(crate) fence: i64,
     pub(crate) lease: i64,
     pub(crate) instance: String,
@@ -40,6 +41,7 @@ impl Holding {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node: NodeId,
+        owner_key: String,
         fence: i64,
         lease: i64,
         instance: String,
@@ -51,6 +53,7 @@ impl Holding {
         let valid = ttl.saturating_sub(margin);
         Holding {
             node,
+            owner_key,
             fence,
             lease,
             instance,

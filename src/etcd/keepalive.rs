@@ -98,6 +98,12 @@ impl Keeper {
         );
     }
 
+    /// Time for the owner-key read and the watch: the request deadline, but
+    /// never so long that the next renewal would be late.
+    fn side_budget(&self) -> Duration {
+        self.client.deadline().min(self.interval / 4)
+    }
+
     /// One round: renew the lease, check the owner key, re-open the watch
     /// if it broke. `true` when the lease was renewed.
     async fn round(&mut self) -> bool {
@@ -113,14 +119,14 @@ impl Keeper {
     /// sends one). `true` when the lease was renewed.
     async fn renew(&mut self) -> bool {
         let id = self.holding.lease;
-        // Renewal is not on the vote's path: give a slow etcd more time
-        // than a store gets, but never past the point where the loss must
-        // be declared anyway.
+        // Renewal is not on the vote's path: half an interval to answer
+        // (the ownership options guarantee that this ends in time), never
+        // past the point where the loss must be declared anyway.
         let budget = self
             .holding
             .valid_until()
             .saturating_duration_since(Instant::now())
-            .min(self.client.deadline().max(self.interval / 2));
+            .min(self.interval / 2);
         if let Some((k, s)) = &mut self.lease {
             let sent = (Instant::now(), SystemTime::now());
             let answer = timeout(budget, async {
@@ -186,7 +192,7 @@ impl Keeper {
     async fn verify(&mut self) {
         let got = self
             .client
-            .call("read the owner key", self.client.deadline(), || {
+            .call("read the owner key", self.side_budget(), || {
                 let mut raw = self.client.raw();
                 let key = self.owner_key.clone();
                 async move { raw.get(key, None).await }
@@ -215,7 +221,7 @@ impl Keeper {
         let from = self.verified + 1;
         let opened = self
             .client
-            .call("watch the owner key", self.client.deadline(), || {
+            .call("watch the owner key", self.side_budget(), || {
                 let mut raw = self.client.raw();
                 let key = self.owner_key.clone();
                 let options = WatchOptions::new().with_start_revision(from);

@@ -8,7 +8,8 @@
 //! longer store. The lease only makes a dead owner's claim vanish by itself
 //! so a standby can take over without a human; safety never depends on it.
 
-use std::sync::{Arc, Mutex};
+use std::any::Any;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
@@ -96,7 +97,7 @@ impl OwnershipOptions {
         self.keep_alive_interval.unwrap_or(ttl / 3)
     }
 
-    fn validate(&self, deadline: Duration) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         if self.instance.is_empty() || self.instance.len() > MAX_INSTANCE_LEN {
             return Err(Error::Config(format!(
                 "instance name must have 1 to {MAX_INSTANCE_LEN} bytes, not {}",
@@ -111,12 +112,13 @@ impl OwnershipOptions {
                 "safety margin {margin:?} must be shorter than the lease TTL {ttl:?}"
             )));
         }
-        // At least one renewal must be answered before the holder would
-        // consider the lease gone.
-        if interval.is_zero() || interval + deadline >= ttl - margin {
+        // A renewal sent one interval after the last answered one, and
+        // given half an interval to be answered, must end before the holder
+        // counts the lease as gone.
+        if interval.is_zero() || interval + interval / 2 >= ttl - margin {
             return Err(Error::Config(format!(
-                "keep-alive interval {interval:?} plus the request deadline {deadline:?} must be \
-                 shorter than the lease TTL {ttl:?} minus the safety margin {margin:?}"
+                "keep-alive interval {interval:?} is too long: 1.5 intervals must be shorter than \
+                 the lease TTL {ttl:?} minus the safety margin {margin:?}"
             )));
         }
         if self.poll_interval.is_zero() {
@@ -181,7 +183,7 @@ impl EtcdIdentity {
     /// The identity `node`, owned through `client` by the instance
     /// described by `options`. Fails with [`Error::Config`] on bad options.
     pub fn new(client: EtcdClient, node: NodeId, options: OwnershipOptions) -> Result<Self> {
-        options.validate(client.deadline())?;
+        options.validate()?;
         let owner_key = client.keys().owner(&node);
         Ok(EtcdIdentity {
             inner: Arc::new(Inner {
@@ -389,30 +391,29 @@ impl EtcdIdentity {
     /// taken over or superseded is not an error: the compare leaves the
     /// current owner's key alone.
     ///
-    /// Errors: [`Error::Unavailable`] if etcd did not answer (the claim
+    /// Errors: [`Error::Invalid`] if `ownership` was not granted by this
+    /// identity; [`Error::Unavailable`] if etcd did not answer (the claim
     /// then expires with its lease).
     pub async fn release(&self, ownership: Ownership) -> Result<()> {
-        let holding = self.holding(&ownership).ok();
-        let fence = match &holding {
-            Some(h) => {
-                h.lose("released");
-                let mut cur = self.current();
-                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, h)) {
-                    *cur = None;
-                }
-                h.fence
+        let holding = self.holding(&ownership)?;
+        holding.lose("released");
+        {
+            let mut cur = self.current();
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &holding)) {
+                *cur = None;
             }
-            None => ownership.fence() as i64,
-        };
+        }
         drop(ownership);
         let key = &self.inner.owner_key;
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, fence)])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                holding.fence,
+            )])
             .and_then([TxnOp::delete(key.clone(), None)]);
         let result = self.inner.client.txn("release the identity", txn).await;
-        if let Some(h) = holding {
-            self.revoke(h.lease).await;
-        }
+        self.revoke(holding.lease).await;
         result.map(|_| ())
     }
 
@@ -452,19 +453,19 @@ impl EtcdIdentity {
         }))
     }
 
-    /// The held state behind `ownership`, if this identity granted it.
+    /// The held state behind `ownership`, if this identity granted it
+    /// (the [`Holding`] travels inside the handle).
     pub(crate) fn holding(&self, ownership: &Ownership) -> Result<Arc<Holding>> {
-        let cur = self.current();
-        match cur.as_ref() {
-            Some(h) if h.fence as u64 == ownership.fence() && h.instance == ownership.holder() => {
-                Ok(h.clone())
-            }
-            _ => Err(Error::Invalid(format!(
-                "ownership {ownership:?} is not the current ownership of {} by this EtcdIdentity \
-                 (granted elsewhere, superseded, or released)",
-                self.inner.node
-            ))),
-        }
+        let holding = ownership
+            .backing::<OnceLock<Arc<Holding>>>()
+            .and_then(|slot| slot.get().cloned())
+            .filter(|h| h.node == self.inner.node && h.owner_key == self.inner.owner_key);
+        holding.ok_or_else(|| {
+            Error::Invalid(format!(
+                "ownership {ownership:?} was not granted by the etcd identity {} under {}",
+                self.inner.node, self.inner.owner_key
+            ))
+        })
     }
 
     async fn grant(&self) -> Result<Grant> {
@@ -524,9 +525,17 @@ impl EtcdIdentity {
     /// the handle.
     fn hold(&self, fence: i64, grant: &Grant, previous: Option<(OwnerClaim, i64)>) -> Ownership {
         let options = &self.inner.options;
-        let (ownership, notifier) = Ownership::new(fence as u64, options.instance.clone(), None);
+        // The handle carries its Holding, so that stores can be opened
+        // from it; the slot is filled once the notifier exists.
+        let slot = Arc::new(OnceLock::new());
+        let (ownership, notifier) = Ownership::new(
+            fence as u64,
+            options.instance.clone(),
+            Some(slot.clone() as Arc<dyn Any + Send + Sync>),
+        );
         let holding = Arc::new(Holding::new(
             self.inner.node,
+            self.inner.owner_key.clone(),
             fence,
             grant.id,
             options.instance.clone(),
@@ -541,6 +550,7 @@ impl EtcdIdentity {
             holding.clone(),
             options.interval(grant.ttl),
         );
+        let _ = slot.set(holding.clone());
         if let Some(old) = self.current().replace(holding) {
             old.lose(format!(
                 "superseded by a newer ownership of this instance at fence {fence}"

@@ -69,10 +69,11 @@ impl EtcdTowerStorage {
     /// [`acquire_when_free`](EtcdIdentity::acquire_when_free)), reading the
     /// record under the fence.
     ///
-    /// Errors: [`Error::Invalid`] if `ownership` is not the identity's
-    /// current one; [`Error::Fenced`] if it is already lost;
-    /// [`Error::Unavailable`]. A damaged record does not fail the open:
-    /// [`load`](TowerStorage::load) and stores report it.
+    /// Errors: [`Error::Invalid`] if `ownership` was not granted by
+    /// `identity`; [`Error::Fenced`] if it is already lost (taken over,
+    /// expired, released or superseded); [`Error::Unavailable`]. A damaged
+    /// record does not fail the open: [`load`](TowerStorage::load) and
+    /// stores report it.
     pub async fn open(identity: &EtcdIdentity, ownership: &Ownership) -> Result<Self> {
         let holding = identity.holding(ownership)?;
         let client = identity.client().clone();
