@@ -122,6 +122,25 @@ async fn take_over_fences_the_previous_owner_and_names_it() {
     );
     assert_eq!(b.status().await.unwrap().unwrap().instance, "host-b");
     assert!(!own_b.is_lost());
+
+    // A lost ownership opens nothing; one of another node is not accepted.
+    let reopened = EtcdTowerStorage::open(&a, &own_a).await;
+    assert!(
+        matches!(reopened, Err(Error::Fenced { .. })),
+        "{reopened:?}"
+    );
+    let stranger = identity(
+        b.client(),
+        NodeKeypair::generate().node_id(),
+        "x",
+        Duration::from_secs(5),
+    );
+    let foreign = EtcdTowerStorage::open(&stranger, &own_b).await;
+    assert!(matches!(foreign, Err(Error::Invalid(_))), "{foreign:?}");
+    assert!(matches!(
+        stranger.release(own_b).await,
+        Err(Error::Invalid(_))
+    ));
 }
 
 /// The fence compare alone stops the old owner: its keep-alive task cannot
@@ -145,16 +164,12 @@ async fn the_fence_compare_refuses_a_store_the_loss_signal_did_not_stop() {
         .await
         .unwrap();
 
-    let endpoints = etcd.endpoints();
+    let config = config(&etcd, "/cmp");
     let (fence_tx, fence_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let other = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let config = slashguard::etcd::EtcdConfig::builder(endpoints)
-                .key_prefix("/cmp")
-                .build()
-                .unwrap();
             let c = slashguard::etcd::EtcdClient::connect(config).await.unwrap();
             let b = identity(&c, node, "host-b", Duration::from_secs(5));
             let own_b = b.take_over().await.unwrap();
@@ -252,6 +267,7 @@ async fn a_partitioned_holder_knows_it_lost_before_its_lease_expires_on_the_serv
     let proxy = tcp_proxy::TcpProxy::start(upstream).await;
     let config = slashguard::etcd::EtcdConfig::builder([proxy.endpoint()])
         .key_prefix("/partition")
+        .request_deadline(RELAXED)
         .build()
         .unwrap();
     let a_client = slashguard::etcd::EtcdClient::connect(config).await.unwrap();
@@ -488,27 +504,23 @@ async fn damaged_or_foreign_values_are_typed_errors_and_never_overwritten() {
 #[tokio::test]
 async fn a_hung_or_dead_etcd_gives_unavailable_within_the_deadline_and_the_same_objects_recover() {
     let mut etcd = EtcdCluster::single();
-    let client = client(&etcd, "/outage").await;
+    // The default deadline: it is what is under test.
+    let client = strict_client(&etcd, "/outage").await;
     let kp = NodeKeypair::generate();
     // Long enough to outlive the outages below (the holder counts the lease
     // as gone after TTL - TTL/4 without an answered keep-alive).
     let ttl = Duration::from_secs(8);
     let id = identity(&client, kp.node_id(), "a", ttl);
     let outage = Instant::now();
-    let own = id.take_over().await.unwrap();
-    let storage = EtcdTowerStorage::open(&id, &own).await.unwrap();
+    let own = retry("take over", || id.take_over()).await;
+    let storage = retry("open", || EtcdTowerStorage::open(&id, &own)).await;
     let guard = EtcdWatermarks::new(client.clone());
     let k = wm_key(3, ConsensusKind::Block);
-    let mut slot = 1;
+    let mut slot = 0;
     let mut level = 1;
-    storage
-        .store(&record(&kp, slot, 1, None), StoreMode::Advance)
-        .await
-        .unwrap();
-    guard
-        .authorize_one(&request(k, level, 0, b"b"))
-        .await
-        .unwrap();
+    store_until_ok(&storage, &kp, &mut slot, "first store").await;
+    let first = request(k, level, 0, b"b");
+    retry("first authorization", || guard.authorize_one(&first)).await;
 
     let bound = within_deadline();
     let check_unavailable = |what: &str, r: Result<(), Error>, took: Duration| {
@@ -572,16 +584,13 @@ async fn a_hung_or_dead_etcd_gives_unavailable_within_the_deadline_and_the_same_
     // keep-alive working again after the restart keeps the ownership.
     tokio::time::sleep(ttl - ttl / 4 + Duration::from_millis(500)).await;
     assert!(!own.is_lost(), "lost: {:?}", own.lost_reason());
-    slot += 1;
-    storage
-        .store(&record(&kp, slot, 1, None), StoreMode::Advance)
-        .await
-        .unwrap();
-    assert!(id.status().await.unwrap().unwrap().ttl_left.is_some());
+    store_until_ok(&storage, &kp, &mut slot, "store after the keep-alive test").await;
+    let status = retry("status", || id.status()).await.unwrap();
+    assert!(status.ttl_left.is_some());
 
     // And the restarted etcd's events reach the loss signal again.
     let b = identity(&client, kp.node_id(), "host-b", ttl);
-    let _own_b = b.take_over().await.unwrap();
+    let _own_b = retry("take over", || b.take_over()).await;
     let reason = tokio::time::timeout(Duration::from_secs(3), own.lost())
         .await
         .unwrap();

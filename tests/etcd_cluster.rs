@@ -107,12 +107,13 @@ async fn acked_more(seen: &Mutex<Seen>, more: usize, what: &str) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_member_loss_leader_loss_and_quorum_loss() {
     let mut etcd = EtcdCluster::start(ClusterOptions::plain(3));
-    let client = client(&etcd, "/cluster").await;
+    // The default deadline: it is what is under test.
+    let client = strict_client(&etcd, "/cluster").await;
     let kp = NodeKeypair::from_seed([5; 32]);
     // Outlives the elections and the quorum outage below.
     let id = identity(&client, kp.node_id(), "primary", Duration::from_secs(12));
-    let own = id.take_over().await.unwrap();
-    let storage = Arc::new(EtcdTowerStorage::open(&id, &own).await.unwrap());
+    let own = retry("take over", || id.take_over()).await;
+    let storage = Arc::new(retry("open", || EtcdTowerStorage::open(&id, &own)).await);
     let guard = Arc::new(EtcdWatermarks::new(client.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Seen::default()));

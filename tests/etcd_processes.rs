@@ -161,6 +161,7 @@ async fn owner_child() {
     let endpoints: Vec<String> = env("ETCD_ENDPOINTS").split(',').map(String::from).collect();
     let config = EtcdConfig::builder(endpoints)
         .key_prefix(env("ETCD_PREFIX"))
+        .request_deadline(RELAXED)
         .build()
         .unwrap();
     let client = EtcdClient::connect(config).await.unwrap();
@@ -315,7 +316,7 @@ async fn racer_child() {
     // turn into deadline failures.
     let config = EtcdConfig::builder(endpoints)
         .key_prefix(env("ETCD_PREFIX"))
-        .request_deadline(Duration::from_secs(2))
+        .request_deadline(RELAXED)
         .build()
         .unwrap();
     let client = EtcdClient::connect(config).await.unwrap();

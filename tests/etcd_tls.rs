@@ -23,7 +23,9 @@ fn tls_config(
     cert: Option<(&Path, &Path)>,
 ) -> slashguard::Result<EtcdConfig> {
     // The procedure passes a bare ip:port endpoint; TLS comes from the CA.
-    let mut b = EtcdConfig::builder([format!("127.0.0.1:{}", etcd.client_port(0))]).ca_file(ca);
+    let mut b = EtcdConfig::builder([format!("127.0.0.1:{}", etcd.client_port(0))])
+        .ca_file(ca)
+        .request_deadline(RELAXED);
     if let Some((c, k)) = cert {
         b = b.client_cert(c, k);
     }
@@ -120,6 +122,7 @@ async fn etcd_addressed_by_ip_with_a_named_certificate_needs_the_domain_override
     let pki = etcd.pki();
     let builder = || {
         EtcdConfig::builder([etcd.endpoint(0)])
+            .request_deadline(RELAXED)
             .ca_file(&pki.ca)
             .client_cert(&pki.client_cert, &pki.client_key)
     };

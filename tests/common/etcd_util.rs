@@ -13,8 +13,14 @@ use slashguard::{NodeId, NodeKeypair};
 
 use crate::etcd_harness::EtcdCluster;
 
-/// Deadline used by most tests: the library default.
+/// The library's default request deadline: used where the deadline itself
+/// is under test.
 pub const DEADLINE: Duration = slashguard::etcd::DEFAULT_REQUEST_DEADLINE;
+
+/// The deadline of clients in tests about something else: generous, so
+/// that a loaded machine (etcd fsyncs every write) does not turn into
+/// spurious `Unavailable` errors.
+pub const RELAXED: Duration = Duration::from_secs(2);
 
 /// Upper bound asserted for "returns within the deadline": the deadline
 /// plus generous slack for a loaded 2-core machine. A safety property,
@@ -23,17 +29,48 @@ pub fn within_deadline() -> Duration {
     DEADLINE + Duration::from_millis(300)
 }
 
-/// A config for every endpoint of `cluster` (plain http), with `prefix`.
+/// A config for every endpoint of `cluster` (plain http), with `prefix`
+/// and the relaxed deadline.
 pub fn config(cluster: &EtcdCluster, prefix: &str) -> EtcdConfig {
     EtcdConfig::builder(cluster.endpoints())
         .key_prefix(prefix)
+        .request_deadline(RELAXED)
         .build()
         .unwrap()
 }
 
-/// A connected client for `cluster`.
+/// A connected client for `cluster`, relaxed deadline.
 pub async fn client(cluster: &EtcdCluster, prefix: &str) -> EtcdClient {
     EtcdClient::connect(config(cluster, prefix)).await.unwrap()
+}
+
+/// A connected client for `cluster` with the default deadline.
+pub async fn strict_client(cluster: &EtcdCluster, prefix: &str) -> EtcdClient {
+    let config = EtcdConfig::builder(cluster.endpoints())
+        .key_prefix(prefix)
+        .build()
+        .unwrap();
+    assert_eq!(config.request_deadline(), DEADLINE);
+    retry("connect", || EtcdClient::connect(config.clone())).await
+}
+
+/// Run `f` until it is not `Unavailable` (a loaded machine may miss a short
+/// deadline during set-up), for at most 10 s.
+pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = slashguard::Result<T>>,
+{
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if e.is_unavailable() && Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
 }
 
 /// An identity handle for `node` as `instance`, with lease `ttl`.
