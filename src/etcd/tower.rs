@@ -41,6 +41,8 @@ const STORE_ATTEMPTS: usize = 4;
 /// - Every call returns within the client's request deadline (plus, for a
 ///   store, one deadline per retry after a record change); etcd down or
 ///   without quorum gives [`Error::Unavailable`].
+/// - Keep the [`Ownership`] alive while the storage is in use: dropping it
+///   stops the lease keep-alive, and the storage refuses from then on.
 pub struct EtcdTowerStorage {
     client: EtcdClient,
     node: NodeId,
