@@ -14,6 +14,9 @@
 //!   has checked and advanced the (level, round) watermark for that key,
 //!   chain and kind, durably and atomically.
 //!
+//! Agave's own tower files can be read, verified and written back byte for
+//! byte: see [`agave`].
+//!
 //! Backends: [`memory`] (tests), [`file`] (one host, one `fdatasync` per
 //! store), and, behind features, `etcd` (shared between hosts, with fencing)
 //! and `usb` (Ledger Tezos Baking app, TezSign).
@@ -45,6 +48,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod agave;
 pub mod blocking;
 mod error;
 pub mod failover;

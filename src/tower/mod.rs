@@ -7,6 +7,7 @@ mod rules;
 mod storage;
 mod vote_guard;
 
+pub(crate) use record::Reader;
 pub use record::{TowerRecord, VoteRef, MAX_TOWER_BYTES};
 pub use rules::{check_store, StoreMode, TowerRefusal};
 pub use storage::{StoreReceipt, TowerStorage};
