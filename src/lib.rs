@@ -14,8 +14,8 @@
 //!   has checked and advanced the (level, round) watermark for that key,
 //!   chain and kind, durably and atomically.
 //!
-//! Agave's own tower files can be read, verified and written back byte for
-//! byte: see [`agave`].
+//! Agave's own tower files can be read, verified, written back byte for
+//! byte and converted to and from slashguard's records: see [`agave`].
 //!
 //! Backends: [`memory`] (tests), [`file`] (one host, one `fdatasync` per
 //! store), and, behind features, `etcd` (shared between hosts, with fencing)

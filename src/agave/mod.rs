@@ -1,10 +1,12 @@
-//! Agave's tower files: a byte-exact reader and writer and signature
-//! checks.
+//! Agave's tower files: a byte-exact reader and writer, signature checks,
+//! and conversion to and from slashguard's
+//! [`TowerRecord`](crate::tower::TowerRecord).
 //!
 //! Layers, outermost first (byte by byte in `docs/agave-tower.md`):
 //!
 //! - a file in a tower directory, `tower-1_9-<node>.bin` or the pre-1.9
-//!   `tower-<node>.bin` ([`FileKind`]);
+//!   `tower-<node>.bin` ([`load_tower`], [`read_tower_file`],
+//!   [`write_tower_durable`]);
 //! - its signed envelope ([`SavedTower`], [`EnvelopeFormat`]);
 //! - the tower `data` ([`AgaveTower`], in a [`TowerLayout`]), holding a
 //!   [`VoteState`] and a [`LastVote`].
@@ -38,8 +40,10 @@
 //! ```
 
 mod compact;
+mod convert;
 mod envelope;
 mod error;
+mod files;
 mod last_vote;
 mod tower;
 mod vote_state;
@@ -47,6 +51,10 @@ mod wire;
 
 pub use envelope::{EnvelopeFormat, FileKind, SavedTower};
 pub use error::{AgaveError, CompactProblem};
+pub use files::{
+    load_tower, read_tower_file, tower_file_name, tower_file_path, write_tower_durable,
+    MAX_TOWER_FILE_BYTES,
+};
 pub use last_vote::{LastVote, TowerSync, Vote, VoteStateUpdate};
 pub use tower::{AgaveTower, F64Bits, TowerLayout, THRESHOLD_DEPTH};
 pub use vote_state::{
