@@ -90,9 +90,10 @@ pub fn load_tower(dir: impl AsRef<Path>, node: &NodeId) -> Result<Option<SavedTo
 /// Only the `tower-1_9` envelopes can be written ([`Error::Invalid`] for
 /// [`EnvelopeFormat::Legacy`](super::EnvelopeFormat::Legacy), which Agave
 /// ignores whenever a `tower-1_9` file exists), and only a tower whose
-/// signature verifies. Do not write into the tower directory of a running
-/// validator: it keeps its tower in memory and overwrites the file at its
-/// next vote.
+/// signature verifies. `dir` must exist. One writer at a time: do not
+/// write into the tower directory of a running validator (it keeps its
+/// tower in memory and overwrites the file at its next vote), nor run two
+/// exports into one directory at once.
 pub fn write_tower_durable(
     dir: impl AsRef<Path>,
     saved: &SavedTower,
