@@ -7,16 +7,19 @@
 //!
 //! - **Write tower before vote.** A [`VoteGuard`](tower::VoteGuard) owns the
 //!   node's keypair; the only way to a vote signature is a completed,
-//!   durable, fenced [`TowerStorage::store`] of
-//!   the tower that contains the vote. Store failure withholds the vote.
+//!   durable, fenced [`TowerStorage::store`] of the tower that contains the
+//!   vote. Store failure withholds the vote.
 //! - **Never sign below the high watermark.** A [`GuardedSigner`] releases a
-//!   signature only after [`SignerGuard::authorize`]
-//!   has checked and advanced the (level, round) watermark for that key,
-//!   chain and kind, durably and atomically.
+//!   signature only after [`SignerGuard::authorize`] has checked and
+//!   advanced the (level, round) watermark for that key, chain and kind,
+//!   durably and atomically.
 //!
-//! Backends: [`memory`] (tests), [`file`](mod@file) (one host, one `fdatasync` per
-//! store), and, behind features, `etcd` (shared between hosts, with fencing)
-//! and `usb` (Ledger Tezos Baking app, TezSign).
+//! Agave's own tower files can be read, verified, written back byte for
+//! byte and converted to and from slashguard's records: see [`agave`].
+//!
+//! Backends: [`memory`] (tests), [`file`](mod@file) (one host, one
+//! `fdatasync` per store), and, behind features, `etcd` (shared between
+//! hosts, with fencing) and `usb` (Ledger Tezos Baking app, TezSign).
 //!
 //! ```
 //! use slashguard::file::{FileTowerStorage, FileWatermarks};
@@ -45,6 +48,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod agave;
 pub mod blocking;
 mod error;
 #[cfg(feature = "etcd")]

@@ -7,7 +7,9 @@ mod rules;
 mod storage;
 mod vote_guard;
 
+pub(crate) use record::Reader;
 pub use record::{TowerRecord, VoteRef, MAX_TOWER_BYTES};
+pub(crate) use rules::check_order;
 pub use rules::{check_store, StoreMode, TowerRefusal};
 pub use storage::{StoreReceipt, TowerStorage};
 pub use vote_guard::{SignedVote, TowerUpdate, VoteGuard};

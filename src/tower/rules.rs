@@ -3,7 +3,7 @@
 //! it as a table.
 
 use crate::identity::NodeId;
-use crate::tower::TowerRecord;
+use crate::tower::{TowerRecord, VoteRef};
 
 /// How a store treats a tower that would move backwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,8 +90,20 @@ pub fn check_store(
     if mode == StoreMode::Force {
         return Ok(());
     }
-    if let Some(old) = stored.last_vote() {
-        match new.last_vote() {
+    check_order(
+        (stored.last_vote(), stored.root()),
+        (new.last_vote(), new.root()),
+    )
+}
+
+/// The ordering half of [`check_store`], on (last vote, root) pairs: for
+/// stores whose towers are not [`TowerRecord`]s (an Agave tower file).
+pub(crate) fn check_order(
+    stored: (Option<VoteRef>, Option<u64>),
+    new: (Option<VoteRef>, Option<u64>),
+) -> Result<(), TowerRefusal> {
+    if let Some(old) = stored.0 {
+        match new.0 {
             Some(v) if v.slot < old.slot || v.slot == old.slot && v.hash != old.hash => {
                 return Err(if v.slot < old.slot {
                     TowerRefusal::LastVoteRegressed {
@@ -111,11 +123,11 @@ pub fn check_store(
             }
         }
     }
-    if let Some(old_root) = stored.root() {
-        if new.root().is_none_or(|r| r < old_root) {
+    if let Some(old_root) = stored.1 {
+        if new.1.is_none_or(|r| r < old_root) {
             return Err(TowerRefusal::RootRegressed {
                 stored: old_root,
-                requested: new.root(),
+                requested: new.1,
             });
         }
     }

@@ -1,0 +1,62 @@
+//! Agave's tower files: a byte-exact reader and writer, signature checks,
+//! and conversion to and from slashguard's
+//! [`TowerRecord`](crate::tower::TowerRecord).
+//!
+//! Layers, outermost first (byte by byte in `docs/agave-tower.md`):
+//!
+//! - a file in a tower directory, `tower-1_9-<node>.bin` or the pre-1.9
+//!   `tower-<node>.bin` ([`load_tower`], [`read_tower_file`],
+//!   [`write_tower_durable`]);
+//! - its signed envelope ([`SavedTower`], [`EnvelopeFormat`]);
+//! - the tower `data` ([`AgaveTower`], in a [`TowerLayout`]), holding a
+//!   [`VoteState`] and a [`LastVote`].
+//!
+//! Decoding is strict: every byte string that decodes re-encodes to itself
+//! (non-canonical lengths and varints, out-of-range tags, unordered maps,
+//! trailing bytes are refused), a malformed input is a typed
+//! [`AgaveError`] and never a panic, and no length prefix can make the
+//! decoder allocate more than the input's size.
+//!
+//! ```
+//! use slashguard::agave::{AgaveTower, FileKind, LastVote, Lockout, SavedTower, TowerSync};
+//! use slashguard::NodeKeypair;
+//!
+//! let identity = NodeKeypair::generate();
+//! let mut tower = AgaveTower::new(identity.node_id());
+//! tower.vote_state.root_slot = Some(90);
+//! tower.last_vote = LastVote::TowerSync(TowerSync {
+//!     lockouts: vec![Lockout { slot: 100, confirmation_count: 1 }],
+//!     root: Some(90),
+//!     hash: [7; 32],
+//!     timestamp: None,
+//!     block_id: [8; 32],
+//! });
+//! let file = SavedTower::sign(tower, &identity)?.encode();
+//!
+//! let back = SavedTower::decode(&file, FileKind::V1_9, &identity.node_id())?;
+//! assert_eq!(back.tower().last_voted_slot(), Some(100));
+//! assert_eq!(back.encode(), file);
+//! # Ok::<(), slashguard::agave::AgaveError>(())
+//! ```
+
+mod compact;
+mod convert;
+mod envelope;
+mod error;
+mod files;
+mod last_vote;
+mod tower;
+mod vote_state;
+mod wire;
+
+pub use envelope::{EnvelopeFormat, FileKind, SavedTower};
+pub use error::{AgaveError, CompactProblem};
+pub use files::{
+    load_tower, read_tower_file, tower_file_name, tower_file_path, write_tower_durable,
+    MAX_TOWER_FILE_BYTES,
+};
+pub use last_vote::{LastVote, TowerSync, Vote, VoteStateUpdate};
+pub use tower::{AgaveTower, F64Bits, TowerLayout, THRESHOLD_DEPTH};
+pub use vote_state::{
+    BlockTimestamp, EpochCredits, Lockout, PriorVoter, PriorVoters, VoteState, PRIOR_VOTERS_LEN,
+};
