@@ -10,6 +10,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpRes
 use crate::error::{Error, FormatError, Result};
 use crate::etcd::client::EtcdClient;
 use crate::etcd::keys::EtcdKeys;
+use crate::watermark::table::Changes;
 use crate::watermark::{
     decode_entry, encode_entry, Decision, Mark, SetMode, SignRequest, SignerGuard, Watermark,
     WatermarkKey, WatermarkTable,
@@ -218,6 +219,41 @@ impl EtcdWatermarks {
         Ok(false)
     }
 
+    /// The compare-and-set loop of `authorize` and `set_marks`: plan on
+    /// the cached values, commit with one transaction comparing every key's
+    /// revision; after a lost race, or a refusal decided on cached values,
+    /// plan again on fresh values. A refusal is final only when it was
+    /// decided on values read from etcd during this call.
+    async fn cas_loop<T>(
+        &self,
+        op: &'static str,
+        keys: &[WatermarkKey],
+        force: bool,
+        plan: impl Fn(&WatermarkTable) -> Result<(T, Changes)>,
+    ) -> Result<T> {
+        let mut fresh = false;
+        for _ in 0..ATTEMPTS {
+            let slots = self.snapshot(keys);
+            match self.table(keys, &slots, force).and_then(|t| plan(&t)) {
+                Ok((out, changes)) => {
+                    if self.compare_and_set(op, keys, &slots, &changes).await? {
+                        return Ok(out);
+                    }
+                    fresh = true;
+                }
+                Err(e @ (Error::Refused(_) | Error::Corrupt { .. })) => {
+                    if fresh {
+                        return Err(e);
+                    }
+                    self.refresh(keys).await?;
+                    fresh = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(self.contention(op))
+    }
+
     fn contention(&self, what: &str) -> Error {
         Error::Unavailable {
             backend: "etcd",
@@ -248,34 +284,8 @@ impl SignerGuard for EtcdWatermarks {
         }
         check_batch_len(requests.len())?;
         let keys: Vec<WatermarkKey> = requests.iter().map(|r| r.key).collect();
-        // Whether the values decided on came from etcd during this call.
-        let mut fresh = false;
-        for _ in 0..ATTEMPTS {
-            let slots = self.snapshot(&keys);
-            let planned = self
-                .table(&keys, &slots, false)
-                .and_then(|t| t.plan_authorize(requests));
-            match planned {
-                Ok((decisions, changes)) => {
-                    if self
-                        .compare_and_set("authorize", &keys, &slots, &changes)
-                        .await?
-                    {
-                        return Ok(decisions);
-                    }
-                    fresh = true;
-                }
-                Err(e @ (Error::Refused(_) | Error::Corrupt { .. })) => {
-                    if fresh {
-                        return Err(e);
-                    }
-                    self.refresh(&keys).await?;
-                    fresh = true;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(self.contention("authorize"))
+        self.cas_loop("authorize", &keys, false, |t| t.plan_authorize(requests))
+            .await
     }
 
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
@@ -334,33 +344,10 @@ impl SignerGuard for EtcdWatermarks {
         check_batch_len(marks.len())?;
         let keys: Vec<WatermarkKey> = marks.iter().map(|(k, _)| *k).collect();
         let force = mode == SetMode::Force;
-        let mut fresh = false;
-        for _ in 0..ATTEMPTS {
-            let slots = self.snapshot(&keys);
-            let planned = self
-                .table(&keys, &slots, force)
-                .and_then(|t| t.plan_set(marks, mode));
-            match planned {
-                Ok(changes) => {
-                    if self
-                        .compare_and_set("set watermarks", &keys, &slots, &changes)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                    fresh = true;
-                }
-                Err(e @ (Error::Refused(_) | Error::Corrupt { .. })) => {
-                    if fresh {
-                        return Err(e);
-                    }
-                    self.refresh(&keys).await?;
-                    fresh = true;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(self.contention("set watermarks"))
+        self.cas_loop("set watermarks", &keys, force, |t| {
+            t.plan_set(marks, mode).map(|changes| ((), changes))
+        })
+        .await
     }
 }
 

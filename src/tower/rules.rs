@@ -162,112 +162,18 @@ mod tests {
             StoreMode,
             Option<fn(&TowerRefusal) -> bool>,
         );
+        #[rustfmt::skip]
         let cases: Vec<Case> = vec![
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((11, 1)),
-                Some(5),
-                StoreMode::Advance,
-                None,
-            ),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((10, 1)),
-                Some(5),
-                StoreMode::Advance,
-                None,
-            ),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((10, 1)),
-                Some(6),
-                StoreMode::Advance,
-                None,
-            ),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((9, 1)),
-                Some(5),
-                StoreMode::Advance,
-                Some(|r| {
-                    matches!(
-                        r,
-                        LastVoteRegressed {
-                            stored: 10,
-                            requested: Some(9)
-                        }
-                    )
-                }),
-            ),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((10, 2)),
-                Some(5),
-                StoreMode::Advance,
-                Some(|r| matches!(r, ConflictingVote { slot: 10 })),
-            ),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((12, 1)),
-                Some(4),
-                StoreMode::Advance,
-                Some(|r| {
-                    matches!(
-                        r,
-                        RootRegressed {
-                            stored: 5,
-                            requested: Some(4)
-                        }
-                    )
-                }),
-            ),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((12, 1)),
-                None,
-                StoreMode::Advance,
-                Some(|r| {
-                    matches!(
-                        r,
-                        RootRegressed {
-                            requested: None,
-                            ..
-                        }
-                    )
-                }),
-            ),
-            (
-                Some((10, 1)),
-                None,
-                None,
-                None,
-                StoreMode::Advance,
-                Some(|r| {
-                    matches!(
-                        r,
-                        LastVoteRegressed {
-                            requested: None,
-                            ..
-                        }
-                    )
-                }),
-            ),
+            (Some((10, 1)), Some(5), Some((11, 1)), Some(5), StoreMode::Advance, None),
+            (Some((10, 1)), Some(5), Some((10, 1)), Some(5), StoreMode::Advance, None),
+            (Some((10, 1)), Some(5), Some((10, 1)), Some(6), StoreMode::Advance, None),
+            (Some((10, 1)), Some(5), Some((9, 1)), Some(5), StoreMode::Advance, Some(|r| matches!(r, LastVoteRegressed { stored: 10, requested: Some(9) }))),
+            (Some((10, 1)), Some(5), Some((10, 2)), Some(5), StoreMode::Advance, Some(|r| matches!(r, ConflictingVote { slot: 10 }))),
+            (Some((10, 1)), Some(5), Some((12, 1)), Some(4), StoreMode::Advance, Some(|r| matches!(r, RootRegressed { stored: 5, requested: Some(4) }))),
+            (Some((10, 1)), Some(5), Some((12, 1)), None, StoreMode::Advance, Some(|r| matches!(r, RootRegressed { requested: None, .. }))),
+            (Some((10, 1)), None, None, None, StoreMode::Advance, Some(|r| matches!(r, LastVoteRegressed { requested: None, .. }))),
             (None, None, Some((1, 1)), None, StoreMode::Advance, None),
-            (
-                Some((10, 1)),
-                Some(5),
-                Some((9, 1)),
-                Some(4),
-                StoreMode::Force,
-                None,
-            ),
+            (Some((10, 1)), Some(5), Some((9, 1)), Some(4), StoreMode::Force, None),
         ];
         for (i, (sv, sr, nv, nr, mode, expect)) in cases.into_iter().enumerate() {
             let stored = rec(&kp, sv, sr);

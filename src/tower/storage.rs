@@ -50,28 +50,21 @@ pub trait TowerStorage: Send + Sync {
     async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt>;
 }
 
-#[async_trait]
-impl<T: TowerStorage + ?Sized> TowerStorage for std::sync::Arc<T> {
-    fn node(&self) -> NodeId {
-        (**self).node()
-    }
-    async fn load(&self) -> Result<Option<TowerRecord>> {
-        (**self).load().await
-    }
-    async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
-        (**self).store(record, mode).await
-    }
+macro_rules! forward_storage {
+    ($($t:ty),*) => {$(
+        #[async_trait]
+        impl<T: TowerStorage + ?Sized> TowerStorage for $t {
+            fn node(&self) -> NodeId {
+                (**self).node()
+            }
+            async fn load(&self) -> Result<Option<TowerRecord>> {
+                (**self).load().await
+            }
+            async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
+                (**self).store(record, mode).await
+            }
+        }
+    )*};
 }
 
-#[async_trait]
-impl<T: TowerStorage + ?Sized> TowerStorage for Box<T> {
-    fn node(&self) -> NodeId {
-        (**self).node()
-    }
-    async fn load(&self) -> Result<Option<TowerRecord>> {
-        (**self).load().await
-    }
-    async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
-        (**self).store(record, mode).await
-    }
-}
+forward_storage!(std::sync::Arc<T>, Box<T>, &T);
