@@ -5,8 +5,10 @@
 //! Tower store (what `FileTowerStorage::store` computes around its one
 //! write and `fdatasync`, and what `VoteGuard` adds):
 //! - `tower_sign`: build and ed25519-sign the record (`TowerRecord::sign`);
-//! - `tower_check_store`: the ordering rule and the signature check the
-//!   store applies (`check_store`, which verifies the record);
+//! - `tower_check_store`: the ordering rule and signature check every store
+//!   applies (`check_store`) to a record this process signed;
+//! - `tower_verify`: the ed25519 verification of a record (what
+//!   `check_store` costs for a record decoded without verification);
 //! - `tower_encode`: the canonical encoding (`TowerRecord::encode`);
 //! - `slot_crc32`: the slot's CRC-32 over header and record;
 //! - `tower_store_total`: all of the above plus the in-memory copy the store
@@ -109,12 +111,23 @@ fn tower_cpu(c: &mut Criterion, report: &mut Report) {
     report.bench(
         &mut g,
         "tower_check_store",
-        "tower store rule: check_store (ed25519 verify + ordering)",
+        "tower store rule: check_store (record signed here)",
         Role::Cpu,
         |iters, laps| {
             for _ in 0..iters {
                 laps.time(|| check_store(&node, Some(&prev), &next, StoreMode::Advance))
                     .expect("check");
+            }
+        },
+    );
+    report.bench(
+        &mut g,
+        "tower_verify",
+        "tower record: ed25519 verify (2 KiB)",
+        Role::Cpu,
+        |iters, laps| {
+            for _ in 0..iters {
+                assert!(laps.time(|| next.verify()));
             }
         },
     );
