@@ -18,8 +18,8 @@
 //! Verdict: growth of at most 256 KiB between the two readings. A leak of one
 //! byte per store would show as about 1 MiB.
 //!
-//! `cargo bench --bench memory_growth` does the full run (about two minutes
-//! on two cores); `cargo test --benches` does 20 then 60 operations, to
+//! `cargo bench --bench memory_growth` does the full run (two to four minutes
+//! on two cores, more on a busy machine); `cargo test --benches` does 20 then 60 operations, to
 //! keep the code path tested.
 
 mod common;

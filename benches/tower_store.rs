@@ -189,7 +189,7 @@ fn tower_store(c: &mut Criterion) {
         Rounds {
             // Under load a store can take tens of milliseconds: more time
             // gives the 99th percentile enough samples.
-            budget: Duration::from_secs(if load { 30 } else { 15 }),
+            budget: Duration::from_secs(if load { 60 } else { 15 }),
             warm_up: 20,
             min: 200,
             max: 20_000,

@@ -178,7 +178,7 @@ fn watermark_authorize(c: &mut Criterion) {
         &mut report,
         &mut ops,
         Rounds {
-            budget: Duration::from_secs(if load { 30 } else { 15 }),
+            budget: Duration::from_secs(if load { 60 } else { 15 }),
             warm_up: 20,
             min: 200,
             max: 20_000,

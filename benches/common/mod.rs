@@ -23,6 +23,9 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode};
 
 /// The environment variable that turns on the background writer.
 pub const LOAD_ENV: &str = "SLASHGUARD_BENCH_LOAD";
+/// Set, it also writes every latency of every row (sorted, one per line,
+/// nanoseconds) to `target/slashguard-bench/raw/<file>-<row>.txt`.
+pub const RAW_ENV: &str = "SLASHGUARD_BENCH_RAW";
 
 /// `true` for `cargo bench` (criterion's benchmark mode), `false` for
 /// `cargo test --benches` and `--list`, where each bench runs once and
@@ -133,9 +136,30 @@ impl FsInfo {
 
     /// One line for logs and the table header.
     pub fn describe(&self) -> String {
+        let journal = self
+            .ext4_journal()
+            .map(|j| format!(", {j}"))
+            .unwrap_or_default();
         format!(
-            "{} on {} (mounted at {}, {})",
+            "{} on {} (mounted at {}, {}{journal})",
             self.fstype, self.device, self.mount, self.options
+        )
+    }
+
+    /// For ext4, the journal mode (`data=ordered`...) or `no journal`: it
+    /// decides what an fsync and a rename cost.
+    pub fn ext4_journal(&self) -> Option<String> {
+        if self.fstype != "ext4" {
+            return None;
+        }
+        let dev = self.device.rsplit('/').next()?;
+        let options = std::fs::read_to_string(format!("/proc/fs/ext4/{dev}/options")).ok()?;
+        Some(
+            options
+                .lines()
+                .find(|l| l.starts_with("data="))
+                .map(str::to_string)
+                .unwrap_or_else(|| "no journal".to_string()),
         )
     }
 }
@@ -516,9 +540,13 @@ impl Report {
             "cpu_p99_ns": cpu.map(|c| c.1),
             "cpu_clock_overhead_ns": cpu.map(|_| cpu_clock_overhead_ns()),
             "fs": self.fs.as_ref().map(|f| f.describe()),
+            "loadavg": loadavg(),
             "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         });
         self.write_line(&row);
+        if std::env::var_os(RAW_ENV).is_some() {
+            self.write_raw(id, &laps);
+        }
         let cpu = cpu
             .map(|(p50, p99)| format!(" (thread CPU time p50={} p99={})", fmt_ns(p50), fmt_ns(p99)))
             .unwrap_or_default();
@@ -553,10 +581,38 @@ impl Report {
         self.written = true;
     }
 
+    /// Every latency of one row, sorted, for a histogram or a closer look
+    /// at a tail.
+    fn write_raw(&self, id: &str, sorted: &[Duration]) {
+        let dir = results_dir().join("raw");
+        std::fs::create_dir_all(&dir).expect("create the raw results directory");
+        let stem = self
+            .file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(self.bench);
+        let text: String = sorted
+            .iter()
+            .map(|d| format!("{}\n", d.as_nanos()))
+            .collect();
+        std::fs::write(dir.join(format!("{stem}-{id}.txt")), text).expect("write raw latencies");
+    }
+
     /// Where rows go.
     pub fn file(&self) -> &Path {
         &self.file
     }
+}
+
+/// The 1-minute load average, recorded with each row: on a shared machine
+/// it says how much else was running.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Nearest-rank percentile of sorted durations, in nanoseconds.
