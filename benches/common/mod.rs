@@ -406,7 +406,14 @@ pub fn run_ops(
         (0, 1, 1, Duration::ZERO)
     };
     let k = ops.len();
-    let mut laps: Vec<Laps> = (0..k).map(|_| Laps::default()).collect();
+    // Thread CPU time too: how much of each operation is computation and
+    // how much waiting for the disk.
+    let mut laps: Vec<Laps> = (0..k)
+        .map(|_| Laps {
+            all: Vec::new(),
+            cpu: Some(Vec::new()),
+        })
+        .collect();
     let mut scratch = Laps::default();
     for round in 0..warm_up {
         for i in 0..k {
@@ -426,7 +433,7 @@ pub fn run_ops(
     eprintln!("{group_name}: {round} rounds in {:.1?}", start.elapsed());
     for (op, laps) in ops.iter().zip(laps) {
         assert_eq!(laps.all.len(), round, "{}: one timed call per round", op.id);
-        report.record(&op.id, &op.label, op.role, laps.all);
+        report.record("interleaved", &op.id, &op.label, op.role, laps);
     }
 }
 
@@ -484,6 +491,12 @@ impl Report {
                 laps.all[first..].iter().sum()
             })
         });
+        self.record("criterion", id, label, role, laps);
+    }
+
+    /// Record one row: percentiles of its wall (and, if measured, thread
+    /// CPU) times; `method` says how they were taken.
+    fn record(&mut self, method: &str, id: &str, label: &str, role: Role, laps: Laps) {
         let cpu = laps.cpu.map(|mut c| {
             c.sort_unstable();
             let clock = cpu_clock_overhead_ns();
@@ -492,23 +505,7 @@ impl Report {
                 percentile(&c, 0.99).saturating_sub(clock),
             )
         });
-        self.record_with_cpu("criterion", id, label, role, laps.all, cpu);
-    }
-
-    /// Record a row measured by the interleaved pass of [`run_ops`].
-    pub fn record(&mut self, id: &str, label: &str, role: Role, laps: Vec<Duration>) {
-        self.record_with_cpu("interleaved", id, label, role, laps, None)
-    }
-
-    fn record_with_cpu(
-        &mut self,
-        method: &str,
-        id: &str,
-        label: &str,
-        role: Role,
-        mut laps: Vec<Duration>,
-        cpu: Option<(u64, u64)>,
-    ) {
+        let mut laps = laps.all;
         if !self.enabled || laps.is_empty() {
             return;
         }
