@@ -83,7 +83,7 @@ pub fn check_store(
             record: new.node(),
         });
     }
-    if !new.verify() {
+    if !new.signature_holds() {
         return Err(TowerRefusal::BadSignature { node: new.node() });
     }
     let Some(stored) = stored else { return Ok(()) };
@@ -197,5 +197,31 @@ mod tests {
                 Err(TowerRefusal::ForeignNode { .. })
             ));
         }
+    }
+
+    #[test]
+    fn bad_signature_refused_in_every_mode() {
+        let kp = NodeKeypair::from_seed([1; 32]);
+        let good = rec(&kp, Some((7, 1)), None);
+        let mut bytes = good.encode();
+        // Last byte of the tower bytes, just before the 64-byte signature.
+        let at = bytes.len() - 65;
+        bytes[at] ^= 0x01;
+        let forged = TowerRecord::decode_unverified(&bytes).expect("well formed");
+        assert!(!forged.verify());
+        for mode in [StoreMode::Advance, StoreMode::Force] {
+            assert_eq!(
+                check_store(&kp.node_id(), None, &forged, mode),
+                Err(TowerRefusal::BadSignature { node: kp.node_id() })
+            );
+            assert_eq!(check_store(&kp.node_id(), None, &good, mode), Ok(()));
+        }
+        // The same bytes untouched decode unverified and verify on store.
+        let plain = TowerRecord::decode_unverified(&good.encode()).expect("well formed");
+        assert_eq!(plain, good);
+        assert_eq!(
+            check_store(&kp.node_id(), None, &plain, StoreMode::Advance),
+            Ok(())
+        );
     }
 }

@@ -1,0 +1,212 @@
+//! `tower_store`: what a validator pays before every vote, next to what the
+//! same bytes cost written the ways it could be written instead.
+//!
+//! slashguard rows (2 KiB tower, slots increasing by one per store):
+//! - `file_save`: `VoteGuard::save` on `FileTowerStorage`: sign the record,
+//!   check it, one write and one `fdatasync` into a pre-allocated slot;
+//! - `file_store`: `TowerStorage::store` of a record signed just before,
+//!   outside the timing (the store alone);
+//! - `memory_save`, `memory_store`: the same on `MemoryTowerStorage`.
+//!
+//! Baselines, same encoded record bytes, same directory:
+//! - (a) Agave's write as it is: temp file, rename, no fsync (not durable);
+//! - (b) the same made durable: temp file, fsync, rename, directory fsync;
+//! - (c) the floor: one `fdatasync` of one rewritten, pre-allocated 4 KiB page.
+//!
+//! `SLASHGUARD_BENCH_LOAD=1` runs the disk rows again while a background
+//! thread writes 8 MiB chunks with an `fdatasync` after each to the same
+//! disk (results in `target/slashguard-bench/tower_store-load.json`).
+//!
+//! Run: `cargo bench --bench tower_store` (see `scripts/bench-table`).
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use slashguard::file::FileTowerStorage;
+use slashguard::memory::MemoryTowerStorage;
+use slashguard::tower::{StoreMode, TowerRecord, TowerUpdate, VoteGuard, VoteRef};
+use slashguard::{NodeKeypair, TowerStorage};
+
+use common::{baseline, filler, LoadWriter, Op, Report, Role, Rounds, Scratch};
+
+/// Agave's towers are 2-4 KiB; the issue fixes 2 KiB.
+const TOWER_BYTES: usize = 2048;
+
+fn vote(slot: u64) -> VoteRef {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&slot.to_le_bytes());
+    VoteRef { slot, hash }
+}
+
+fn update(slot: u64, tower: &[u8]) -> TowerUpdate {
+    TowerUpdate {
+        vote: vote(slot),
+        root: slot.checked_sub(31),
+        tower: tower.to_vec(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A validator voting through `VoteGuard::save` on one backend.
+fn save_op<'a, S: TowerStorage + 'a>(
+    name: &str,
+    rt: &'a tokio::runtime::Runtime,
+    guard: VoteGuard<S>,
+    tower: &'a [u8],
+) -> Op<'a> {
+    let mut slot = 0u64;
+    Op::new(
+        format!("{name}_save"),
+        format!("{name}: VoteGuard::save (sign + store)"),
+        Role::backend(name),
+        move |laps| {
+            slot += 1;
+            let u = update(slot, tower);
+            laps.time(|| rt.block_on(guard.save(u, StoreMode::Advance)))
+                .expect("save");
+        },
+    )
+}
+
+/// The bare `TowerStorage::store` of a record signed beforehand (a store
+/// must advance, so each store gets a fresh record, signed untimed).
+fn store_op<'a, S: TowerStorage + 'a>(
+    name: &str,
+    rt: &'a tokio::runtime::Runtime,
+    storage: S,
+    signer: NodeKeypair,
+    tower: &'a [u8],
+) -> Op<'a> {
+    let mut slot = 0u64;
+    Op::new(
+        format!("{name}_store"),
+        format!("{name}: TowerStorage::store (pre-signed)"),
+        Role::backend(name),
+        move |laps| {
+            slot += 1;
+            let u = update(slot, tower);
+            let record = TowerRecord::sign(&signer, Some(u.vote), u.root, u.tower).expect("sign");
+            laps.time(|| rt.block_on(storage.store(&record, StoreMode::Advance)))
+                .expect("store");
+        },
+    )
+}
+
+/// Baselines (a), (b), (c) on `bytes`, in subdirectories of `scratch`.
+fn baseline_ops<'a>(scratch: &Scratch, bytes: &'a [u8], name: &'a str) -> Vec<Op<'a>> {
+    let dir_a = scratch.sub("baseline-a");
+    let dir_b = scratch.sub("baseline-b");
+    let mut floor = baseline::FloorPage::create(&scratch.sub("baseline-c")).expect("floor page");
+    vec![
+        Op::new(
+            "a_agave_rename",
+            "(a) Agave: temp file + rename, no fsync (not durable)",
+            Role::Baseline("a"),
+            move |laps| {
+                laps.time(|| baseline::agave_rename(&dir_a, name, bytes))
+                    .expect("baseline a")
+            },
+        ),
+        Op::new(
+            "b_durable_rename",
+            "(b) temp file + fsync + rename + dir fsync",
+            Role::Baseline("b"),
+            move |laps| {
+                laps.time(|| baseline::durable_rename(&dir_b, name, bytes))
+                    .expect("baseline b")
+            },
+        ),
+        Op::new(
+            "c_floor_fdatasync",
+            "(c) floor: 4 KiB page rewrite + fdatasync",
+            Role::Baseline("c"),
+            move |laps| laps.time(|| floor.write()).expect("baseline c"),
+        ),
+    ]
+}
+
+fn tower_store(c: &mut Criterion) {
+    let load = common::load_enabled();
+    let scratch = Scratch::new(if load { "tower-load" } else { "tower" });
+    let mut report = Report::new("tower_store", load, Some(scratch.fs.clone()));
+    let rt = runtime();
+    let tower = filler(TOWER_BYTES, 1);
+
+    // The exact bytes slashguard writes for such a tower (the record with
+    // its signature), so that every row moves the same payload.
+    let kp = NodeKeypair::from_seed([10; 32]);
+    let u = update(1, &tower);
+    let bytes = TowerRecord::sign(&kp, Some(u.vote), u.root, u.tower)
+        .expect("sign")
+        .encode();
+    let agave_name = format!("tower-1_9-{}.bin", kp.node_id());
+
+    let file_dir = scratch.sub("file");
+    let open_file =
+        |kp: &NodeKeypair| FileTowerStorage::open(&file_dir, kp.node_id()).expect("open");
+    let (id_a, id_b) = (
+        NodeKeypair::from_seed([11; 32]),
+        NodeKeypair::from_seed([12; 32]),
+    );
+    let file_guard = VoteGuard::new(open_file(&id_a), id_a).expect("guard");
+    let file_storage = open_file(&id_b);
+
+    let mut ops = vec![
+        save_op("file", &rt, file_guard, &tower),
+        store_op("file", &rt, file_storage, id_b, &tower),
+    ];
+    ops.extend(baseline_ops(&scratch, &bytes, &agave_name));
+    if !load {
+        // No I/O: nothing for the background writer to slow down.
+        let (id_c, id_d) = (
+            NodeKeypair::from_seed([13; 32]),
+            NodeKeypair::from_seed([14; 32]),
+        );
+        let guard = VoteGuard::new(MemoryTowerStorage::new(id_c.node_id()), id_c).expect("guard");
+        ops.push(save_op("memory", &rt, guard, &tower));
+        let storage = MemoryTowerStorage::new(id_d.node_id());
+        ops.push(store_op("memory", &rt, storage, id_d, &tower));
+    }
+
+    let writer = load.then(|| LoadWriter::start(scratch.path()));
+    common::run_ops(
+        c,
+        if load {
+            "tower_store_load"
+        } else {
+            "tower_store"
+        },
+        &mut report,
+        &mut ops,
+        Rounds {
+            // Under load a store can take tens of milliseconds: more time
+            // gives the 99th percentile enough samples.
+            budget: Duration::from_secs(if load { 60 } else { 15 }),
+            warm_up: 20,
+            min: 200,
+            max: 20_000,
+        },
+    );
+    drop(ops);
+    if let Some(w) = writer {
+        common::record_load(&mut report, w.finish());
+    }
+    if common::is_bench_run() {
+        eprintln!("results: {}", report.file().display());
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = tower_store
+}
+criterion_main!(benches);

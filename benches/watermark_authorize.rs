@@ -1,0 +1,201 @@
+//! `watermark_authorize`: what a baker pays before every signature.
+//!
+//! slashguard rows (level increasing by one per authorization; each guard's
+//! table already holds a mark for every kind of its keys, as a running
+//! baker's does):
+//! - `file_authorize_tz1`: `SignerGuard::authorize` of one tz1 attestation
+//!   (with DAL content, 82 bytes) on `FileWatermarks`;
+//! - `file_authorize_tz4`: the same for a tz4 (BLS) attestation (78 bytes);
+//! - `file_authorize_batch`: consensus and companion key (both tz4) in one
+//!   all-or-nothing batch;
+//! - `file_guarded_sign_tz1`: `GuardedSigner::sign` with an `Ed25519Signer`,
+//!   end to end: parse, blake2b, authorize, sign;
+//! - `memory_*`: the same on `MemoryWatermarks`.
+//!
+//! Baseline (c) again, in the same run: one `fdatasync` of one rewritten,
+//! pre-allocated 4 KiB page in the same directory.
+//!
+//! `SLASHGUARD_BENCH_LOAD=1` runs the disk rows under the background writer
+//! (see `tower_store`).
+//!
+//! Run: `cargo bench --bench watermark_authorize`.
+
+mod common;
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use slashguard::file::FileWatermarks;
+use slashguard::memory::MemoryWatermarks;
+use slashguard::watermark::{ChainId, ConsensusKind, Curve, KeyHash, Mark, SetMode, SignRequest};
+use slashguard::{Ed25519Signer, GuardedSigner, Signer, SignerGuard};
+
+use common::{baseline, LoadWriter, Op, Report, Role, Rounds, Scratch};
+
+const MAINNET: ChainId = ChainId([0x7a, 0x06, 0xa7, 0x70]);
+
+fn tz4(byte: u8) -> KeyHash {
+    KeyHash {
+        curve: Curve::Bls,
+        hash: [byte; 20],
+    }
+}
+
+/// An attestation as a baker sends it to its signer: magic 0x13, chain id,
+/// branch, operation tag, [slot (not for tz4)], level, round, block payload
+/// hash, and for tz1 the DAL content bitset of an `attestation_with_dal`.
+fn attestation(curve: Curve, level: u32) -> Vec<u8> {
+    let mut b = vec![0x13];
+    b.extend_from_slice(&MAINNET.0);
+    b.extend_from_slice(&common::filler(32, 3)); // branch
+    if curve == Curve::Bls {
+        b.push(21); // attestation
+    } else {
+        b.push(23); // attestation_with_dal
+        b.extend_from_slice(&17u16.to_be_bytes()); // slot
+    }
+    b.extend_from_slice(&level.to_be_bytes());
+    b.extend_from_slice(&0u32.to_be_bytes()); // round
+    b.extend_from_slice(&common::filler(32, 4)); // block payload hash
+    if curve != Curve::Bls {
+        b.extend_from_slice(&[0x83, 0x01]); // DAL attested slots (zarith bitset)
+    }
+    b
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Give `guard` a mark for every kind of every key, as a running baker has.
+fn prefill(rt: &tokio::runtime::Runtime, guard: &impl SignerGuard, keys: &[KeyHash]) {
+    let marks: Vec<_> = keys
+        .iter()
+        .flat_map(|&key| {
+            ConsensusKind::ALL.map(|kind| {
+                (
+                    slashguard::watermark::WatermarkKey {
+                        chain: MAINNET,
+                        key,
+                        kind,
+                    },
+                    Mark::level(0),
+                )
+            })
+        })
+        .collect();
+    rt.block_on(guard.set_marks(&marks, SetMode::RaiseOnly))
+        .expect("prefill");
+}
+
+/// The rows of one backend: `open(name)` gives a fresh guard per row.
+fn guard_ops<'a, G: SignerGuard + 'a>(
+    rt: &'a tokio::runtime::Runtime,
+    name: &str,
+    mut open: impl FnMut(&str) -> G,
+) -> Vec<Op<'a>> {
+    let tz1 = Ed25519Signer::from_seed([21; 32]).key_hash();
+    let rows: [(&str, &str, Vec<KeyHash>); 3] = [
+        ("authorize_tz1", "authorize, one tz1 key", vec![tz1]),
+        ("authorize_tz4", "authorize, one tz4 key", vec![tz4(1)]),
+        (
+            "authorize_batch",
+            "authorize, consensus + companion batch",
+            vec![tz4(2), tz4(3)],
+        ),
+    ];
+    let mut ops = Vec::new();
+    for (row, label, keys) in rows {
+        let guard = open(row);
+        prefill(rt, &guard, &keys);
+        let mut level = 0u32;
+        ops.push(Op::new(
+            format!("{name}_{row}"),
+            format!("{name}: {label}"),
+            Role::backend(name),
+            move |laps| {
+                level += 1;
+                // Parsed outside the timing: this row is the guard alone.
+                let batch: Vec<SignRequest> = keys
+                    .iter()
+                    .map(|&k| SignRequest::parse(&attestation(k.curve, level), k).expect("parse"))
+                    .collect();
+                laps.time(|| rt.block_on(guard.authorize(&batch)))
+                    .expect("authorize");
+            },
+        ));
+    }
+
+    let signer = GuardedSigner::new(open("guarded_sign"), Ed25519Signer::from_seed([22; 32]));
+    prefill(rt, signer.guard(), &[signer.key_hash()]);
+    let mut level = 0u32;
+    ops.push(Op::new(
+        format!("{name}_guarded_sign_tz1"),
+        format!("{name}: GuardedSigner::sign, Ed25519Signer (parse + authorize + sign)"),
+        Role::backend(name),
+        move |laps| {
+            level += 1;
+            let payload = attestation(Curve::Ed25519, level);
+            laps.time(|| rt.block_on(signer.sign(&payload)))
+                .expect("sign");
+        },
+    ));
+    ops
+}
+
+fn watermark_authorize(c: &mut Criterion) {
+    let load = common::load_enabled();
+    let scratch = Scratch::new(if load { "watermark-load" } else { "watermark" });
+    let mut report = Report::new("watermark_authorize", load, Some(scratch.fs.clone()));
+    let rt = runtime();
+
+    let dir = scratch.sub("file");
+    let mut ops = guard_ops(&rt, "file", |name| {
+        FileWatermarks::open(dir.join(format!("{name}.hwm"))).expect("open")
+    });
+    let mut floor = baseline::FloorPage::create(&scratch.sub("baseline-c")).expect("floor page");
+    ops.push(Op::new(
+        "c_floor_fdatasync",
+        "(c) floor: 4 KiB page rewrite + fdatasync",
+        Role::Baseline("c"),
+        move |laps| laps.time(|| floor.write()).expect("baseline c"),
+    ));
+    if !load {
+        ops.extend(guard_ops(&rt, "memory", |_| MemoryWatermarks::new()));
+    }
+
+    let writer = load.then(|| LoadWriter::start(scratch.path()));
+    common::run_ops(
+        c,
+        if load {
+            "watermark_authorize_load"
+        } else {
+            "watermark_authorize"
+        },
+        &mut report,
+        &mut ops,
+        Rounds {
+            budget: Duration::from_secs(if load { 60 } else { 15 }),
+            warm_up: 20,
+            min: 200,
+            max: 20_000,
+        },
+    );
+    drop(ops);
+    if let Some(w) = writer {
+        common::record_load(&mut report, w.finish());
+    }
+    if common::is_bench_run() {
+        eprintln!("results: {}", report.file().display());
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = watermark_authorize
+}
+criterion_main!(benches);
