@@ -188,6 +188,10 @@ impl EtcdTowerStorage {
 
 #[async_trait]
 impl TowerStorage for EtcdTowerStorage {
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
     fn node(&self) -> NodeId {
         self.node
     }

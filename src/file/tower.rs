@@ -127,6 +127,10 @@ impl FileTowerStorage {
 
 #[async_trait]
 impl TowerStorage for FileTowerStorage {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
     fn node(&self) -> NodeId {
         self.node
     }

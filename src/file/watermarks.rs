@@ -122,6 +122,10 @@ impl Inner {
 
 #[async_trait]
 impl SignerGuard for FileWatermarks {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
     async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
         let mut inner = lock(&self.inner);
         let (decisions, changes) = inner.table.plan_authorize(requests)?;

@@ -48,6 +48,12 @@ pub trait TowerStorage: Send + Sync {
 
     /// Store `record` durably under the fence; see the trait docs.
     async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt>;
+
+    /// A short name of the backend for logs and metrics (`file`, `etcd`,
+    /// `memory`; `custom` unless overridden).
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 #[async_trait]
@@ -61,6 +67,9 @@ impl<T: TowerStorage + ?Sized> TowerStorage for std::sync::Arc<T> {
     async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
         (**self).store(record, mode).await
     }
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
 }
 
 #[async_trait]
@@ -73,5 +82,8 @@ impl<T: TowerStorage + ?Sized> TowerStorage for Box<T> {
     }
     async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
         (**self).store(record, mode).await
+    }
+    fn backend(&self) -> &'static str {
+        (**self).backend()
     }
 }
