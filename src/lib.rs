@@ -57,6 +57,7 @@ pub mod failover;
 pub mod file;
 mod identity;
 pub mod memory;
+pub mod metrics;
 mod signer;
 pub mod tower;
 #[cfg(feature = "usb")]

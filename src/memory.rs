@@ -31,6 +31,10 @@ impl MemoryTowerStorage {
 
 #[async_trait]
 impl TowerStorage for MemoryTowerStorage {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     fn node(&self) -> NodeId {
         self.node
     }
@@ -64,6 +68,10 @@ impl MemoryWatermarks {
 
 #[async_trait]
 impl SignerGuard for MemoryWatermarks {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
         let mut table = lock(&self.table);
         let (decisions, changes) = table.plan_authorize(requests)?;

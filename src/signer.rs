@@ -139,10 +139,26 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
         let key = self.signer.key_hash();
         let request = SignRequest::parse(payload, key)?;
-        let decision = match self.guard.authorize_one(&request).await {
+        let backend = self.guard.backend();
+        let span = tracing::debug_span!("authorize", %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend);
+        let start = std::time::Instant::now();
+        let result =
+            tracing::Instrument::instrument(self.guard.authorize_one(&request), span).await;
+        let latency = start.elapsed();
+        if let Some(m) = crate::metrics::installed() {
+            m.authorize(
+                backend,
+                &request.key,
+                latency,
+                crate::metrics::Outcome::of(&result),
+            );
+        }
+        crate::metrics::note_refusal(&result);
+        let decision = match result {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signature withheld");
+                let reason = crate::metrics::RefusalReason::of(&e).map(|r| r.as_str());
+                tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, reason, error = %e, "signature withheld");
                 return Err(e);
             }
         };
@@ -150,10 +166,15 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         // by its own watermark is a refusal, an unplugged device is
         // unavailable. The watermark has advanced either way, which is safe:
         // the same bytes can still be signed later as a repeat.
-        let signature = self.signer.sign(payload).await.inspect_err(|e| {
+        let signed = self.signer.sign(payload).await;
+        crate::metrics::note_refusal(&signed);
+        let signature = signed.inspect_err(|e| {
             tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed after the watermark advanced; nothing released");
         })?;
-        tracing::debug!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, ?decision, "signed");
+        if let Some(m) = crate::metrics::installed() {
+            m.watermark(&request.key, request.mark);
+        }
+        tracing::debug!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, ?decision, "signed");
         Ok(GuardedSignature {
             request,
             decision,

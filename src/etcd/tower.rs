@@ -98,6 +98,30 @@ impl EtcdTowerStorage {
         Ok(storage)
     }
 
+    /// Read `node`'s tower record without owning the identity and without
+    /// comparing a fence (inspection and export tools). The record is
+    /// verified as [`load`](TowerStorage::load) does; `Ok(None)` when none
+    /// was ever stored. The owner may store a newer record right after.
+    ///
+    /// Errors: [`Error::Corrupt`] naming the key if the value is not this
+    /// node's validly signed record; [`Error::Unavailable`].
+    pub async fn read_unfenced(client: &EtcdClient, node: NodeId) -> Result<Option<TowerRecord>> {
+        let key = client.keys().record(&node);
+        let resp = client
+            .call("read the tower", client.deadline(), || {
+                let mut c = client.raw();
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => TowerRecord::decode(kv.value(), &node)
+                .map(Some)
+                .map_err(|p| Error::corrupt(key.clone(), p)),
+        }
+    }
+
     /// The fence this storage writes under.
     pub fn fence(&self) -> u64 {
         self.holding.fence as u64
@@ -164,6 +188,10 @@ impl EtcdTowerStorage {
 
 #[async_trait]
 impl TowerStorage for EtcdTowerStorage {
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
     fn node(&self) -> NodeId {
         self.node
     }

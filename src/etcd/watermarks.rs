@@ -278,6 +278,10 @@ fn check_batch_len(n: usize) -> Result<()> {
 
 #[async_trait]
 impl SignerGuard for EtcdWatermarks {
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
     async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
         if requests.is_empty() {
             return Ok(Vec::new());

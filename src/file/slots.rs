@@ -229,6 +229,34 @@ impl SlotFile {
         sync_dir(path)
     }
 
+    /// Read the current record without the owner lock and without
+    /// writing anything (inspection tools). `Ok(None)` when the file does
+    /// not exist. A write in progress can only tear the slot it writes, so
+    /// this returns the last completed record, or the one just completed.
+    pub(crate) fn read_snapshot(path: &Path, magic: [u8; 4]) -> Result<Option<Loaded>> {
+        let what = path.display().to_string();
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+        if len == 0 || !len.is_multiple_of(2 * PAGE) || len > 2 * MAX_SLOT {
+            return Err(Error::corrupt(
+                what,
+                FormatError::InvalidField {
+                    field: "file length",
+                    detail: format!("{len} bytes is not two whole slots"),
+                },
+            ));
+        }
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| Error::io(path, e))?;
+        let (_, loaded) = SlotFile::from_image(file, &bytes, path, magic)?;
+        Ok(Some(loaded))
+    }
+
     fn open(path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
         let what = path.display().to_string();
         let file = OpenOptions::new()

@@ -69,7 +69,7 @@ impl FileTowerStorage {
     }
 
     fn open_locked(dir: &Path, node: NodeId, lock: Arc<OwnerLock>) -> Result<Self> {
-        let path = dir.join(format!("slashguard-tower-{node}.bin"));
+        let path = Self::data_path(dir, &node);
         let (slots, loaded) = SlotFile::open_or_create(&path, MAGIC, &[])?;
         let current = if loaded.payload.is_empty() {
             None
@@ -88,6 +88,31 @@ impl FileTowerStorage {
         })
     }
 
+    /// Read `node`'s tower from `dir` without taking the owner lock and
+    /// without writing (for inspection while the validator runs). The
+    /// record is verified like [`load`](TowerStorage::load) does.
+    /// `Ok(None)` when no tower was ever stored there.
+    ///
+    /// Errors: [`Error::Corrupt`] as for [`open`](Self::open);
+    /// [`Error::Io`] when the file cannot be read.
+    pub fn read_unlocked(dir: impl AsRef<Path>, node: NodeId) -> Result<Option<TowerRecord>> {
+        let path = Self::data_path(dir.as_ref(), &node);
+        let Some(loaded) = SlotFile::read_snapshot(&path, MAGIC)? else {
+            return Ok(None);
+        };
+        if loaded.payload.is_empty() {
+            return Ok(None);
+        }
+        TowerRecord::decode(&loaded.payload, &node)
+            .map(Some)
+            .map_err(|p| Error::corrupt(path.display().to_string(), p))
+    }
+
+    /// The data file of `node`'s tower in `dir`.
+    pub fn data_path(dir: &Path, node: &NodeId) -> PathBuf {
+        dir.join(format!("slashguard-tower-{node}.bin"))
+    }
+
     /// The data file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -102,6 +127,10 @@ impl FileTowerStorage {
 
 #[async_trait]
 impl TowerStorage for FileTowerStorage {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
     fn node(&self) -> NodeId {
         self.node
     }

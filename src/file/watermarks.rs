@@ -82,6 +82,21 @@ impl FileWatermarks {
         })
     }
 
+    /// Read every watermark in the file at `path` without taking its lock
+    /// and without writing (for inspection and export while a baker runs).
+    /// A file that does not exist holds no watermark (empty table).
+    ///
+    /// Errors: [`Error::Corrupt`] as for [`open`](Self::open);
+    /// [`Error::Io`] when the file cannot be read.
+    pub fn read_unlocked(path: impl AsRef<Path>) -> Result<WatermarkTable> {
+        let path = path.as_ref();
+        match SlotFile::read_snapshot(path, MAGIC)? {
+            None => Ok(WatermarkTable::new()),
+            Some(loaded) => WatermarkTable::decode(&loaded.payload)
+                .map_err(|p| Error::corrupt(path.display().to_string(), p)),
+        }
+    }
+
     /// The data file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -107,6 +122,10 @@ impl Inner {
 
 #[async_trait]
 impl SignerGuard for FileWatermarks {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
     async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
         let mut inner = lock(&self.inner);
         let (decisions, changes) = inner.table.plan_authorize(requests)?;

@@ -48,6 +48,12 @@ pub trait TowerStorage: Send + Sync {
 
     /// Store `record` durably under the fence; see the trait docs.
     async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt>;
+
+    /// A short name of the backend for logs and metrics (`file`, `etcd`,
+    /// `memory`; `custom` unless overridden).
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 macro_rules! forward_storage {
@@ -62,6 +68,9 @@ macro_rules! forward_storage {
             }
             async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
                 (**self).store(record, mode).await
+            }
+            fn backend(&self) -> &'static str {
+                (**self).backend()
             }
         }
     )*};

@@ -151,12 +151,32 @@ impl<S: TowerStorage> VoteGuard<S> {
         let record =
             TowerRecord::sign(&self.identity, Some(update.vote), update.root, update.tower)
                 .map_err(|e| Error::Invalid(format!("tower update: {e}")))?;
-        match self.storage.store(&record, mode).await {
-            Ok(r) => Ok(r),
+        let node = self.identity.node_id();
+        let backend = self.storage.backend();
+        let span = tracing::debug_span!("tower_store", %node, slot = update.vote.slot, backend);
+        let start = std::time::Instant::now();
+        let result = tracing::Instrument::instrument(self.storage.store(&record, mode), span).await;
+        let latency = start.elapsed();
+        if let Some(m) = crate::metrics::installed() {
+            m.tower_store(
+                backend,
+                &node,
+                latency,
+                crate::metrics::Outcome::of(&result),
+            );
+        }
+        crate::metrics::note_refusal(&result);
+        match &result {
+            Ok(r) => {
+                tracing::debug!(%node, slot = update.vote.slot, root = ?update.root, backend, latency_us = latency.as_micros() as u64, fence = r.fence, "tower stored")
+            }
+            Err(e) if e.is_refusal() => {
+                tracing::warn!(%node, slot = update.vote.slot, backend, latency_us = latency.as_micros() as u64, reason = crate::metrics::RefusalReason::of(e).map(|r| r.as_str()), error = %e, "tower store refused: vote withheld")
+            }
             Err(e) => {
-                tracing::warn!(node = %self.identity.node_id(), slot = update.vote.slot, error = %e, "tower store failed: vote withheld");
-                Err(e)
+                tracing::warn!(%node, slot = update.vote.slot, backend, latency_us = latency.as_micros() as u64, error = %e, "tower store failed: vote withheld")
             }
         }
+        result
     }
 }

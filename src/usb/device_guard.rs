@@ -165,6 +165,10 @@ impl<D: WatermarkDevice> DeviceWatermarks<D> {
 
 #[async_trait]
 impl<D: WatermarkDevice> SignerGuard for DeviceWatermarks<D> {
+    fn backend(&self) -> &'static str {
+        "device"
+    }
+
     /// Refuses what the device would certainly refuse; advances nothing
     /// (the device advances when it signs). All or nothing: one refusal
     /// refuses the batch.

@@ -50,6 +50,12 @@ pub trait SignerGuard: Send + Sync {
     /// sign).
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()>;
 
+    /// A short name of the backend for logs and metrics (`file`, `etcd`,
+    /// `memory`, `device`; `custom` unless overridden).
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
+
     /// Authorize one request.
     async fn authorize_one(&self, request: &SignRequest) -> Result<Decision> {
         Ok(self.authorize(std::slice::from_ref(request)).await?[0])
@@ -71,6 +77,9 @@ macro_rules! forward_guard {
             }
             async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
                 (**self).set_marks(marks, mode).await
+            }
+            fn backend(&self) -> &'static str {
+                (**self).backend()
             }
         }
     )*};

@@ -4,7 +4,11 @@
 mod codec;
 mod guard;
 mod ids;
+#[cfg(feature = "interchange")]
+pub mod interchange;
 mod mark;
+#[cfg(feature = "interchange")]
+pub mod octez;
 mod payload;
 pub(crate) mod table;
 

@@ -1,0 +1,77 @@
+//! `slashguard`: the operator's command-line tool (feature `cli`).
+//!
+//! One concept per module: `args` (the command line), `settings` (flags,
+//! environment and config file), `exit` (exit codes and failures),
+//! `output` (text or JSON), and one module per subcommand.
+
+mod args;
+mod device;
+#[cfg(feature = "etcd")]
+mod etcd_conn;
+mod exit;
+mod identity;
+mod node;
+mod output;
+mod settings;
+mod tower;
+mod watermark;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::exit::{Code, Failure};
+use crate::output::{print_failure, print_report, Report};
+use crate::settings::Settings;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            // clap uses 2 for usage errors; 2 means "refused" here.
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
+                _ => ExitCode::from(Code::BadInput as u8),
+            };
+        }
+    };
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            print_failure(
+                &Failure::new(Code::Other, format!("cannot start the runtime: {e}")),
+                json,
+            );
+            return ExitCode::from(Code::Other as u8);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(report) => {
+            print_report(report, json);
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            print_failure(&f, json);
+            ExitCode::from(f.code as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Report, Failure> {
+    let mut settings = Settings::resolve(&cli)?;
+    match cli.command {
+        Command::Tower(c) => tower::run(c, &settings).await,
+        Command::Identity(c) => identity::run(c, &settings).await,
+        Command::Watermark(c) => watermark::run(c, &mut settings).await,
+        Command::Device(c) => device::run(c).await,
+    }
+}

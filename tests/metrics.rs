@@ -1,0 +1,80 @@
+//! The metrics hook sees every store, authorization and refusal of the
+//! guards, with the backend, and the current watermark per key. (Its own
+//! test binary: the recorder is process-wide.)
+
+use std::sync::Arc;
+
+use slashguard::file::{FileTowerStorage, FileWatermarks};
+use slashguard::metrics::{install, MemoryMetrics, Outcome, RefusalReason};
+use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
+use slashguard::watermark::{ChainId, ConsensusKind, Mark, WatermarkKey};
+use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair, Signer};
+
+fn attestation(level: u32, last: u8) -> Vec<u8> {
+    let mut a = vec![0u8; 80];
+    a[0] = 0x13;
+    a[1..5].copy_from_slice(&[0x7a, 0x06, 0xa7, 0x70]);
+    a[40..44].copy_from_slice(&level.to_be_bytes());
+    a[79] = last;
+    a
+}
+
+#[tokio::test]
+async fn guards_report_latency_refusals_and_marks() {
+    let recorder = Arc::new(MemoryMetrics::new());
+    assert!(install(recorder.clone()));
+    assert!(
+        !install(MemoryMetrics::new()),
+        "only the first recorder is installed"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let kp = NodeKeypair::generate();
+    let storage = FileTowerStorage::open(dir.path(), kp.node_id()).unwrap();
+    let guard = VoteGuard::new(storage, kp).unwrap();
+    let update = |slot| TowerUpdate {
+        vote: VoteRef {
+            slot,
+            hash: [1; 32],
+        },
+        root: None,
+        tower: vec![0; 64],
+    };
+    guard.vote(update(10), b"m").await.unwrap();
+    guard.vote(update(11), b"m").await.unwrap();
+    assert!(guard.vote(update(5), b"m").await.unwrap_err().is_refusal());
+
+    let signer = Ed25519Signer::generate();
+    let key = WatermarkKey {
+        chain: ChainId([0x7a, 0x06, 0xa7, 0x70]),
+        key: signer.key_hash(),
+        kind: ConsensusKind::Attestation,
+    };
+    let baker = GuardedSigner::new(
+        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        signer,
+    );
+    baker.sign(&attestation(100, 0)).await.unwrap();
+    baker.sign(&attestation(101, 0)).await.unwrap();
+    assert!(baker
+        .sign(&attestation(100, 0))
+        .await
+        .unwrap_err()
+        .is_refusal());
+    assert!(baker
+        .sign(&attestation(101, 1))
+        .await
+        .unwrap_err()
+        .is_refusal());
+
+    let s = recorder.snapshot();
+    assert_eq!(s.tower_store[&("file", Outcome::Ok)].count, 2);
+    assert_eq!(s.tower_store[&("file", Outcome::Refused)].count, 1);
+    assert!(s.tower_store[&("file", Outcome::Ok)].max > std::time::Duration::ZERO);
+    assert_eq!(s.authorize[&("file", Outcome::Ok)].count, 2);
+    assert_eq!(s.authorize[&("file", Outcome::Refused)].count, 2);
+    assert_eq!(s.refusals[&RefusalReason::TowerRegressed], 1);
+    assert_eq!(s.refusals[&RefusalReason::WatermarkBelow], 1);
+    assert_eq!(s.refusals[&RefusalReason::DifferentPayload], 1);
+    assert_eq!(s.watermarks[&key], Mark::level(101));
+}
