@@ -707,6 +707,23 @@ impl Node {
         }
     }
 
+    /// Read what arrived so far without waiting.
+    pub fn poll(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// Every line read so far (by [`poll`](Self::poll) and the waits).
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// `true` if a line starting with `prefix` was read.
+    pub fn has(&self, prefix: &str) -> bool {
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+
     /// Send a command line on stdin.
     pub fn send(&mut self, cmd: &str) {
         if let Some(s) = &mut self.stdin {
