@@ -138,8 +138,7 @@ fn last_line(events: &Events, label: &str, prefix: &str) -> Option<String> {
     events
         .of(label)
         .into_iter()
-        .filter(|l| l.starts_with(prefix))
-        .next_back()
+        .rfind(|l| l.starts_with(prefix))
 }
 
 #[test]
@@ -529,4 +528,94 @@ fn the_tezos_common_mistakes_are_refused() {
     });
     let v = site.report("tezos mistakes");
     v.assert_safe();
+}
+
+/// The examples' etcd modes, run as a user would (the binaries `cargo test`
+/// builds), against etcd with mutual TLS started as the Solana procedure
+/// starts it, with the procedure's flags.
+#[test]
+fn the_examples_run_on_etcd_with_the_procedures_tls_flags() {
+    let etcd = EtcdCluster::start(ClusterOptions::mutual_tls(&["localhost", "127.0.0.1"]));
+    let pki = etcd.pki();
+    let endpoint = format!("127.0.0.1:{}", etcd.client_port(0));
+    let tls = [
+        "--etcd".to_string(),
+        endpoint,
+        "--etcd-cacert-file".into(),
+        pki.ca.display().to_string(),
+        "--etcd-cert-file".into(),
+        pki.client_cert.display().to_string(),
+        "--etcd-key-file".into(),
+        pki.client_key.display().to_string(),
+    ];
+    let solana = run_example(
+        "solana_failover",
+        &[&tls[..], &["--slot-ms".into(), "60".into()]].concat(),
+    );
+    assert!(solana.contains("mutual TLS"), "{solana}");
+    for step in [
+        "set-identity",
+        "lost the identity (instance secondary took over",
+        "reclaiming the identity",
+        "standby",
+        "CRASH",
+    ] {
+        assert!(solana.contains(step), "no {step:?} in:\n{solana}");
+    }
+    let line = solana
+        .lines()
+        .find(|l| l.contains("first permitted vote"))
+        .unwrap_or_else(|| panic!("{solana}"));
+    println!("{line}");
+    assert!(solana.contains("\nSAFE: "), "{solana}");
+
+    let mut args = tls.to_vec();
+    args.extend(["--block-ms".into(), "60".into()]);
+    #[cfg(feature = "usb")]
+    args.extend(["--device".into(), "ledger".into()]);
+    let tezos = run_example("tezos_failover", &args);
+    for step in [
+        "REFUSED: primary may still be active",
+        "REFUSED: backup not activated",
+        "REFUSED: wait",
+    ] {
+        assert!(tezos.contains(step), "no {step:?} in:\n{tezos}");
+    }
+    #[cfg(feature = "usb")]
+    assert!(
+        tezos.contains("REFUSED (pre-authorized backup signer)"),
+        "{tezos}"
+    );
+    assert!(tezos.contains("\nSAFE: "), "{tezos}");
+}
+
+/// Run an example binary built next to this test binary; its stdout.
+fn run_example(name: &str, args: &[String]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .unwrap();
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test --all-features` builds the examples \
+         (or run `cargo build --all-features --examples` first)",
+        path.display()
+    );
+    let started = Instant::now();
+    let out = std::process::Command::new(&path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{name} ran in {:?}", started.elapsed());
+    stdout
 }

@@ -81,6 +81,22 @@ pub trait BackupDevice: Send + Sync {
     async fn arm(&self, chain: ChainId, level: u32) -> Result<()>;
 }
 
+#[async_trait]
+impl<T: BackupDevice + ?Sized> BackupDevice for Box<T> {
+    fn key_hash(&self) -> KeyHash {
+        (**self).key_hash()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn ensure_standby(&self) -> Result<()> {
+        (**self).ensure_standby().await
+    }
+    async fn arm(&self, chain: ChainId, level: u32) -> Result<()> {
+        (**self).arm(chain, level).await
+    }
+}
+
 struct Device {
     name: String,
     device: Box<dyn BackupDevice>,
@@ -210,6 +226,26 @@ impl<G: SignerGuard> BackupGuard<G> {
         self.armed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The device checks [`activate`](Self::activate) runs first: fails
+    /// with [`FailoverRefusal::PreAuthorized`] if a device registered with
+    /// [`device`](Self::device) can sign already. Changes nothing; run it
+    /// while preparing a backup, before the primary is confirmed down, so
+    /// that a refusal does not cost the evidence.
+    pub async fn check_devices(&self) -> Result<()> {
+        let armed = self.armed().clone();
+        for (d, armed) in self.devices.iter().zip(&armed) {
+            // Armed by an earlier, unfinished activation of this guard.
+            if *armed {
+                continue;
+            }
+            if let Err(e) = d.device.ensure_standby().await {
+                tracing::warn!(alias = %d.name, device = %d.device.describe(), error = %e, "backup device refused for activation");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Check the evidence, check that no backup device can sign yet, raise
     /// every alias's watermark for every kind to max(last known level,
     /// `observed_level`) + margin, durably and all at once, arm the
@@ -263,16 +299,7 @@ impl<G: SignerGuard> BackupGuard<G> {
                 None
             }
         };
-        let armed_before = self.armed().clone();
-        for (d, armed) in self.devices.iter().zip(&armed_before) {
-            if *armed {
-                continue;
-            }
-            if let Err(e) = d.device.ensure_standby().await {
-                tracing::warn!(alias = %d.name, device = %d.device.describe(), error = %e, "backup device refused for activation");
-                return Err(e);
-            }
-        }
+        self.check_devices().await?;
         let mut aliases = Vec::new();
         let mut last_known: Option<u32> = None;
         for (name, key) in &self.aliases {
