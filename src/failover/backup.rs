@@ -62,6 +62,53 @@ pub struct ActivationReport {
 /// Implemented for `LedgerSigner` and `TezSignSigner` (feature `usb`).
 /// Register devices with [`BackupGuard::device`], which also adds the
 /// device's key as an alias, so that the check runs on every activation.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::time::{Duration, SystemTime};
+/// use slashguard::failover::{BackupDevice, BackupGuard, FailoverRefusal, PrimaryDown};
+/// use slashguard::memory::MemoryWatermarks;
+/// use slashguard::watermark::{ChainId, KeyHash};
+/// use slashguard::{Ed25519Signer, Error, Refusal, Signer};
+///
+/// /// A device that signs once "authorized" (a stand-in for a Ledger).
+/// struct Device { key: KeyHash, authorized: AtomicBool }
+///
+/// #[async_trait::async_trait]
+/// impl BackupDevice for &'static Device {
+///     fn key_hash(&self) -> KeyHash { self.key }
+///     fn describe(&self) -> String { "test device".into() }
+///     async fn ensure_standby(&self) -> slashguard::Result<()> {
+///         if self.authorized.load(Ordering::SeqCst) {
+///             return Err(FailoverRefusal::PreAuthorized { detail: "authorized".into() }.into());
+///         }
+///         Ok(())
+///     }
+///     async fn arm(&self, _chain: ChainId, _level: u32) -> slashguard::Result<()> {
+///         self.authorized.store(true, Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let key = Ed25519Signer::generate().key_hash();
+/// let device: &'static Device = Box::leak(Box::new(Device { key, authorized: AtomicBool::new(true) }));
+/// let guard = BackupGuard::new(MemoryWatermarks::new(), ChainId([0x7a, 0x06, 0xa7, 0x70]))
+///     .device("consensus", device);
+/// let evidence = || PrimaryDown::OperatorAsserted {
+///     last_signature_at: SystemTime::now() - Duration::from_secs(600),
+///     block_time: Duration::from_secs(8),
+///     wait_blocks: 3,
+/// };
+/// // Left authorized: refused before anything changes.
+/// let err = guard.activate(evidence(), 1000).await.unwrap_err();
+/// assert!(matches!(err, Error::Refused(Refusal::Failover(FailoverRefusal::PreAuthorized { .. }))));
+/// device.authorized.store(false, Ordering::SeqCst);
+/// guard.activate(evidence(), 1000).await?;
+/// assert!(device.authorized.load(Ordering::SeqCst), "armed by the activation");
+/// # Ok::<(), slashguard::Error>(())
+/// # }).unwrap();
+/// ```
 #[async_trait]
 pub trait BackupDevice: Send + Sync {
     /// The key the device signs with.

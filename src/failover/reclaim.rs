@@ -8,7 +8,21 @@
 /// back it must come back as a standby (waiting until the identity is
 /// free, never taking it over): that is what breaks the restart cycle.
 /// Backends map the mode to their acquisition: see
-/// `EtcdFailover::reclaim` (feature `etcd`).
+/// `EtcdFailover::reclaim` (feature `etcd`); on one host,
+/// [`LocalLockPolicy`](super::LocalLockPolicy) with
+/// [`Takeover::RequestHandover`](super::Takeover::RequestHandover) and
+/// [`with_readiness`](super::LocalLockPolicy::with_readiness) is
+/// `WhenReady`.
+///
+/// ```
+/// use slashguard::failover::ReclaimMode;
+///
+/// let mode: ReclaimMode = "when-ready".parse()?; // from a command-line flag
+/// assert_eq!(mode, ReclaimMode::default());
+/// assert!(mode.takes_over() && mode.waits_for_readiness());
+/// assert!(!ReclaimMode::Never.takes_over()); // a standby
+/// # Ok::<(), slashguard::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReclaimMode {
     /// Never take the identity from a live owner: wait until it is free
