@@ -557,7 +557,7 @@ impl Events {
     /// Count votes, signatures and violations over every node.
     pub fn verdict(&self) -> Verdict {
         let mut votes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        let mut sigs: BTreeMap<(String, String, u32, u32), Vec<String>> = BTreeMap::new();
+        let mut sigs: BTreeMap<SignatureKey, Vec<String>> = BTreeMap::new();
         let mut owned = Vec::new();
         for (label, line) in self.all() {
             let f: Vec<&str> = line.split(' ').collect();
@@ -589,6 +589,9 @@ impl Events {
     }
 }
 
+/// (key, kind, level, round) of a baker signature.
+pub type SignatureKey = (String, String, u32, u32);
+
 /// What the nodes did, counted from their own lines.
 #[derive(Debug)]
 pub struct Verdict {
@@ -599,7 +602,7 @@ pub struct Verdict {
     /// Slots voted more than once, and by whom.
     pub double_votes: Vec<(u64, Vec<String>)>,
     /// (key, kind, level, round) signed more than once, and by whom.
-    pub double_signatures: Vec<((String, String, u32, u32), Vec<String>)>,
+    pub double_signatures: Vec<(SignatureKey, Vec<String>)>,
     /// Every acquisition: (node, unix ms).
     pub owned: Vec<(String, u64)>,
 }
