@@ -1,32 +1,58 @@
-//! Solana validator failover (seed: "Failover Setup"), end to end, on the
-//! embedded default: two validator instances on one host share one identity
-//! through a file lock and one durable tower file. No server needed.
+//! Solana validator failover (seed: "Failover Setup"), end to end: a
+//! primary and a secondary validator share one identity and one tower.
 //!
-//! Timeline (in slots):
+//! Timeline (in slots; the identity is leader at slots 6-9):
 //! 1. the primary owns the identity and votes;
-//! 2. manual failover (`set-identity` on the secondary): the primary is told,
-//!    stops before its next vote and releases; the secondary loads the tower
-//!    and votes on;
-//! 3. software upgrade: the primary restarts, catches up, and only when ready
-//!    reclaims the identity; the secondary steps down and comes back as a
-//!    standby under its own secondary identity (the restart cycle is broken);
-//! 4. the primary dies abruptly: the standby detects it (the kernel drops the
-//!    dead process's lock) and takes over;
-//! 5. verdict: every slot voted at most once, by exactly one instance.
+//! 2. manual failover at slot 4: `wait-for-restart-window && set-identity`
+//!    on the secondary. The takeover waits until no leader slot is near
+//!    (slot 10), then the primary is told, stops before its next vote, and
+//!    the secondary loads the tower and votes on;
+//! 3. software upgrade: the primary restarts, catches up, and only when
+//!    ready reclaims the identity; the secondary stops, and comes back as a
+//!    standby under its own secondary identity (the restart cycle is
+//!    broken);
+//! 4. the primary dies abruptly: the standby detects it and takes over; the
+//!    time from the death to the first permitted vote is printed;
+//! 5. verdict, from the votes that actually left: every slot voted at most
+//!    once, by exactly one instance.
 //!
-//! Run: `cargo run --example solana_failover` (400 ms slots) or add
-//! `-- --slot-ms 50` to go faster.
+//! Run it on the embedded default (one host, a file lock and one durable
+//! tower file, no server):
+//!
+//! ```text
+//! cargo run --example solana_failover                 # 400 ms slots
+//! cargo run --example solana_failover -- --slot-ms 50 # faster
+//! ```
+//!
+//! or with the identity and tower in etcd, with the seed's flags:
+//!
+//! ```text
+//! cargo run --features etcd --example solana_failover -- \
+//!   --etcd 127.0.0.1:2379 [--etcd 10.0.0.6:2379 ...] \
+//!   [--etcd-cacert-file certs/etcd-ca.pem --etcd-cert-file certs/validator.pem \
+//!    --etcd-key-file certs/validator-key.pem [--etcd-domain localhost]] \
+//!   [--lease-ttl 2] [--slot-ms 400]
+//! ```
+//!
+//! On loss of the identity every instance stops voting (the default the
+//! seed asks for); what it does next is the application's choice: here the
+//! secondary restarts as a standby.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use slashguard::failover::{LocalLockPolicy, Takeover};
+use slashguard::failover::{Gate, Gated, LocalLockPolicy, Takeover};
 use slashguard::file::FileTowerStorage;
 use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
-use slashguard::{FailoverPolicy, NodeKeypair, TowerStorage};
+use slashguard::{Error, FailoverPolicy, NodeId, NodeKeypair, Ownership, TowerStorage};
 use tokio::sync::watch;
 
 const IDENTITY_SEED: [u8; 32] = [42; 32];
+/// The slots at which the shared identity is leader (a 4-slot window).
+const LEADER_SLOTS: std::ops::RangeInclusive<u64> = 6..=9;
+/// How close a leader slot may be for a restart to be unsafe.
+const WINDOW_SLOTS: u64 = 3;
 
 #[derive(Clone)]
 struct Cluster {
@@ -44,6 +70,11 @@ impl Cluster {
         tokio::time::sleep_until((self.start + self.slot * next as u32).into()).await;
         next
     }
+    async fn until_slot(&self, slot: u64) {
+        while self.now_slot() < slot {
+            self.next_slot().await;
+        }
+    }
     fn say(&self, who: &str, what: impl AsRef<str>) {
         println!("[slot {:>3}] {who:<9} {}", self.now_slot(), what.as_ref());
     }
@@ -53,90 +84,299 @@ impl Cluster {
         h[..8].copy_from_slice(&slot.to_le_bytes());
         h
     }
+    /// Solana's restart window, as the application computes it: open when
+    /// no leader slot of the identity is within the next few slots.
+    fn restart_window(&self) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = cluster.now_slot();
+                let open = !(s..=s + WINDOW_SLOTS).any(|x| LEADER_SLOTS.contains(&x));
+                if tx.send(open).is_err() {
+                    return;
+                }
+                cluster.next_slot().await;
+            }
+        });
+        rx
+    }
 }
 
-/// One validator instance owning the identity: votes until it loses
-/// ownership, reaches `until`, or is aborted (a crash).
+/// Where the tower lives, for one instance.
+enum Store {
+    File(PathBuf),
+    #[cfg(feature = "etcd")]
+    Etcd(slashguard::etcd::EtcdIdentity),
+}
+
+impl Store {
+    async fn open(&self, node: NodeId, own: &Ownership) -> Result<Box<dyn TowerStorage>, Error> {
+        match self {
+            Store::File(dir) => Ok(Box::new(FileTowerStorage::open_owned(dir, node, own)?)),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(id) => Ok(Box::new(
+                slashguard::etcd::EtcdTowerStorage::open(id, own).await?,
+            )),
+        }
+    }
+}
+
+/// How an instance gets the identity.
+enum How {
+    /// First start of the primary.
+    FirstStart,
+    /// `set-identity`, once the restart window is open.
+    SetIdentity(Gate),
+    /// A restarted primary: reclaim when ready.
+    Reclaim(watch::Receiver<bool>),
+    /// A standby: wait until the identity is free.
+    Standby,
+}
+
+/// The shared backend: one host with a file lock, or etcd.
+enum Site {
+    Local(PathBuf),
+    #[cfg(feature = "etcd")]
+    Etcd {
+        client: Box<slashguard::etcd::EtcdClient>,
+        ttl: Duration,
+    },
+}
+
+impl Site {
+    fn instance(
+        &self,
+        node: NodeId,
+        name: &str,
+        how: How,
+    ) -> Result<(Box<dyn FailoverPolicy>, Store), Error> {
+        match self {
+            Site::Local(dir) => {
+                let base = LocalLockPolicy::for_tower(dir, node, name)
+                    .with_timeout(Duration::from_secs(60));
+                let policy: Box<dyn FailoverPolicy> = match how {
+                    How::FirstStart | How::Standby => Box::new(base),
+                    How::SetIdentity(window) => Box::new(
+                        Gated::new(base.with_takeover(Takeover::RequestHandover)).gate(window),
+                    ),
+                    How::Reclaim(ready) => Box::new(
+                        base.with_takeover(Takeover::RequestHandover)
+                            .with_readiness(ready),
+                    ),
+                };
+                Ok((policy, Store::File(dir.clone())))
+            }
+            #[cfg(feature = "etcd")]
+            Site::Etcd { client, ttl } => {
+                use slashguard::etcd::{AcquireMode, EtcdFailover, EtcdIdentity, OwnershipOptions};
+                use slashguard::failover::ReclaimMode;
+                let options = OwnershipOptions::new(name)
+                    .lease_ttl(*ttl)
+                    .poll_interval(Duration::from_millis(25));
+                let id = EtcdIdentity::new((**client).clone(), node, options)?;
+                let wait = Duration::from_secs(60);
+                let policy: Box<dyn FailoverPolicy> = match how {
+                    How::FirstStart => {
+                        Box::new(EtcdFailover::new(id.clone(), AcquireMode::TakeOver))
+                    }
+                    How::SetIdentity(window) => Box::new(
+                        Gated::new(EtcdFailover::new(id.clone(), AcquireMode::TakeOver))
+                            .gate(window),
+                    ),
+                    How::Reclaim(ready) => Box::new(EtcdFailover::reclaim(
+                        id.clone(),
+                        ReclaimMode::WhenReady,
+                        ready,
+                        wait,
+                    )),
+                    How::Standby => {
+                        Box::new(EtcdFailover::new(id.clone(), AcquireMode::WhenFree(wait)))
+                    }
+                };
+                Ok((policy, Store::Etcd(id)))
+            }
+        }
+    }
+
+    /// How long a dead owner keeps the identity, and what bounds it.
+    fn detection(&self) -> (Duration, &'static str) {
+        match self {
+            Site::Local(_) => (
+                Duration::ZERO,
+                "the kernel drops a dead process's lock at once",
+            ),
+            #[cfg(feature = "etcd")]
+            Site::Etcd { ttl, .. } => (
+                *ttl,
+                "bound: the lease TTL, etcd's expiry check (every 500 ms) and one round trip",
+            ),
+        }
+    }
+}
+
+/// One validator instance: takes the identity as its policy says, votes
+/// until it loses it (then stops: the default), reaches `until`, or is
+/// aborted (a crash).
 async fn run_validator(
     name: &'static str,
     cluster: Cluster,
-    dir: std::path::PathBuf,
-    policy: LocalLockPolicy,
+    policy: Box<dyn FailoverPolicy>,
+    store: Store,
     until: u64,
-) -> Result<(), slashguard::Error> {
+) -> Result<(), Error> {
     let ownership = policy.acquire().await?;
     let identity = NodeKeypair::from_seed(IDENTITY_SEED);
-    let storage = FileTowerStorage::open_owned(&dir, identity.node_id(), &ownership)?;
+    let storage = store.open(identity.node_id(), &ownership).await?;
     let tower = storage.load().await?;
     let mut last = tower.as_ref().and_then(|t| t.last_vote_slot());
     cluster.say(
         name,
         format!(
-            "took identity {} (fence {}), tower last vote {:?}",
+            "took identity {} (fence {}), tower's last vote: {}",
             identity.node_id(),
             ownership.fence(),
-            last
+            last.map_or("none".into(), |s| format!("slot {s}"))
         ),
     );
     let guard = VoteGuard::new(storage, identity)?;
     loop {
-        let slot = tokio::select! {
-            s = cluster.next_slot() => s,
-            reason = ownership.lost() => {
-                cluster.say(name, format!("lost the identity ({reason}): stops voting and exits"));
-                break;
-            }
-        };
+        // Stop before the next vote once the loss is known.
+        if let Some(reason) = ownership.lost_reason() {
+            cluster.say(name, format!("lost the identity ({reason}): stops voting"));
+            break;
+        }
+        let slot = cluster.now_slot();
         if slot >= until {
             break;
         }
-        if last.is_some_and(|l| slot <= l) {
-            continue; // already in the tower: never vote a slot twice
+        // Never vote a slot twice: the tower already holds the last one.
+        if last.is_none_or(|l| slot > l) {
+            let update = TowerUpdate {
+                vote: VoteRef {
+                    slot,
+                    hash: Cluster::bank_hash(slot),
+                },
+                root: slot.checked_sub(31),
+                tower: vec![0u8; 2048],
+            };
+            match guard
+                .vote(update, format!("vote slot {slot}").as_bytes())
+                .await
+            {
+                Ok(_) => {
+                    cluster.votes.lock().unwrap().push((slot, name));
+                    last = Some(slot);
+                }
+                Err(e) if e.is_unavailable() => {
+                    cluster.say(name, format!("vote withheld, store did not answer: {e}"))
+                }
+                Err(e) => {
+                    cluster.say(name, format!("vote refused, stops voting: {e}"));
+                    break;
+                }
+            }
         }
-        let update = TowerUpdate {
-            vote: VoteRef {
-                slot,
-                hash: Cluster::bank_hash(slot),
-            },
-            root: slot.checked_sub(31),
-            tower: vec![0u8; 2048],
-        };
-        match guard
-            .vote(update, format!("vote slot {slot}").as_bytes())
-            .await
-        {
-            Ok(_) => {
-                cluster.votes.lock().unwrap().push((slot, name));
-                last = Some(slot);
-            }
-            Err(e) => {
-                cluster.say(name, format!("vote withheld: {e}"));
-                break;
-            }
+        tokio::select! {
+            _ = cluster.next_slot() => {}
+            _ = ownership.lost() => {}
         }
     }
     drop(guard);
     policy.release(ownership).await
 }
 
+fn args() -> Vec<String> {
+    std::env::args().collect()
+}
+
 fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
+    let args = args();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// Every value of a repeated flag, commas splitting values too.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+fn arg_all(name: &str) -> Vec<String> {
+    let args = args();
+    args.iter()
+        .enumerate()
+        .filter(|(_, a)| *a == name)
+        .filter_map(|(i, _)| args.get(i + 1))
+        .flat_map(|v| v.split(',').map(String::from))
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
+    eprintln!(
+        "--etcd needs the `etcd` feature; rebuild with it:\n  \
+         cargo run --features etcd --example solana_failover -- --etcd 127.0.0.1:2379"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
+    use slashguard::etcd::{EtcdClient, EtcdConfig};
+    let endpoints = arg_all("--etcd");
+    if endpoints.is_empty() {
+        return Err("--etcd needs an endpoint, for example --etcd 127.0.0.1:2379".into());
+    }
+    let ttl = Duration::from_secs(
+        arg("--lease-ttl")
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(2),
+    );
+    // A fresh prefix per run, so that a rerun against the same etcd starts
+    // from an empty tower.
+    let prefix = arg("--etcd-prefix").unwrap_or_else(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("/slashguard-demo/{ms}")
+    });
+    let mut config = EtcdConfig::builder(endpoints.clone()).key_prefix(prefix.clone());
+    if let Some(ca) = arg("--etcd-cacert-file") {
+        config = config.ca_file(ca);
+    }
+    match (arg("--etcd-cert-file"), arg("--etcd-key-file")) {
+        (Some(cert), Some(key)) => config = config.client_cert(cert, key),
+        (None, None) => {}
+        _ => return Err("--etcd-cert-file and --etcd-key-file go together".into()),
+    }
+    if let Some(domain) = arg("--etcd-domain") {
+        config = config.tls_domain(domain);
+    }
+    let config = config.build()?;
+    let client = EtcdClient::connect(config.clone()).await?;
+    println!(
+        "etcd {endpoints:?} ({}), keys under {prefix}, lease TTL {ttl:?} (the library's default is {:?})",
+        if config.uses_tls() { "mutual TLS" } else { "plain" },
+        slashguard::etcd::DEFAULT_LEASE_TTL
+    );
+    Ok(Site::Etcd {
+        client: Box::new(client),
+        ttl,
+    })
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if std::env::args().any(|a| a == "--etcd") {
-        eprintln!("--etcd: the etcd flavour of this demo arrives with the etcd failover policy; this build runs the embedded default");
-        std::process::exit(2);
-    }
     let slot_ms: u64 = arg("--slot-ms")
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(400);
     let dir = tempfile::tempdir()?;
+    let site = if args().iter().any(|a| a == "--etcd") {
+        etcd_site().await?
+    } else {
+        Site::Local(dir.path().into())
+    };
     let node = NodeKeypair::from_seed(IDENTITY_SEED).node_id();
     let secondary_id = NodeKeypair::from_seed([7; 32]).node_id();
     let cluster = Cluster {
@@ -144,99 +384,91 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         slot: Duration::from_millis(slot_ms),
         votes: Arc::new(Mutex::new(Vec::new())),
     };
+    let slot = cluster.slot;
+    let (dead_for, detection) = site.detection();
+    // Long enough for the standby to take over after the crash and vote a few slots.
+    let crash = 26;
+    let end = crash + 8 + ((dead_for + Duration::from_secs(2)).as_nanos() / slot.as_nanos()) as u64;
     println!(
-        "slashguard Solana failover demo: identity {node}, {slot_ms} ms slots, tower in {}",
-        dir.path().display()
+        "slashguard Solana failover demo: identity {node}, {slot_ms} ms slots, leader at slots {LEADER_SLOTS:?}, {}",
+        match &site {
+            Site::Local(d) => format!("tower in {} (one host, file lock)", d.display()),
+            #[cfg(feature = "etcd")]
+            Site::Etcd { .. } => "tower and ownership in etcd".to_string(),
+        }
     );
-    let policy = |name: &str| {
-        LocalLockPolicy::for_tower(dir.path(), node, name).with_timeout(Duration::from_secs(30))
+    let spawn = |name: &'static str, how: How| -> Result<_, Error> {
+        let (policy, store) = site.instance(node, name, how)?;
+        Ok(tokio::spawn(run_validator(
+            name,
+            cluster.clone(),
+            policy,
+            store,
+            end,
+        )))
     };
-    let end = 36;
 
     // 1. The primary runs.
-    let primary = tokio::spawn(run_validator(
-        "primary",
-        cluster.clone(),
-        dir.path().into(),
-        policy("primary"),
-        end,
-    ));
+    let primary = spawn("primary", How::FirstStart)?;
     cluster.say(
         "secondary",
         format!("running as {secondary_id} (its own identity, not voting for the primary's)"),
     );
 
-    // 2. Manual failover at slot 6: `set-identity` on the secondary.
-    while cluster.now_slot() < 6 {
-        cluster.next_slot().await;
+    // 2. Manual failover: `wait-for-restart-window && set-identity` on the secondary.
+    cluster.until_slot(4).await;
+    cluster.say(
+        "operator",
+        "wait-for-restart-window && set-identity on the secondary",
+    );
+    let window = cluster.restart_window();
+    if !*window.borrow() {
+        cluster.say(
+            "secondary",
+            format!("restart window closed: leader slots {LEADER_SLOTS:?} are near; waiting"),
+        );
     }
-    cluster.say("operator", "set-identity on the secondary");
     let asked = Instant::now();
-    let secondary = tokio::spawn(run_validator(
+    let secondary = spawn(
         "secondary",
-        cluster.clone(),
-        dir.path().into(),
-        policy("secondary").with_takeover(Takeover::RequestHandover),
-        end,
-    ));
+        How::SetIdentity(Gate::restart_window(window, slot * 40)),
+    )?;
     primary.await??;
     cluster.say(
         "operator",
         format!(
-            "primary has exited {:?} after set-identity",
+            "primary has stopped {:?} after set-identity was asked",
             asked.elapsed()
         ),
     );
 
     // 3. Software upgrade: the primary restarts, catches up for 4 slots, then reclaims.
-    while cluster.now_slot() < 12 {
-        cluster.next_slot().await;
-    }
+    cluster.until_slot(14).await;
     cluster.say(
         "primary",
         "restarted with the new software; catching up (not ready)",
     );
     let (ready_tx, ready_rx) = watch::channel(false);
-    let restarted = tokio::spawn(run_validator(
-        "primary",
-        cluster.clone(),
-        dir.path().into(),
-        policy("primary")
-            .with_takeover(Takeover::RequestHandover)
-            .with_readiness(ready_rx),
-        end,
-    ));
-    while cluster.now_slot() < 16 {
-        cluster.next_slot().await;
-    }
+    let restarted = spawn("primary", How::Reclaim(ready_rx))?;
+    cluster.until_slot(18).await;
     cluster.say("primary", "caught up: ready, reclaiming the identity");
     ready_tx.send(true)?;
     secondary.await??;
     cluster.say(
         "secondary",
-        format!(
-            "restarts under its own identity {secondary_id}: standby, waits for the primary to die"
-        ),
+        format!("restarts under its own identity {secondary_id}: standby, waits for the identity to be free"),
     );
-    let standby = tokio::spawn(run_validator(
-        "secondary",
-        cluster.clone(),
-        dir.path().into(),
-        policy("secondary"),
-        end,
-    ));
+    let standby = spawn("secondary", How::Standby)?;
 
-    // 4. The primary dies abruptly at slot 24.
-    while cluster.now_slot() < 24 {
-        cluster.next_slot().await;
-    }
+    // 4. The primary dies abruptly.
+    cluster.until_slot(crash).await;
     cluster.say("primary", "CRASH (process killed)");
     let died = Instant::now();
     restarted.abort();
     let _ = restarted.await;
     let taken_at = loop {
-        if died.elapsed() > Duration::from_secs(10) {
-            println!("UNSAFE: the standby did not take over within 10 s");
+        if died.elapsed() > dead_for + Duration::from_secs(10) {
+            println!("UNSAFE: the standby did not take over in time");
             std::process::exit(1);
         }
         if cluster
@@ -248,15 +480,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         {
             break died.elapsed();
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     };
     cluster.say(
         "secondary",
-        format!("first vote {taken_at:?} after the primary died"),
+        format!(
+            "first permitted vote {taken_at:?} after the primary died (dead owner detection: {}; {detection})",
+            if dead_for.is_zero() { "immediate".to_string() } else { format!("lease TTL {dead_for:?}") }
+        ),
     );
     standby.await??;
 
-    // 5. Verdict from what actually left the processes.
+    // 5. Verdict from what actually left the instances.
     let votes = cluster.votes.lock().unwrap().clone();
     let mut per_slot = std::collections::BTreeMap::<u64, Vec<&str>>::new();
     for (slot, who) in &votes {
@@ -265,7 +500,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let doubles: Vec<_> = per_slot.iter().filter(|(_, w)| w.len() > 1).collect();
     let by = |n: &str| votes.iter().filter(|(_, w)| *w == n).count();
     println!(
-        "\nvotes: {} ({} by primary, {} by secondary); slots without a vote during handovers: {}",
+        "\nvotes: {} ({} by primary, {} by secondary); slots without a vote during handovers: {}; takeover after the crash: {taken_at:?}",
         votes.len(),
         by("primary"),
         by("secondary"),

@@ -233,3 +233,130 @@ async fn backup_cannot_start_while_primary_owns_the_watermarks_on_one_host() {
         .await
         .unwrap();
 }
+
+#[cfg(feature = "usb")]
+mod usb_support;
+
+/// The seed's "pre-authorized backup signer" mistake, on the Ledger
+/// simulator: activation refuses a backup Ledger that can already bake,
+/// before changing anything, and arms one that cannot.
+#[cfg(feature = "usb")]
+mod devices {
+    use super::*;
+    use crate::usb_support;
+    use slashguard::usb::ledger::{BipPath, DerivationType, LedgerHwm};
+    use slashguard::usb::sim::LedgerSim;
+    use slashguard::usb::{HidApdu, LedgerConfig, LedgerSigner};
+    use std::time::Duration;
+
+    async fn backup_ledger(sim: &LedgerSim) -> LedgerSigner {
+        LedgerSigner::connect(
+            HidApdu::new(sim.hid()),
+            LedgerConfig {
+                timeouts: usb_support::fast_timeouts(),
+                ..LedgerConfig::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    fn ledger_sim(level: u32) -> LedgerSim {
+        let sim = LedgerSim::new([7; 32]);
+        sim.set_hwm(CHAIN, LedgerHwm::at(level), LedgerHwm::at(level));
+        sim
+    }
+
+    #[tokio::test]
+    async fn a_pre_authorized_backup_ledger_is_refused_and_nothing_changes() {
+        let sim = ledger_sim(900);
+        sim.set_baking_key(Some((DerivationType::Ed25519, BipPath::tezos_default())));
+        let ledger = backup_ledger(&sim).await;
+        let key = ledger.key_hash();
+        let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN).device("consensus", ledger);
+        let err = guard.activate(long_ago(), 1000).await.unwrap_err();
+        match failover_refusal(&err) {
+            Some(FailoverRefusal::PreAuthorized { detail }) => {
+                assert!(detail.contains("this key"), "{detail}")
+            }
+            other => panic!("expected PreAuthorized, got {other:?} ({err})"),
+        }
+        assert!(!guard.is_active().await);
+        assert!(guard.inner().watermarks().await.unwrap().is_empty());
+        assert_eq!(sim.hwm().0.level, 900, "device watermark untouched");
+
+        // Another key authorized on the device is refused too.
+        let other: BipPath = "m/44'/1729'/1'/0'".parse().unwrap();
+        sim.set_baking_key(Some((DerivationType::Ed25519, other)));
+        let err = guard.activate(long_ago(), 1000).await.unwrap_err();
+        assert!(
+            matches!(
+                failover_refusal(&err),
+                Some(FailoverRefusal::PreAuthorized { .. })
+            ),
+            "{err}"
+        );
+
+        // The operator deauthorizes it: activation arms it, with the
+        // device's watermark set to the activation level and the key
+        // authorized, and the backup bakes above it.
+        sim.set_baking_key(None);
+        let report = guard.activate(long_ago(), 1000).await.unwrap();
+        assert_eq!(report.level, 1010);
+        assert_eq!(sim.hwm().0.level, 1010);
+        assert_eq!(
+            sim.baking_key(),
+            Some((DerivationType::Ed25519, BipPath::tezos_default()))
+        );
+        let baker = GuardedSigner::new(&guard, backup_ledger(&sim).await);
+        assert_eq!(baker.key_hash(), key);
+        assert!(baker.sign(&attestation(1010, 0)).await.is_err());
+        baker.sign(&attestation(1011, 0)).await.unwrap();
+        assert_eq!(sim.signed().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_device_armed_before_a_failed_step_is_not_taken_for_pre_authorized() {
+        // Two devices: the second refuses to be armed (its watermark is
+        // above the target). The first was armed (authorized) by this
+        // guard; once the second is fixed, activation completes.
+        let first = ledger_sim(0);
+        let second = LedgerSim::new([9; 32]);
+        second.set_hwm(CHAIN, LedgerHwm::at(5000), LedgerHwm::at(5000));
+        let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN)
+            .device("consensus", backup_ledger(&first).await)
+            .device("companion", backup_ledger(&second).await);
+        let err = guard.activate(long_ago(), 1000).await.unwrap_err();
+        assert!(err.is_refusal(), "device above the target: {err}");
+        assert!(first.baking_key().is_some(), "first device armed");
+        assert!(!guard.is_active().await);
+        second.set_hwm(CHAIN, LedgerHwm::at(0), LedgerHwm::at(0));
+        let report =
+            tokio::time::timeout(Duration::from_secs(10), guard.activate(long_ago(), 1000))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(report.level, 1020, "store was already raised to 1010");
+        assert!(guard.is_active().await);
+        assert_eq!(first.hwm().0.level, 1020);
+        assert_eq!(second.hwm().0.level, 1020);
+    }
+
+    #[tokio::test]
+    async fn tezsign_aliases_are_armed_with_the_activation_level() {
+        let (sim, dev) = usb_support::tezsign().await;
+        let consensus = dev.signer("consensus").await.unwrap();
+        let companion = dev.signer("companion").await.unwrap();
+        let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN)
+            .device("consensus", consensus)
+            .device("companion", companion);
+        let report = guard.activate(long_ago(), 3000).await.unwrap();
+        assert_eq!(report.level, 3010);
+        for alias in ["consensus", "companion"] {
+            assert!(
+                sim.marks(alias).unwrap().iter().all(|m| m.level == 3010),
+                "{alias}"
+            );
+        }
+    }
+}

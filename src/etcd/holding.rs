@@ -51,6 +51,7 @@ impl Holding {
         notifier: LossNotifier,
     ) -> Self {
         let valid = ttl.saturating_sub(margin);
+        notifier.valid_until((sent.0 + valid).into_std(), sent.1 + valid);
         Holding {
             node,
             owner_key,
@@ -81,6 +82,10 @@ impl Holding {
         }
         s.until_mono = s.until_mono.max(sent.0 + valid);
         s.until_wall = s.until_wall.max(sent.1 + valid);
+        // The handle sees the same bound, so that a paused process that
+        // resumes knows it may not act before this task runs again.
+        self.notifier
+            .valid_until(s.until_mono.into_std(), s.until_wall);
     }
 
     /// When the lease stops being certainly alive (monotonic clock).

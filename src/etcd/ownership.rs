@@ -20,7 +20,7 @@ use crate::etcd::claim::{OwnerClaim, MAX_INSTANCE_LEN};
 use crate::etcd::client::EtcdClient;
 use crate::etcd::holding::Holding;
 use crate::etcd::keepalive;
-use crate::failover::Ownership;
+use crate::failover::{FailoverRefusal, Ownership, PrimaryDown};
 use crate::identity::NodeId;
 
 /// Default lease TTL of an ownership: how long a dead owner keeps the
@@ -381,6 +381,44 @@ impl EtcdIdentity {
                 });
             }
             tokio::time::sleep(self.inner.options.poll_interval.min(left)).await;
+        }
+    }
+
+    /// Step 1 of the Tezos backup procedure ("confirm the primary is
+    /// down") through etcd: wait at most `wait` for the identity to be
+    /// free (the primary released it, or died and its lease expired), and
+    /// take it. The result is the evidence
+    /// [`BackupGuard::activate`](crate::failover::BackupGuard::activate)
+    /// needs.
+    ///
+    /// Errors: [`FailoverRefusal::PrimaryStillActive`] naming the owner,
+    /// its fence and what is left of its lease, when another instance
+    /// still owns the identity after `wait` (the seed's "starting the
+    /// backup before stopping the primary"); [`Error::Unavailable`] when
+    /// etcd did not answer; [`Error::Corrupt`] as for
+    /// [`acquire_when_free`](Self::acquire_when_free).
+    pub async fn confirm_primary_down(&self, wait: Duration) -> Result<PrimaryDown> {
+        match self.acquire_when_free(wait).await {
+            Ok(ownership) => {
+                tracing::info!(node = %self.inner.node, instance = %self.inner.options.instance, fence = ownership.fence(), "primary confirmed down: its ownership is free and now ours");
+                Ok(PrimaryDown::Acquired(ownership))
+            }
+            Err(e) if e.is_unavailable() => match self.status().await? {
+                Some(owner) => {
+                    let lease = match owner.ttl_left {
+                        Some(t) => format!("its lease is alive ({t:?} left)"),
+                        None => "its lease is expiring".to_string(),
+                    };
+                    let detail = format!(
+                        "instance {} owns {} since fence {}; {lease}: stop it (or wait for its lease to expire) first",
+                        owner.instance, self.inner.node, owner.fence
+                    );
+                    tracing::warn!(node = %self.inner.node, instance = %self.inner.options.instance, %detail, "backup refused: the primary still owns the identity");
+                    Err(FailoverRefusal::PrimaryStillActive { detail }.into())
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
         }
     }
 

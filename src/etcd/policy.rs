@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::error::Result;
 use crate::etcd::ownership::EtcdIdentity;
-use crate::failover::{FailoverPolicy, Ownership};
+use crate::failover::{FailoverPolicy, Gate, Gated, Ownership, ReclaimMode};
 
 /// How [`EtcdFailover::acquire`](FailoverPolicy::acquire) gets the identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,59 @@ impl EtcdFailover {
         EtcdFailover { identity, mode }
     }
 
+    /// The policy of a restarting primary (the seed's software upgrade),
+    /// as `mode` says:
+    ///
+    /// | mode | acquisition |
+    /// |---|---|
+    /// | [`ReclaimMode::WhenReady`] (default) | wait until `ready` is `true`, at most `timeout`, then [`AcquireMode::TakeOver`] |
+    /// | [`ReclaimMode::Immediately`] | [`AcquireMode::TakeOver`] at once |
+    /// | [`ReclaimMode::Never`] | [`AcquireMode::WhenFree`]`(timeout)`: a standby |
+    ///
+    /// The secondary it takes the identity from is fenced at once and its
+    /// [`Ownership::lost`] resolves; it must stop voting, and come back as
+    /// a standby (`AcquireMode::WhenFree`), which breaks the restart cycle.
+    /// A readiness gate that stays closed fails `acquire` with
+    /// [`FailoverRefusal::GateClosed`](crate::failover::FailoverRefusal::GateClosed)
+    /// without touching the secondary.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use slashguard::etcd::{EtcdClient, EtcdConfig, EtcdFailover, EtcdIdentity, OwnershipOptions};
+    /// use slashguard::failover::ReclaimMode;
+    /// use slashguard::{FailoverPolicy, NodeKeypair};
+    /// use tokio::sync::watch;
+    ///
+    /// # async fn run() -> slashguard::Result<()> {
+    /// let client = EtcdClient::connect(EtcdConfig::builder(["10.0.0.5:2379"]).build()?).await?;
+    /// let keypair = NodeKeypair::read_solana_json("validator-keypair.json")?;
+    /// let identity = EtcdIdentity::new(client, keypair.node_id(), OwnershipOptions::new("primary"))?;
+    /// let (caught_up, ready) = watch::channel(false);
+    /// let policy = EtcdFailover::reclaim(identity, ReclaimMode::WhenReady, ready, Duration::from_secs(1800));
+    /// // ... replay the ledger; once caught up with the cluster:
+    /// caught_up.send(true).ok();
+    /// let ownership = policy.acquire().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reclaim(
+        identity: EtcdIdentity,
+        mode: ReclaimMode,
+        ready: watch::Receiver<bool>,
+        timeout: Duration,
+    ) -> Gated<EtcdFailover> {
+        let acquire = if mode.takes_over() {
+            AcquireMode::TakeOver
+        } else {
+            AcquireMode::WhenFree(timeout)
+        };
+        let policy = Gated::new(EtcdFailover::new(identity, acquire));
+        if mode.waits_for_readiness() {
+            policy.gate(Gate::readiness(ready, timeout))
+        } else {
+            policy
+        }
+    }
+
     /// The identity it acquires.
     pub fn identity(&self) -> &EtcdIdentity {
         &self.identity
@@ -71,6 +125,7 @@ impl EtcdFailover {
 #[async_trait]
 impl FailoverPolicy for EtcdFailover {
     async fn acquire(&self) -> Result<Ownership> {
+        tracing::debug!(node = %self.identity.node(), instance = %self.identity.instance(), mode = ?self.mode, "acquiring the identity");
         match self.mode {
             AcquireMode::TakeOver => self.identity.take_over().await,
             AcquireMode::WhenFree(timeout) => self.identity.acquire_when_free(timeout).await,

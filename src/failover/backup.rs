@@ -3,6 +3,7 @@
 //! the primary is shown to be down and every alias's watermark is raised to
 //! max(last level known to the store, observed chain level) + margin.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -52,6 +53,102 @@ pub struct ActivationReport {
     pub aliases: Vec<(String, KeyHash, Option<Mark>)>,
 }
 
+/// A signing device of a backup baker (a Ledger, a TezSign key) that
+/// takes part in [`BackupGuard::activate`]: it must not be able to sign
+/// before activation (the seed's "pre-authorized backup" mistake), and
+/// activation arms it with its own watermark raised to the activation
+/// level.
+///
+/// Implemented for `LedgerSigner` and `TezSignSigner` (feature `usb`).
+/// Register devices with [`BackupGuard::device`], which also adds the
+/// device's key as an alias, so that the check runs on every activation.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::time::{Duration, SystemTime};
+/// use slashguard::failover::{BackupDevice, BackupGuard, FailoverRefusal, PrimaryDown};
+/// use slashguard::memory::MemoryWatermarks;
+/// use slashguard::watermark::{ChainId, KeyHash};
+/// use slashguard::{Ed25519Signer, Error, Refusal, Signer};
+///
+/// /// A device that signs once "authorized" (a stand-in for a Ledger).
+/// struct Device { key: KeyHash, authorized: AtomicBool }
+///
+/// #[async_trait::async_trait]
+/// impl BackupDevice for &'static Device {
+///     fn key_hash(&self) -> KeyHash { self.key }
+///     fn describe(&self) -> String { "test device".into() }
+///     async fn ensure_standby(&self) -> slashguard::Result<()> {
+///         if self.authorized.load(Ordering::SeqCst) {
+///             return Err(FailoverRefusal::PreAuthorized { detail: "authorized".into() }.into());
+///         }
+///         Ok(())
+///     }
+///     async fn arm(&self, _chain: ChainId, _level: u32) -> slashguard::Result<()> {
+///         self.authorized.store(true, Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let key = Ed25519Signer::generate().key_hash();
+/// let device: &'static Device = Box::leak(Box::new(Device { key, authorized: AtomicBool::new(true) }));
+/// let guard = BackupGuard::new(MemoryWatermarks::new(), ChainId([0x7a, 0x06, 0xa7, 0x70]))
+///     .device("consensus", device);
+/// let evidence = || PrimaryDown::OperatorAsserted {
+///     last_signature_at: SystemTime::now() - Duration::from_secs(600),
+///     block_time: Duration::from_secs(8),
+///     wait_blocks: 3,
+/// };
+/// // Left authorized: refused before anything changes.
+/// let err = guard.activate(evidence(), 1000).await.unwrap_err();
+/// assert!(matches!(err, Error::Refused(Refusal::Failover(FailoverRefusal::PreAuthorized { .. }))));
+/// device.authorized.store(false, Ordering::SeqCst);
+/// guard.activate(evidence(), 1000).await?;
+/// assert!(device.authorized.load(Ordering::SeqCst), "armed by the activation");
+/// # Ok::<(), slashguard::Error>(())
+/// # }).unwrap();
+/// ```
+#[async_trait]
+pub trait BackupDevice: Send + Sync {
+    /// The key the device signs with.
+    fn key_hash(&self) -> KeyHash;
+
+    /// A name for logs and reports.
+    fn describe(&self) -> String;
+
+    /// Fail with [`FailoverRefusal::PreAuthorized`] if the device could
+    /// sign already (it was authorized before activation). Changes
+    /// nothing.
+    async fn ensure_standby(&self) -> Result<()>;
+
+    /// Make the device able to sign, with its own watermark raised to
+    /// (`level`, 0) on `chain` for every kind. Called once the store's
+    /// watermarks are raised; never lowers the device's watermark.
+    async fn arm(&self, chain: ChainId, level: u32) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: BackupDevice + ?Sized> BackupDevice for Box<T> {
+    fn key_hash(&self) -> KeyHash {
+        (**self).key_hash()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn ensure_standby(&self) -> Result<()> {
+        (**self).ensure_standby().await
+    }
+    async fn arm(&self, chain: ChainId, level: u32) -> Result<()> {
+        (**self).arm(chain, level).await
+    }
+}
+
+struct Device {
+    name: String,
+    device: Box<dyn BackupDevice>,
+}
+
 enum State {
     Standby,
     Active(Option<Ownership>),
@@ -97,6 +194,11 @@ pub struct BackupGuard<G> {
     inner: G,
     chain: ChainId,
     aliases: Vec<(String, KeyHash)>,
+    devices: Vec<Device>,
+    // Devices this guard armed in an activation that then failed further
+    // on: a retry must not take their authorization for a pre-authorized
+    // device.
+    armed: Mutex<Vec<bool>>,
     margin: u32,
     state: RwLock<State>,
 }
@@ -108,6 +210,8 @@ impl<G: SignerGuard> BackupGuard<G> {
             inner,
             chain,
             aliases: Vec::new(),
+            devices: Vec::new(),
+            armed: Mutex::new(Vec::new()),
             margin: DEFAULT_MARGIN,
             state: RwLock::new(State::Standby),
         }
@@ -116,6 +220,26 @@ impl<G: SignerGuard> BackupGuard<G> {
     /// Add a signing alias (for example `consensus` and `companion`).
     pub fn alias(mut self, name: impl Into<String>, key: KeyHash) -> Self {
         self.aliases.push((name.into(), key));
+        self
+    }
+
+    /// Add a signing alias whose key lives on `device`: activation first
+    /// checks that the device cannot sign yet
+    /// ([`FailoverRefusal::PreAuthorized`] otherwise, before anything is
+    /// changed), and after raising the store's watermarks arms the device
+    /// at the same level. Use this rather than [`alias`](Self::alias) for
+    /// every device key, so that the check cannot be forgotten.
+    pub fn device(mut self, name: impl Into<String>, device: impl BackupDevice + 'static) -> Self {
+        let name = name.into();
+        self.aliases.push((name.clone(), device.key_hash()));
+        self.devices.push(Device {
+            name,
+            device: Box::new(device),
+        });
+        self.armed
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(false);
         self
     }
 
@@ -145,9 +269,43 @@ impl<G: SignerGuard> BackupGuard<G> {
             })
     }
 
-    /// Check the evidence, raise every alias's watermark for every kind to
-    /// max(last known level, `observed_level`) + margin, durably and all at
-    /// once, then allow signing.
+    fn armed(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
+        self.armed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device checks [`activate`](Self::activate) runs first: fails
+    /// with [`FailoverRefusal::PreAuthorized`] if a device registered with
+    /// [`device`](Self::device) can sign already. Changes nothing; run it
+    /// while preparing a backup, before the primary is confirmed down, so
+    /// that a refusal does not cost the evidence.
+    pub async fn check_devices(&self) -> Result<()> {
+        let armed = self.armed().clone();
+        for (d, armed) in self.devices.iter().zip(&armed) {
+            // Armed by an earlier, unfinished activation of this guard.
+            if *armed {
+                continue;
+            }
+            if let Err(e) = d.device.ensure_standby().await {
+                tracing::warn!(alias = %d.name, device = %d.device.describe(), error = %e, "backup device refused for activation");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the evidence, check that no backup device can sign yet, raise
+    /// every alias's watermark for every kind to max(last known level,
+    /// `observed_level`) + margin, durably and all at once, arm the
+    /// devices at that level, then allow signing.
+    ///
+    /// Refusals ([`FailoverRefusal`]): `PrimaryStillActive` (the ownership
+    /// given as evidence is already lost), `WaitLonger` (an operator
+    /// assertion too soon after the primary's last signature),
+    /// `PreAuthorized` (a device registered with
+    /// [`device`](Self::device) was authorized before activation). Nothing
+    /// is changed on a refusal. If arming a device fails, the store's
+    /// watermarks stay raised (raising is always safe), the guard stays in
+    /// standby, and activation may be run again.
     pub async fn activate(
         &self,
         evidence: PrimaryDown,
@@ -188,6 +346,7 @@ impl<G: SignerGuard> BackupGuard<G> {
                 None
             }
         };
+        self.check_devices().await?;
         let mut aliases = Vec::new();
         let mut last_known: Option<u32> = None;
         for (name, key) in &self.aliases {
@@ -214,7 +373,16 @@ impl<G: SignerGuard> BackupGuard<G> {
             .map(|wk| (wk, Mark::level(level)))
             .collect();
         self.inner.set_marks(&marks, SetMode::RaiseOnly).await?;
-        tracing::info!(chain = %self.chain, level, ?last_known, observed_level, aliases = self.aliases.len(), "backup activated: watermarks raised");
+        tracing::info!(chain = %self.chain, level, ?last_known, observed_level, aliases = self.aliases.len(), "backup watermarks raised");
+        for (i, d) in self.devices.iter().enumerate() {
+            if let Err(e) = d.device.arm(self.chain, level).await {
+                tracing::warn!(alias = %d.name, device = %d.device.describe(), level, error = %e, "backup device not armed: activation stopped (watermarks stay raised)");
+                return Err(e);
+            }
+            self.armed()[i] = true;
+            tracing::info!(alias = %d.name, device = %d.device.describe(), level, "backup device armed");
+        }
+        tracing::info!(chain = %self.chain, level, "backup activated: signing allowed");
         *state = State::Active(ownership);
         Ok(ActivationReport {
             level,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::failover::{FailoverPolicy, LossNotifier, Ownership};
+use crate::failover::{FailoverPolicy, Gate, LossNotifier, Ownership};
 use crate::file::{FileTowerStorage, OwnerLock};
 use crate::identity::NodeId;
 
@@ -104,6 +104,9 @@ impl LocalLockPolicy {
     /// Readiness gate: do nothing until the application reports `true`
     /// (for example: caught up with the cluster). A restarted primary with
     /// this gate never knocks out a healthy secondary while half-started.
+    /// If it stays closed for the policy's timeout, `acquire` fails with
+    /// [`FailoverRefusal::GateClosed`](crate::failover::FailoverRefusal::GateClosed)
+    /// (a [`Gate::readiness`]).
     pub fn with_readiness(mut self, ready: watch::Receiver<bool>) -> Self {
         self.ready = Some(ready);
         self
@@ -171,27 +174,9 @@ impl FailoverPolicy for LocalLockPolicy {
     async fn acquire(&self) -> Result<Ownership> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         if let Some(ready) = &self.ready {
-            let mut ready = ready.clone();
-            tracing::info!(instance = %self.instance, "waiting for the application to report ready before taking the identity");
-            let outcome = tokio::time::timeout_at(deadline, async {
-                ready.wait_for(|r| *r).await.map(|_| ())
-            })
-            .await;
-            match outcome {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return Err(Error::Config(
-                        "readiness signal dropped before ready".into(),
-                    ))
-                }
-                Err(_) => {
-                    return Err(Error::Unavailable {
-                        backend: "local",
-                        detail: format!("{} not ready within {:?}", self.instance, self.timeout),
-                        source: None,
-                    })
-                }
-            }
+            Gate::readiness(ready.clone(), self.timeout)
+                .wait_until(deadline)
+                .await?;
         }
         if self.takeover == Takeover::RequestHandover {
             self.write_request()?;

@@ -2,13 +2,17 @@
 //! learns that it no longer may.
 
 mod backup;
+mod gate;
 mod local;
 mod ownership;
+mod reclaim;
 mod refusal;
 
-pub use backup::{ActivationReport, BackupGuard, PrimaryDown, DEFAULT_MARGIN};
+pub use backup::{ActivationReport, BackupDevice, BackupGuard, PrimaryDown, DEFAULT_MARGIN};
+pub use gate::{Gate, Gated};
 pub use local::{LocalLockPolicy, Takeover};
 pub use ownership::{LossNotifier, Ownership};
+pub use reclaim::ReclaimMode;
 pub use refusal::FailoverRefusal;
 
 use async_trait::async_trait;

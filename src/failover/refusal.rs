@@ -32,4 +32,13 @@ pub enum FailoverRefusal {
         /// Which signer and how it was authorized.
         detail: String,
     },
+    /// An application gate (readiness of a restarting instance, Solana's
+    /// restart window) did not open, so the identity was not taken.
+    #[error("{gate} gate did not open: {detail}")]
+    GateClosed {
+        /// Which gate.
+        gate: String,
+        /// How long it stayed closed, or why it can no longer open.
+        detail: String,
+    },
 }

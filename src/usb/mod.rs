@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backup_device;
 mod device_guard;
 mod error;
 mod failover;
