@@ -367,6 +367,9 @@ async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // What an operator would graph: store latency, refusals, ownership.
+    let metrics = std::sync::Arc::new(slashguard::metrics::MemoryMetrics::new());
+    slashguard::metrics::install(metrics.clone());
     let slot_ms: u64 = arg("--slot-ms")
         .map(|s| s.parse())
         .transpose()?
@@ -506,6 +509,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         by("secondary"),
         (1..end).filter(|s| !per_slot.contains_key(s)).count()
     );
+    let m = metrics.snapshot();
+    for ((backend, outcome), l) in &m.tower_store {
+        println!(
+            "metrics: tower store {backend}/{}: {} stores, mean {:?}, max {:?}",
+            outcome.as_str(),
+            l.count,
+            l.total / l.count.max(1) as u32,
+            l.max
+        );
+    }
+    for (holder, (owned, fence)) in &m.ownership {
+        println!(
+            "metrics: ownership {holder}: {} (fence {fence})",
+            if *owned { "owned" } else { "lost" }
+        );
+    }
     if doubles.is_empty() {
         println!("SAFE: every voted slot was voted exactly once, by one instance");
         Ok(())

@@ -316,8 +316,12 @@ impl Metrics for MemoryMetrics {
         *e = (*e).max(mark);
     }
     fn ownership(&self, identity: &str, owned: bool, fence: u64) {
-        self.lock()
-            .ownership
-            .insert(identity.to_string(), (owned, fence));
+        let mut s = self.lock();
+        // A late report about an older fence (a handle dropped after a newer
+        // acquisition under the same name) does not overwrite the newer one.
+        if s.ownership.get(identity).is_some_and(|(_, f)| *f > fence) {
+            return;
+        }
+        s.ownership.insert(identity.to_string(), (owned, fence));
     }
 }

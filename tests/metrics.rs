@@ -77,4 +77,12 @@ async fn guards_report_latency_refusals_and_marks() {
     assert_eq!(s.refusals[&RefusalReason::WatermarkBelow], 1);
     assert_eq!(s.refusals[&RefusalReason::DifferentPayload], 1);
     assert_eq!(s.watermarks[&key], Mark::level(101));
+
+    // Ownership state: gained with its fence, then lost.
+    let (owned, notifier) = slashguard::Ownership::new(7, "validator-a", None);
+    assert_eq!(recorder.snapshot().ownership["validator-a"], (true, 7));
+    notifier.lose("taken over by validator-b");
+    notifier.lose("reported twice");
+    assert!(owned.is_lost());
+    assert_eq!(recorder.snapshot().ownership["validator-a"], (false, 7));
 }

@@ -22,7 +22,13 @@ pub struct Ownership {
 
 /// The backend's side of an [`Ownership`]: it reports the loss.
 #[derive(Debug, Clone)]
-pub struct LossNotifier(watch::Sender<Option<String>>, Arc<Validity>);
+pub struct LossNotifier {
+    tx: watch::Sender<Option<String>>,
+    valid: Arc<Validity>,
+    // For the metrics hook: who lost which fence.
+    holder: Arc<str>,
+    fence: u64,
+}
 
 /// Until when an ownership may act for sure, if the backend bounds it in
 /// time (a lease): on both clocks, the monotonic one being immune to
@@ -51,13 +57,13 @@ impl LossNotifier {
     /// run. A lease-based backend calls this at every renewal with the
     /// instant before which the lease certainly cannot have expired.
     pub fn valid_until(&self, mono: Instant, wall: SystemTime) {
-        *self.1 .0.lock().unwrap_or_else(|p| p.into_inner()) = Some((mono, wall));
+        *self.valid.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((mono, wall));
     }
 
     /// Report that ownership is lost, and why. Later reports are ignored.
     pub fn lose(&self, reason: impl Into<String>) {
         let reason = reason.into();
-        self.0.send_if_modified(|cur| {
+        let first = self.tx.send_if_modified(|cur| {
             if cur.is_none() {
                 *cur = Some(reason);
                 true
@@ -65,17 +71,22 @@ impl LossNotifier {
                 false
             }
         });
+        if first {
+            if let Some(m) = crate::metrics::installed() {
+                m.ownership(&self.holder, false, self.fence);
+            }
+        }
     }
 
     /// `true` once a loss was reported.
     pub fn is_lost(&self) -> bool {
-        self.0.borrow().is_some()
+        self.tx.borrow().is_some()
     }
 
     /// Resolves when the [`Ownership`] is dropped, so that a backend's
     /// watcher task can stop.
     pub async fn closed(&self) {
-        self.0.closed().await
+        self.tx.closed().await
     }
 }
 
@@ -89,15 +100,25 @@ impl Ownership {
     ) -> (Ownership, LossNotifier) {
         let (tx, rx) = watch::channel(None);
         let valid = Arc::new(Validity::default());
+        let holder: String = holder.into();
+        if let Some(m) = crate::metrics::installed() {
+            m.ownership(&holder, true, fence);
+        }
+        let notifier = LossNotifier {
+            tx,
+            valid: valid.clone(),
+            holder: holder.as_str().into(),
+            fence,
+        };
         (
             Ownership {
                 fence,
-                holder: holder.into(),
+                holder,
                 lost: rx,
-                valid: valid.clone(),
+                valid,
                 keep,
             },
-            LossNotifier(tx, valid),
+            notifier,
         )
     }
 
@@ -159,6 +180,16 @@ impl Ownership {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Drop for Ownership {
+    // Dropping the handle means this instance no longer acts for the
+    // identity (a released lock, a stopped keep-alive): report it.
+    fn drop(&mut self) {
+        if let Some(m) = crate::metrics::installed() {
+            m.ownership(&self.holder, false, self.fence);
         }
     }
 }

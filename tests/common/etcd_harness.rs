@@ -456,6 +456,7 @@ impl EtcdCluster {
     pub fn pause(&self, i: usize) {
         let pid = self.pid(i).expect("member not running");
         kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+        wait_until_stopped(pid);
     }
 
     /// SIGCONT member `i`.
@@ -576,4 +577,40 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `kill(SIGSTOP)` returns before every thread of the target has stopped: a
+/// thread running on another core finishes its time slice first, and under
+/// load an "already paused" etcd could still answer one request. Wait until
+/// /proc shows every thread stopped (bounded: a test that cannot pause etcd
+/// fails here rather than later with a misleading assertion).
+fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let stopped = !tasks.is_empty()
+            && tasks.iter().all(|t| {
+                std::fs::read_to_string(t.join("stat"))
+                    .ok()
+                    .and_then(|st| {
+                        st.rsplit_once(')')
+                            .map(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                    })
+                    .unwrap_or(true)
+            });
+        if stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd {pid} did not stop within 5 s of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
