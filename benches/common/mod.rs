@@ -10,6 +10,12 @@
 // Each bench binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "etcd")]
+#[path = "../../tests/common/etcd_harness.rs"]
+pub mod etcd_harness;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
