@@ -224,41 +224,69 @@ pub fn raw_ops<'a>(
 /// one (the claim of the issue: one round trip, no extra reads, no lock
 /// calls on the hot path); anything else aborts the bench. The counts are
 /// recorded as `etcd_requests` rows.
+///
+/// The counters are server-wide, so they also see the background work of
+/// the ownerships alive at the time (each keep-alive round reads the owner
+/// key: one `Range` per interval). Background requests can only add to a
+/// count, so a row is measured up to [`COUNT_ATTEMPTS`] times and its
+/// smallest count is the one checked; a hot path with an extra request
+/// shows it in every attempt.
 pub fn check_round_trips(ops: &mut [Op<'_>], etcds: &[&Etcd], report: &mut Report, n: u64) {
     for op in ops.iter_mut() {
         let Some(etcd) = owner(&op.id, etcds) else {
             continue;
         };
-        let before = etcd.unary_requests();
-        let mut scratch = Laps::default();
-        for _ in 0..n {
-            (op.run)(&mut scratch);
+        let mut best: Option<(u64, BTreeMap<String, u64>)> = None;
+        let mut attempts = 0;
+        while attempts < COUNT_ATTEMPTS && best.as_ref().is_none_or(|b| b.0 != n) {
+            attempts += 1;
+            let before = etcd.unary_requests();
+            let mut scratch = Laps::default();
+            for _ in 0..n {
+                (op.run)(&mut scratch);
+            }
+            let after = etcd.unary_requests();
+            let delta: BTreeMap<String, u64> = after
+                .into_iter()
+                .filter_map(|(m, a)| {
+                    let d = a - before.get(&m).copied().unwrap_or(0);
+                    (d > 0).then_some((m, d))
+                })
+                .collect();
+            let total = delta.values().sum::<u64>();
+            eprintln!(
+                "{}: attempt {attempts}: {total} etcd requests for {n} calls {delta:?}",
+                op.id
+            );
+            if best.as_ref().is_none_or(|b| total < b.0) {
+                best = Some((total, delta));
+            }
         }
-        let after = etcd.unary_requests();
-        let by_method: BTreeMap<&str, f64> = after
+        let (total, delta) = best.expect("at least one attempt");
+        let per_call = total as f64 / n as f64;
+        let by_method: BTreeMap<&str, f64> = delta
             .iter()
-            .filter_map(|(m, &a)| {
-                let d = a - before.get(m).copied().unwrap_or(0);
-                (d > 0).then_some((m.as_str(), d as f64 / n as f64))
-            })
+            .map(|(m, &d)| (m.as_str(), d as f64 / n as f64))
             .collect();
-        let total: f64 = by_method.values().sum();
-        eprintln!("{}: {total:.2} etcd requests per call {by_method:?}", op.id);
         report.write_line(&serde_json::json!({
             "id": "etcd_requests",
             "op": op.id,
             "label": op.label,
             "calls": n,
-            "requests_per_call": total,
+            "attempts": attempts,
+            "requests_per_call": per_call,
             "by_method": by_method,
         }));
-        assert!(
-            (total - 1.0).abs() < 1e-9,
-            "{}: {total} etcd requests per call ({by_method:?}); the hot path must be one round trip",
+        assert_eq!(
+            total, n,
+            "{}: {per_call} etcd requests per call ({by_method:?}) in the best of {attempts} attempts; the hot path must be one round trip",
             op.id
         );
     }
 }
+
+/// How many times [`check_round_trips`] may measure one row.
+pub const COUNT_ATTEMPTS: usize = 5;
 
 /// The etcd an operation runs against, by its id (`etcd_tls_...`,
 /// `d_txn_tls`, `etcd_...`, `d_put`...).
