@@ -20,9 +20,10 @@
 //!   `EtcdIdentity::take_over`;
 //! - (d) the etcd floor, same record bytes, same etcd: `d_put`, one raw put,
 //!   and `d_txn`, one raw transaction with one `mod_revision` compare
-//!   (`d_put_tls`, `d_txn_tls` over TLS);
-//! and, after the pass, every etcd row is run again on its own while
-//! etcd's request counters are read: each must send exactly one request.
+//!   (`d_put_tls`, `d_txn_tls` over TLS).
+//!
+//! After the pass, every etcd row is run again on its own while etcd's
+//! request counters are read: each must send exactly one request.
 //!
 //! `SLASHGUARD_BENCH_LOAD=1` runs the disk rows again while a background
 //! thread writes 8 MiB chunks with an `fdatasync` after each to the same
