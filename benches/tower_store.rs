@@ -13,11 +13,24 @@
 //! - (b) the same made durable: temp file, fsync, rename, directory fsync;
 //! - (c) the floor: one `fdatasync` of one rewritten, pre-allocated 4 KiB page.
 //!
+//! With the `etcd` feature, in the same interleaved pass, against a
+//! single-node etcd started for the bench (plain, and with mutual TLS):
+//! - `etcd_save`, `etcd_store` (and `etcd_tls_*`): the same two operations
+//!   on `EtcdTowerStorage`, under an ownership taken with
+//!   `EtcdIdentity::take_over`;
+//! - (d) the etcd floor, same record bytes, same etcd: `d_put`, one raw put,
+//!   and `d_txn`, one raw transaction with one `mod_revision` compare
+//!   (`d_put_tls`, `d_txn_tls` over TLS).
+//!
+//! After the pass, every etcd row is run again on its own while etcd's
+//! request counters are read: each must send exactly one request.
+//!
 //! `SLASHGUARD_BENCH_LOAD=1` runs the disk rows again while a background
 //! thread writes 8 MiB chunks with an `fdatasync` after each to the same
 //! disk (results in `target/slashguard-bench/tower_store-load.json`).
 //!
-//! Run: `cargo bench --bench tower_store` (see `scripts/bench-table`).
+//! Run: `cargo bench --features etcd --bench tower_store` (see
+//! `scripts/bench-table`); without the feature, the etcd rows are left out.
 
 mod common;
 
@@ -27,6 +40,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use slashguard::file::FileTowerStorage;
 use slashguard::memory::MemoryTowerStorage;
 use slashguard::tower::{StoreMode, TowerRecord, TowerUpdate, VoteGuard, VoteRef};
+#[cfg(feature = "etcd")]
+use slashguard::{
+    etcd::{EtcdIdentity, EtcdTowerStorage, OwnershipOptions},
+    Ownership,
+};
 use slashguard::{NodeKeypair, TowerStorage};
 
 use common::{baseline, filler, LoadWriter, Op, Report, Role, Rounds, Scratch};
@@ -100,6 +118,44 @@ fn store_op<'a, S: TowerStorage + 'a>(
     )
 }
 
+/// The etcd rows on one etcd: save and store (two identities, each taken
+/// over, their ownerships kept in `held`) and the raw baselines (d) on
+/// `bytes`.
+#[cfg(feature = "etcd")]
+fn etcd_ops<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    etcd: &common::etcd::Etcd,
+    tower: &'a [u8],
+    bytes: &'a [u8],
+    seeds: (u8, u8),
+    held: &mut Vec<(EtcdIdentity, Ownership)>,
+) -> Vec<Op<'a>> {
+    let client = etcd.client(rt);
+    let mut open = |kp: &NodeKeypair| {
+        let identity =
+            EtcdIdentity::new(client.clone(), kp.node_id(), OwnershipOptions::new("bench"))
+                .expect("etcd identity");
+        let ownership = rt.block_on(identity.take_over()).expect("take over");
+        let storage = rt
+            .block_on(EtcdTowerStorage::open(&identity, &ownership))
+            .expect("open the etcd tower");
+        held.push((identity, ownership));
+        storage
+    };
+    let (id_a, id_b) = (
+        NodeKeypair::from_seed([seeds.0; 32]),
+        NodeKeypair::from_seed([seeds.1; 32]),
+    );
+    let guard = VoteGuard::new(open(&id_a), id_a).expect("guard");
+    let storage = open(&id_b);
+    let mut ops = vec![
+        save_op(etcd.name, rt, guard, tower),
+        store_op(etcd.name, rt, storage, id_b, tower),
+    ];
+    ops.extend(common::etcd::raw_ops(rt, etcd, bytes, "tower"));
+    ops
+}
+
 /// Baselines (a), (b), (c) on `bytes`, in subdirectories of `scratch`.
 fn baseline_ops<'a>(scratch: &Scratch, bytes: &'a [u8], name: &'a str) -> Vec<Op<'a>> {
     let dir_a = scratch.sub("baseline-a");
@@ -138,6 +194,22 @@ fn tower_store(c: &mut Criterion) {
     let scratch = Scratch::new(if load { "tower-load" } else { "tower" });
     let mut report = Report::new("tower_store", load, Some(scratch.fs.clone()));
     let rt = runtime();
+    // The etcd rows (not in the load variant, which is about the local
+    // disk). Declared here so that the etcds, the runtime and the
+    // ownerships outlive the operations.
+    #[cfg(feature = "etcd")]
+    let etcd_rt = common::etcd::runtime();
+    #[cfg(feature = "etcd")]
+    let etcds = if load {
+        Vec::new()
+    } else {
+        vec![
+            common::etcd::Etcd::plain(),
+            common::etcd::Etcd::mutual_tls(),
+        ]
+    };
+    #[cfg(feature = "etcd")]
+    let mut held = Vec::new();
     let tower = filler(TOWER_BYTES, 1);
 
     // The exact bytes slashguard writes for such a tower (the record with
@@ -176,6 +248,19 @@ fn tower_store(c: &mut Criterion) {
         ops.push(store_op("memory", &rt, storage, id_d, &tower));
     }
 
+    #[cfg(feature = "etcd")]
+    for (i, etcd) in etcds.iter().enumerate() {
+        let seed = 20 + 2 * i as u8;
+        ops.extend(etcd_ops(
+            &etcd_rt,
+            etcd,
+            &tower,
+            &bytes,
+            (seed, seed + 1),
+            &mut held,
+        ));
+    }
+
     let writer = load.then(|| LoadWriter::start(scratch.path()));
     common::run_ops(
         c,
@@ -189,12 +274,26 @@ fn tower_store(c: &mut Criterion) {
         Rounds {
             // Under load a store can take tens of milliseconds: more time
             // gives the 99th percentile enough samples.
-            budget: Duration::from_secs(if load { 60 } else { 15 }),
+            // The etcd rows add a dozen milliseconds per round: more time
+            // keeps the sample count up.
+            budget: Duration::from_secs(if load {
+                60
+            } else if cfg!(feature = "etcd") {
+                30
+            } else {
+                15
+            }),
             warm_up: 20,
             min: 200,
             max: 20_000,
         },
     );
+    #[cfg(feature = "etcd")]
+    {
+        let etcds: Vec<_> = etcds.iter().collect();
+        let calls = if common::is_bench_run() { 50 } else { 2 };
+        common::etcd::check_round_trips(&mut ops, &etcds, &mut report, calls);
+    }
     drop(ops);
     if let Some(w) = writer {
         common::record_load(&mut report, w.finish());

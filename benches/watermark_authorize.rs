@@ -15,10 +15,19 @@
 //! Baseline (c) again, in the same run: one `fdatasync` of one rewritten,
 //! pre-allocated 4 KiB page in the same directory.
 //!
+//! With the `etcd` feature, in the same interleaved pass, the same four
+//! rows on `EtcdWatermarks` against a single-node etcd started for the
+//! bench (`etcd_*`), and with mutual TLS (`etcd_tls_*`), and the etcd floor
+//! (d) on a 76-byte value, the size of one stored watermark entry: `d_put`
+//! (one raw put) and `d_txn` (one raw transaction with one `mod_revision`
+//! compare), plain and TLS. After the pass every etcd row is run again on
+//! its own while etcd's request counters are read: each must send exactly
+//! one request (a batch is one transaction too).
+//!
 //! `SLASHGUARD_BENCH_LOAD=1` runs the disk rows under the background writer
 //! (see `tower_store`).
 //!
-//! Run: `cargo bench --bench watermark_authorize`.
+//! Run: `cargo bench --features etcd --bench watermark_authorize`.
 
 mod common;
 
@@ -151,6 +160,21 @@ fn watermark_authorize(c: &mut Criterion) {
     let scratch = Scratch::new(if load { "watermark-load" } else { "watermark" });
     let mut report = Report::new("watermark_authorize", load, Some(scratch.fs.clone()));
     let rt = runtime();
+    // The etcd rows, not in the load variant (see `tower_store`); the
+    // etcds and their runtime outlive the operations.
+    #[cfg(feature = "etcd")]
+    let etcd_rt = common::etcd::runtime();
+    #[cfg(feature = "etcd")]
+    let etcds = if load {
+        Vec::new()
+    } else {
+        vec![
+            common::etcd::Etcd::plain(),
+            common::etcd::Etcd::mutual_tls(),
+        ]
+    };
+    #[cfg(feature = "etcd")]
+    let entry = common::filler(slashguard::watermark::ENTRY_LEN, 5);
 
     let dir = scratch.sub("file");
     let mut ops = guard_ops(&rt, "file", |name| {
@@ -167,6 +191,15 @@ fn watermark_authorize(c: &mut Criterion) {
         ops.extend(guard_ops(&rt, "memory", |_| MemoryWatermarks::new()));
     }
 
+    #[cfg(feature = "etcd")]
+    for etcd in &etcds {
+        let client = etcd.client(&etcd_rt);
+        ops.extend(guard_ops(&etcd_rt, etcd.name, |_| {
+            slashguard::etcd::EtcdWatermarks::new(client.clone())
+        }));
+        ops.extend(common::etcd::raw_ops(&etcd_rt, etcd, &entry, "watermark"));
+    }
+
     let writer = load.then(|| LoadWriter::start(scratch.path()));
     common::run_ops(
         c,
@@ -178,12 +211,24 @@ fn watermark_authorize(c: &mut Criterion) {
         &mut report,
         &mut ops,
         Rounds {
-            budget: Duration::from_secs(if load { 60 } else { 15 }),
+            budget: Duration::from_secs(if load {
+                60
+            } else if cfg!(feature = "etcd") {
+                30
+            } else {
+                15
+            }),
             warm_up: 20,
             min: 200,
             max: 20_000,
         },
     );
+    #[cfg(feature = "etcd")]
+    {
+        let etcds: Vec<_> = etcds.iter().collect();
+        let calls = if common::is_bench_run() { 50 } else { 2 };
+        common::etcd::check_round_trips(&mut ops, &etcds, &mut report, calls);
+    }
     drop(ops);
     if let Some(w) = writer {
         common::record_load(&mut report, w.finish());

@@ -10,6 +10,12 @@
 // Each bench binary includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "etcd")]
+#[path = "../../tests/common/etcd_harness.rs"]
+pub mod etcd_harness;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -367,11 +373,14 @@ fn name_filter() -> Option<String> {
 /// 1. under criterion, one after the other (its usual statistics and
 ///    regression reports, printed on the console);
 /// 2. interleaved: round after round, each round runs every operation
-///    once, starting from a different one each round. Disk latency on a
+///    once, in a fresh pseudo-random order each round. Disk latency on a
 ///    shared machine drifts (other processes' flushes, the background
 ///    writer's cycle); interleaving exposes every operation to the same
-///    drift, so the ratios between them hold. These per-iteration latencies
-///    are the rows written for the table.
+///    drift, so the ratios between them hold. The order is shuffled, not
+///    rotated, because what runs just before an operation matters: the
+///    first request to an etcd after other work pays for waking it up, and
+///    with a fixed order that cost would always fall on the same row. These
+///    per-iteration latencies are the rows written for the table.
 ///
 /// With a name filter on the command line only the criterion pass runs.
 pub fn run_ops(
@@ -423,9 +432,17 @@ pub fn run_ops(
     eprintln!("{group_name}: interleaved pass, {k} operations per round, up to {budget:?}");
     let start = Instant::now();
     let mut round = 0;
+    let mut order: Vec<usize> = (0..k).collect();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
     while round < max && (round < min || start.elapsed() < budget) {
-        for i in 0..k {
-            let j = (round + i) % k;
+        // Fisher-Yates with xorshift64: reproducible from run to run.
+        for i in (1..k).rev() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            order.swap(i, (rng % (i as u64 + 1)) as usize);
+        }
+        for &j in &order {
             (ops[j].run)(&mut laps[j]);
         }
         round += 1;

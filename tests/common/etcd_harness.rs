@@ -537,6 +537,13 @@ impl EtcdCluster {
         Some(body)
     }
 
+    /// The Prometheus metrics text of member `i` (`/metrics` on its plain
+    /// metrics listener), or `None` if it does not answer. The benches count
+    /// requests per operation from its `grpc_server_started_total`.
+    pub fn metrics(&self, i: usize) -> Option<String> {
+        self.http_get(i, "/metrics")
+    }
+
     /// The log of member `i`.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
