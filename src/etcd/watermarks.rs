@@ -186,19 +186,24 @@ impl EtcdWatermarks {
         slots: &[Slot],
         changes: &[(WatermarkKey, Watermark)],
     ) -> Result<bool> {
-        let compares: Vec<Compare> = keys
+        // Each key's path once: it is base58check-encoded, which costs
+        // more than the rest of building the transaction.
+        let paths: Vec<String> = keys.iter().map(|k| self.keys.watermark(k)).collect();
+        let path_of = |k: &WatermarkKey| {
+            keys.iter()
+                .position(|x| x == k)
+                .map_or_else(|| self.keys.watermark(k), |i| paths[i].clone())
+        };
+        let compares: Vec<Compare> = paths
             .iter()
             .zip(slots)
-            .map(|(k, s)| Compare::mod_revision(self.keys.watermark(k), CompareOp::Equal, s.rev))
+            .map(|(p, s)| Compare::mod_revision(p.clone(), CompareOp::Equal, s.rev))
             .collect();
         let puts: Vec<TxnOp> = changes
             .iter()
-            .map(|(k, w)| TxnOp::put(self.keys.watermark(k), encode_entry(k, w).to_vec(), None))
+            .map(|(k, w)| TxnOp::put(path_of(k), encode_entry(k, w).to_vec(), None))
             .collect();
-        let gets: Vec<TxnOp> = keys
-            .iter()
-            .map(|k| TxnOp::get(self.keys.watermark(k), None))
-            .collect();
+        let gets: Vec<TxnOp> = paths.iter().map(|p| TxnOp::get(p.clone(), None)).collect();
         let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
         let resp = self.client.txn(what, txn).await?;
         let rev = header_rev(&resp);
