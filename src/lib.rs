@@ -56,6 +56,8 @@ pub mod etcd;
 pub mod failover;
 pub mod file;
 mod identity;
+#[cfg(feature = "keys")]
+pub mod keys;
 pub mod memory;
 pub mod metrics;
 mod signer;

@@ -1,0 +1,4 @@
+//! Helpers shared by the key and signer tests.
+#![allow(dead_code)]
+
+pub mod openssl;
