@@ -60,6 +60,8 @@ mod identity;
 pub mod keys;
 pub mod memory;
 pub mod metrics;
+#[cfg(feature = "signer")]
+pub mod remote_signer;
 mod signer;
 pub mod tower;
 #[cfg(feature = "usb")]
