@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod openssl;
+#[cfg(feature = "signer")]
+pub mod server;
