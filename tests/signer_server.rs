@@ -131,6 +131,17 @@ fn check_config_loads_every_key_and_names_each_problem() {
     fails("", "[[signer.keys]]\nkey = \"bls\"\n", "tz4");
     std::fs::write(s.path("secret_keys"), "[{\"name\": ").unwrap();
     fails("", ALL_KEYS, "damaged secret keys file");
+    // A restart without --create on a missing file is refused, and names
+    // the first-start flag.
+    let fresh = Setup::new();
+    let out = command()
+        .arg("--config")
+        .arg(fresh.config("", ALL_KEYS))
+        .args(["signer", "serve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--create"));
     let out = command().args(["signer", "check-config"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [signer] section"));
@@ -139,7 +150,7 @@ fn check_config_loads_every_key_and_names_each_problem() {
 #[test]
 fn http_endpoints_conform_and_every_signature_verifies() {
     let s = Setup::new();
-    let server = Server::start(&s.config("", ALL_KEYS));
+    let server = Server::create(&s.config("", ALL_KEYS));
     let a = server.http.as_str();
 
     let r = http(a, "GET", "/authorized_keys", None);
@@ -220,7 +231,7 @@ fn http_endpoints_conform_and_every_signature_verifies() {
 #[test]
 fn socket_tags_conform_over_tcp_and_unix() {
     let s = Setup::new();
-    let server = Server::start(&s.config("allow-list-known-keys = true", ALL_KEYS));
+    let server = Server::create(&s.config("allow-list-known-keys = true", ALL_KEYS));
     let (tag, tz1_key) = public_key(&server.http, TZ1);
     assert_eq!(tag, 0);
 
@@ -325,7 +336,7 @@ fn socket_tags_conform_over_tcp_and_unix() {
 #[test]
 fn bad_input_is_refused_nothing_is_signed_and_the_server_keeps_serving() {
     let s = Setup::new();
-    let server = Server::start(&s.config("", ALL_KEYS));
+    let server = Server::create(&s.config("", ALL_KEYS));
     let a = server.http.as_str();
     let path = format!("/keys/{TZ1}");
     let level = 500;
@@ -466,7 +477,7 @@ chains = ["NetXdQprcVkpaWU"]
 [[signer.keys]]
 key = "baker3"
 "#;
-    let server = Server::start(&s.config(&extra, keys));
+    let server = Server::create(&s.config(&extra, keys));
     let a = server.http.as_str();
     let auth_of = |k: &SoftwareKey, pkh: &str, data: &[u8]| {
         let mut m = vec![0x04, 0x01];
@@ -569,7 +580,7 @@ key = "baker3"
 #[test]
 fn sigterm_stops_the_signer_and_releases_the_store() {
     let s = Setup::new();
-    let server = Server::start(&s.config("", ALL_KEYS));
+    let server = Server::create(&s.config("", ALL_KEYS));
     let data = attestation(0x13, MAINNET, 70, 0, 1);
     verified(
         &server.http,

@@ -141,11 +141,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// Start on an existing watermark file (see [`Server::create`]).
     pub fn start(config: &Path) -> Server {
+        Self::spawn(config, false)
+    }
+
+    /// Start, creating the watermark file (first start).
+    pub fn create(config: &Path) -> Server {
+        Self::spawn(config, true)
+    }
+
+    fn spawn(config: &Path, create: bool) -> Server {
         let mut child = command()
             .arg("--config")
             .arg(config)
             .args(["signer", "serve"])
+            .args(create.then_some("--create"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -62,6 +62,16 @@ impl Failure {
         self
     }
 
+    /// The signer's hint for a missing watermark file.
+    #[cfg(feature = "signer")]
+    pub fn hint_if_missing(self, missing: bool) -> Self {
+        if missing {
+            self.hint("first start: `slashguard signer serve --create` makes a new watermark file (or import octez-signer's marks: `slashguard watermark import --from-octez DIR --file PATH --create`); a file that disappeared must be restored, not re-created")
+        } else {
+            self
+        }
+    }
+
     /// Replace the hint when the failure has this code.
     pub fn hint_if(self, code: Code, hint: impl Into<String>) -> Self {
         if self.code == code {
@@ -133,6 +143,14 @@ impl From<Error> for Failure {
             Error::Corrupt { .. } => (
                 Code::BadInput,
                 "the data is damaged, of another node or of an unknown version; nothing was overwritten: inspect it, restore it from a backup, or import an export",
+            ),
+            Error::StoreMissing { .. } => (
+                Code::BadInput,
+                "check the path; nothing was created: a store is created only with --create, and a store whose data file is gone must be restored, not re-created",
+            ),
+            Error::StoreExists { .. } => (
+                Code::BadInput,
+                "a store is already there: drop --create to use it (nothing was changed)",
             ),
             Error::Config(_) => (
                 Code::BadInput,

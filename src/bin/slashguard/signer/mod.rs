@@ -32,7 +32,7 @@ pub struct Shared {
 pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Failure> {
     match cmd {
         SignerCommand::CheckConfig => check_config(settings),
-        SignerCommand::Serve => serve(settings).await,
+        SignerCommand::Serve { create } => serve(settings, create).await,
     }
 }
 
@@ -100,13 +100,21 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
 fn check_config(settings: &Settings) -> Result<Report, Failure> {
     let cfg = config::load(settings.signer.as_ref())?;
     // Read, not open: a running signer holds the file's lock.
-    let table = FileWatermarks::read_unlocked(&cfg.watermarks_file)?;
+    let exists = cfg.watermarks_file.exists();
+    let marks = if exists {
+        FileWatermarks::read_unlocked(&cfg.watermarks_file)?.len()
+    } else {
+        0
+    };
     let (mut human, mut json) = describe(&cfg);
-    human.push_str(&format!(
-        "watermark file intact ({} marks)\nconfiguration ok\n",
-        table.len()
-    ));
-    json["watermarks"] = table.len().into();
+    if exists {
+        human.push_str(&format!("watermark file intact ({marks} marks)\n"));
+    } else {
+        human.push_str("watermark file absent: start with `signer serve --create` once (or import octez-signer's marks with `watermark import --from-octez DIR --file PATH --create`)\n");
+    }
+    human.push_str("configuration ok\n");
+    json["watermarks"] = marks.into();
+    json["watermarks_file_exists"] = exists.into();
     Ok(Report::new(human, json))
 }
 
@@ -133,9 +141,16 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
         .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", path.display())))
 }
 
-async fn serve(settings: &Settings) -> Result<Report, Failure> {
+async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
     let cfg = config::load(settings.signer.as_ref())?;
-    let store = FileWatermarks::open(&cfg.watermarks_file)?;
+    let store = if create {
+        FileWatermarks::create(&cfg.watermarks_file)?
+    } else {
+        FileWatermarks::open(&cfg.watermarks_file).map_err(|e| {
+            let missing = matches!(e, slashguard::Error::StoreMissing { .. });
+            Failure::from(e).hint_if_missing(missing)
+        })?
+    };
     let keys: Vec<_> = cfg.keys.into_iter().map(|k| (k.key, k.policy)).collect();
     let service = SignerService::new(Arc::new(store), keys, cfg.options);
     let (stop, _) = watch::channel(false);
