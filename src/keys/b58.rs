@@ -46,25 +46,7 @@ prefixes! {
 
 /// Prefixes that exist in Tezos but that this build cannot use, with the
 /// reason given to the operator.
-const NOT_SUPPORTED: &[(Prefix, &str)] = &[
-    (
-        BLS_SECRET,
-        "tz4 (BLS12-381) keys are not supported by this build yet",
-    ),
-    (
-        BLS_PUBLIC,
-        "tz4 (BLS12-381) keys are not supported by this build yet",
-    ),
-    (
-        BLS_SIG,
-        "tz4 (BLS12-381) signatures are not supported by this build yet",
-    ),
-    (
-        BLS_ENCRYPTED,
-        "tz4 (BLS12-381) keys are not supported by this build yet",
-    ),
-    (TZ5, "tz5 (ML-DSA-44) keys cannot be consensus keys"),
-];
+const NOT_SUPPORTED: &[(Prefix, &str)] = &[(TZ5, "tz5 (ML-DSA-44) keys cannot be consensus keys")];
 
 /// Encode `payload` under `prefix`.
 pub(crate) fn encode(prefix: Prefix, payload: &[u8]) -> String {
@@ -160,9 +142,6 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("ML-DSA"), "{e}");
-        let bl = encode(BLS_SECRET, &[1; 32]);
-        let e = decode(&bl, &[ED25519_SEED], "secret key").unwrap_err();
-        assert!(e.to_string().contains("tz4"), "{e}");
         let chain = bs58::encode([0x57, 0x52, 0x00, 1, 2, 3, 4])
             .with_check()
             .into_string();

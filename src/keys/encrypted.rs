@@ -30,7 +30,7 @@ fn prefix_of(curve: Curve) -> Prefix {
     }
 }
 
-/// Decrypt an `edesk`, `spesk` or `p2esk` key (with or without the
+/// Decrypt an `edesk`, `spesk`, `p2esk` or `BLesk` key (with or without the
 /// `encrypted:` scheme) with `password`.
 ///
 /// Errors: [`KeyError::WrongPassword`] when the MAC does not verify (a
@@ -46,6 +46,7 @@ pub fn decrypt(text: &str, password: &[u8]) -> Result<SoftwareKey, KeyError> {
             b58::ED25519_ENCRYPTED,
             b58::SECP256K1_ENCRYPTED,
             b58::P256_ENCRYPTED,
+            b58::BLS_ENCRYPTED,
         ],
         "encrypted secret key",
     )?;
@@ -53,8 +54,10 @@ pub fn decrypt(text: &str, password: &[u8]) -> Result<SoftwareKey, KeyError> {
         Curve::Ed25519
     } else if p == b58::SECP256K1_ENCRYPTED {
         Curve::Secp256k1
-    } else {
+    } else if p == b58::P256_ENCRYPTED {
         Curve::P256
+    } else {
+        Curve::Bls
     };
     let (salt, sealed) = body.split_at(SALT);
     let key = derive(password, salt);

@@ -1,10 +1,12 @@
-//! Software Tezos keys (feature `keys`): tz1 (ed25519), tz2 (secp256k1)
-//! and tz3 (P-256) secret keys that implement [`Signer`](crate::Signer),
+//! Software Tezos keys (feature `keys`): tz1 (ed25519), tz2 (secp256k1),
+//! tz3 (P-256) and tz4 (BLS12-381, on [`bls`](crate::bls)) secret keys
+//! that implement [`Signer`](crate::Signer),
 //! their base58check encodings, and octez-client's `secret_keys` file,
 //! unencrypted and `encrypted:`.
 //!
-//! Every scheme signs blake2b-256 of the payload with a deterministic
-//! nonce, so a repeated request yields the same signature bytes.
+//! tz1..tz3 sign blake2b-256 of the payload with a deterministic nonce;
+//! tz4 signs the payload itself (BLS is deterministic): a repeated request
+//! yields the same signature bytes.
 //!
 //! ```
 //! use slashguard::keys::SoftwareKey;

@@ -17,6 +17,8 @@ pub enum PublicKey {
     Secp256k1([u8; 33]),
     /// tz3: the 33-byte compressed P-256 point (`p2pk`).
     P256([u8; 33]),
+    /// tz4: the 48-byte compressed BLS12-381 G1 point (`BLpk`).
+    Bls([u8; 48]),
 }
 
 impl PublicKey {
@@ -26,6 +28,7 @@ impl PublicKey {
             PublicKey::Ed25519(_) => Curve::Ed25519,
             PublicKey::Secp256k1(_) => Curve::Secp256k1,
             PublicKey::P256(_) => Curve::P256,
+            PublicKey::Bls(_) => Curve::Bls,
         }
     }
 
@@ -34,10 +37,11 @@ impl PublicKey {
         match self {
             PublicKey::Ed25519(k) => k,
             PublicKey::Secp256k1(k) | PublicKey::P256(k) => k,
+            PublicKey::Bls(k) => k,
         }
     }
 
-    /// octez's binary form: scheme tag (0, 1, 2) then the key.
+    /// octez's binary form: scheme tag (0, 1, 2, 3) then the key.
     pub fn to_tagged_bytes(&self) -> Vec<u8> {
         let mut v = vec![self.curve().tag()];
         v.extend_from_slice(self.as_bytes());
@@ -60,6 +64,7 @@ impl PublicKey {
             PublicKey::Ed25519(_) => b58::ED25519_PUBLIC,
             PublicKey::Secp256k1(_) => b58::SECP256K1_PUBLIC,
             PublicKey::P256(_) => b58::P256_PUBLIC,
+            PublicKey::Bls(_) => b58::BLS_PUBLIC,
         }
     }
 
@@ -91,18 +96,31 @@ impl PublicKey {
                 p256::ecdsa::VerifyingKey::from_sec1_bytes(&k).map_err(|e| bad(e.to_string()))?;
                 Ok(PublicKey::P256(k))
             }
-            Curve::Bls => Err(KeyError::Unsupported {
-                what: "public key",
-                prefix: "BLpk",
-                reason: "tz4 (BLS12-381) keys are not supported by this build yet",
-            }),
+            Curve::Bls => {
+                let k: [u8; 48] = bytes
+                    .try_into()
+                    .map_err(|_| bad(format!("BLS key of {} bytes", bytes.len())))?;
+                crate::bls::PublicKey::from_bytes(&k).map_err(|e| bad(e.to_string()))?;
+                Ok(PublicKey::Bls(k))
+            }
         }
     }
 
-    /// Verify a Tezos signature (64 bytes) of `message`: the scheme's
-    /// verification of blake2b-256(`message`). ECDSA signatures with a
-    /// high S are rejected, as octez rejects them.
+    /// Verify a Tezos signature of `message`: for tz1..tz3 (64 bytes) the
+    /// scheme's verification of blake2b-256(`message`), ECDSA signatures
+    /// with a high S rejected as octez rejects them; for tz4 (96 bytes)
+    /// BLS min-pk verification of `message` itself (proof-of-possession
+    /// ciphersuite).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        if let PublicKey::Bls(k) = self {
+            let (Ok(pk), Ok(sig)) = (
+                crate::bls::PublicKey::from_bytes(k),
+                crate::bls::Signature::from_bytes(signature),
+            ) else {
+                return false;
+            };
+            return signature.len() == crate::bls::SIGNATURE_BYTES && pk.verify(message, &sig);
+        }
         let digest = PayloadHash::of(message).0;
         match self {
             PublicKey::Ed25519(k) => {
@@ -129,7 +147,22 @@ impl PublicKey {
                 p256::ecdsa::VerifyingKey::from_sec1_bytes(k)
                     .is_ok_and(|vk| vk.verify_prehash(&digest, &sig).is_ok())
             }
+            PublicKey::Bls(_) => false,
         }
+    }
+
+    /// Verify a tz4 proof of possession (over the public key itself).
+    pub fn verify_proof_of_possession(&self, proof: &[u8]) -> bool {
+        let PublicKey::Bls(k) = self else {
+            return false;
+        };
+        let (Ok(pk), Ok(sig)) = (
+            crate::bls::PublicKey::from_bytes(k),
+            crate::bls::Signature::from_bytes(proof),
+        ) else {
+            return false;
+        };
+        proof.len() == crate::bls::SIGNATURE_BYTES && pk.verify_proof_of_possession(b"", &sig)
     }
 }
 
@@ -150,34 +183,35 @@ impl FromStr for PublicKey {
     fn from_str(s: &str) -> Result<Self, KeyError> {
         let (p, body) = b58::decode(
             s,
-            &[b58::ED25519_PUBLIC, b58::SECP256K1_PUBLIC, b58::P256_PUBLIC],
+            &[
+                b58::ED25519_PUBLIC,
+                b58::SECP256K1_PUBLIC,
+                b58::P256_PUBLIC,
+                b58::BLS_PUBLIC,
+            ],
             "public key",
         )?;
         let curve = if p == b58::ED25519_PUBLIC {
             Curve::Ed25519
         } else if p == b58::SECP256K1_PUBLIC {
             Curve::Secp256k1
-        } else {
+        } else if p == b58::P256_PUBLIC {
             Curve::P256
+        } else {
+            Curve::Bls
         };
         PublicKey::from_bytes(curve, &body)
     }
 }
 
 /// The base58check form of a signature of `curve` (`edsig`, `spsig1`,
-/// `p2sig`), as octez-signer returns it.
+/// `p2sig`, `BLsig`), as octez-signer returns it.
 pub fn signature_to_b58(curve: Curve, signature: &[u8]) -> Result<String, KeyError> {
     let prefix = match curve {
         Curve::Ed25519 => b58::ED25519_SIG,
         Curve::Secp256k1 => b58::SECP256K1_SIG,
         Curve::P256 => b58::P256_SIG,
-        Curve::Bls => {
-            return Err(KeyError::Unsupported {
-                what: "signature",
-                prefix: "BLsig",
-                reason: "tz4 (BLS12-381) signatures are not supported by this build yet",
-            })
-        }
+        Curve::Bls => b58::BLS_SIG,
     };
     if signature.len() != prefix.len {
         return Err(KeyError::InvalidKey {
@@ -188,8 +222,8 @@ pub fn signature_to_b58(curve: Curve, signature: &[u8]) -> Result<String, KeyErr
     Ok(b58::encode(prefix, signature))
 }
 
-/// The 64 bytes of a signature in any of `edsig`, `spsig1`, `p2sig` or the
-/// generic `sig` form.
+/// The bytes of a signature in any of `edsig`, `spsig1`, `p2sig`, the
+/// generic `sig` form (64 bytes), or `BLsig` (96 bytes).
 pub fn signature_from_b58(text: &str) -> Result<Vec<u8>, KeyError> {
     let (_, body) = b58::decode(
         text,
@@ -198,6 +232,7 @@ pub fn signature_from_b58(text: &str) -> Result<Vec<u8>, KeyError> {
             b58::SECP256K1_SIG,
             b58::P256_SIG,
             b58::GENERIC_SIG,
+            b58::BLS_SIG,
         ],
         "signature",
     )?;

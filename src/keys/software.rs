@@ -1,7 +1,8 @@
-//! `SoftwareKey`: a tz1, tz2 or tz3 secret key in memory that signs as
-//! Tezos does (the scheme's signature of blake2b-256 of the bytes), with
-//! deterministic nonces for every scheme (RFC 8032 for ed25519, RFC 6979
-//! for both ECDSA curves, low-S for secp256k1), so a repeated request gets
+//! `SoftwareKey`: a tz1, tz2, tz3 or tz4 secret key in memory that signs
+//! as Tezos does (tz1..tz3: the scheme's signature of blake2b-256 of the
+//! bytes; tz4: BLS min-pk of the bytes themselves), deterministically for
+//! every scheme (RFC 8032 for ed25519, RFC 6979 for both ECDSA curves,
+//! low-S for secp256k1, BLS by construction), so a repeated request gets
 //! the very same signature.
 
 use std::fmt;
@@ -21,9 +22,10 @@ enum Secret {
     Ed25519(ed25519_dalek::SigningKey),
     Secp256k1(k256::ecdsa::SigningKey),
     P256(p256::ecdsa::SigningKey),
+    Bls(crate::bls::SecretKey),
 }
 
-/// A software secret key (tz1, tz2 or tz3). Its secret is never printed
+/// A software secret key (tz1, tz2, tz3 or tz4). Its secret is never printed
 /// (`Debug` shows the key hash) and is zeroed when dropped (the curve
 /// crates zeroize their signing keys).
 pub struct SoftwareKey {
@@ -33,9 +35,10 @@ pub struct SoftwareKey {
 }
 
 impl SoftwareKey {
-    /// From the 32 secret bytes of a scheme: the ed25519 seed, or the
-    /// big-endian ECDSA scalar (zero and values at or above the group
-    /// order are refused).
+    /// From the 32 secret bytes of a scheme: the ed25519 seed, the
+    /// big-endian ECDSA scalar, or the little-endian BLS scalar (as octez
+    /// stores it); zero and values at or above the group order are
+    /// refused.
     pub fn from_secret_bytes(curve: Curve, bytes: &[u8]) -> std::result::Result<Self, KeyError> {
         let bad = |detail: String| KeyError::InvalidKey {
             what: "secret key",
@@ -77,11 +80,14 @@ impl SoftwareKey {
                 (Secret::P256(k), p)
             }
             Curve::Bls => {
-                return Err(KeyError::Unsupported {
-                    what: "secret key",
-                    prefix: "BLsk",
-                    reason: "tz4 (BLS12-381) keys are not supported by this build yet",
-                })
+                let le: &[u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| bad(format!("BLS scalar of {} bytes", bytes.len())))?;
+                let k = crate::bls::SecretKey::from_le_bytes(le).map_err(|_| {
+                    bad("not a BLS12-381 scalar (zero, or not below the group order)".into())
+                })?;
+                let p = PublicKey::Bls(k.public_key().to_bytes());
+                (Secret::Bls(k), p)
             }
         };
         let hash = public.hash();
@@ -94,6 +100,23 @@ impl SoftwareKey {
 
     /// A new random key of `curve`.
     pub fn generate(curve: Curve) -> std::result::Result<Self, KeyError> {
+        if curve == Curve::Bls {
+            // The IETF KeyGen from 32 random bytes: always a valid scalar.
+            let ikm = Zeroizing::new({
+                let mut b = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+                b
+            });
+            let k = crate::bls::SecretKey::key_gen(ikm.as_ref(), b"").map_err(|e| {
+                KeyError::InvalidKey {
+                    what: "secret key",
+                    detail: e.to_string(),
+                }
+            })?;
+            let mut le = Zeroizing::new(k.to_be_bytes());
+            le.reverse();
+            return Self::from_secret_bytes(Curve::Bls, le.as_ref());
+        }
         loop {
             let mut bytes = Zeroizing::new([0u8; 32]);
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, bytes.as_mut());
@@ -122,23 +145,42 @@ impl SoftwareKey {
             Secret::Ed25519(k) => k.to_bytes(),
             Secret::Secp256k1(k) => k.to_bytes().into(),
             Secret::P256(k) => k.to_bytes().into(),
+            Secret::Bls(k) => {
+                let mut le = k.to_be_bytes();
+                le.reverse();
+                le
+            }
         })
     }
 
-    /// The unencrypted base58check form (`edsk`, `spsk`, `p2sk`), as in
-    /// an `unencrypted:` secret key URI.
+    /// The tz4 proof of possession (a BLS signature of the public key with
+    /// the POP tag), 96 bytes; `None` for other schemes.
+    pub fn proof_of_possession(&self) -> Option<Vec<u8>> {
+        match &self.secret {
+            Secret::Bls(k) => Some(k.proof_of_possession(b"").to_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// The unencrypted base58check form (`edsk`, `spsk`, `p2sk`, `BLsk`),
+    /// as in an `unencrypted:` secret key URI.
     pub fn to_b58(&self) -> Zeroizing<String> {
         let prefix = match self.curve() {
             Curve::Ed25519 => b58::ED25519_SEED,
             Curve::Secp256k1 => b58::SECP256K1_SECRET,
-            _ => b58::P256_SECRET,
+            Curve::P256 => b58::P256_SECRET,
+            Curve::Bls => b58::BLS_SECRET,
         };
         Zeroizing::new(b58::encode(prefix, self.secret_bytes().as_ref()))
     }
 
-    /// Sign `message` as Tezos does: the scheme's signature of
-    /// blake2b-256(`message`), 64 bytes.
+    /// Sign `message` as Tezos does: for tz1..tz3 the scheme's signature
+    /// of blake2b-256(`message`), 64 bytes; for tz4 the BLS signature of
+    /// `message` itself, 96 bytes.
     pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        if let Secret::Bls(k) = &self.secret {
+            return k.sign(message).to_bytes().to_vec();
+        }
         let digest = PayloadHash::of(message).0;
         match &self.secret {
             Secret::Ed25519(k) => {
@@ -160,14 +202,15 @@ impl SoftwareKey {
                     .expect("a 32-byte prehash is always accepted");
                 sig.to_bytes().to_vec()
             }
+            Secret::Bls(_) => unreachable!("handled above"),
         }
     }
 }
 
 impl FromStr for SoftwareKey {
     type Err = KeyError;
-    /// An unencrypted secret key: `edsk` (seed or 64-byte form), `spsk`
-    /// or `p2sk`, with or without the `unencrypted:` scheme.
+    /// An unencrypted secret key: `edsk` (seed or 64-byte form), `spsk`,
+    /// `p2sk` or `BLsk`, with or without the `unencrypted:` scheme.
     fn from_str(s: &str) -> std::result::Result<Self, KeyError> {
         let s = s.trim();
         let s = s.strip_prefix("unencrypted:").unwrap_or(s);
@@ -178,6 +221,7 @@ impl FromStr for SoftwareKey {
                 b58::ED25519_SECRET,
                 b58::SECP256K1_SECRET,
                 b58::P256_SECRET,
+                b58::BLS_SECRET,
             ],
             "secret key",
         )?;
@@ -197,8 +241,10 @@ impl FromStr for SoftwareKey {
             Curve::Ed25519
         } else if p == b58::SECP256K1_SECRET {
             Curve::Secp256k1
-        } else {
+        } else if p == b58::P256_SECRET {
             Curve::P256
+        } else {
+            Curve::Bls
         };
         Self::from_secret_bytes(curve, &body)
     }
