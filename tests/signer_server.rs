@@ -125,10 +125,14 @@ fn check_config_loads_every_key_and_names_each_problem() {
     );
     std::fs::write(
         s.path("secret_keys"),
-        r#"[{"name":"bls","value":"unencrypted:BLsk2snGqdSb7qBDhKbc62AxbZXJycDvA5QmeYYhB7Nb3wFuMMbq9x"}]"#,
+        r#"[{"name":"nano","value":"ledger://prefer-ringed-camel/bip25519/0h/1h"}]"#,
     )
     .unwrap();
-    fails("", "[[signer.keys]]\nkey = \"bls\"\n", "tz4");
+    fails(
+        "",
+        "[[signer.keys]]\nkey = \"nano\"\n",
+        "not a software key",
+    );
     std::fs::write(s.path("secret_keys"), "[{\"name\": ").unwrap();
     fails("", ALL_KEYS, "damaged secret keys file");
     // A restart without --create on a missing file is refused, and names
@@ -202,7 +206,7 @@ fn http_endpoints_conform_and_every_signature_verifies() {
     assert_eq!(r.status, 403);
     let r = http(a, "GET", &format!("/bls_prove_possession/{TZ1}"), None);
     assert_eq!(r.status, 403);
-    assert!(r.trace_msg().contains("tz4"), "{}", r.trace_msg());
+    assert!(r.trace_msg().contains("not enabled"), "{}", r.trace_msg());
     let r = http(a, "GET", "/nope", None);
     assert_eq!(r.status, 404);
     r.trace_msg();
@@ -296,13 +300,13 @@ fn socket_tags_conform_over_tcp_and_unix() {
     let mut expected = vec![pkh21(TZ1), pkh21(TZ2), pkh21(TZ3)];
     expected.sort();
     assert_eq!(keys, expected);
-    // Tag 7 proof of possession: an error naming tz4.
+    // Tag 7 proof of possession: not enabled here, an error.
     let mut req = vec![7, 3];
     req.extend_from_slice(&[1; 20]);
     req.push(0);
     let e = c.call(&req);
     assert_eq!(e[0], 1);
-    assert!(String::from_utf8_lossy(&e).contains("tz4"));
+    assert!(String::from_utf8_lossy(&e).contains("not enabled"));
     // An unknown tag, an unknown key: errors, and the connection goes on.
     assert_eq!(c.call(&[8])[0], 1);
     let mut req = vec![1, 0];
@@ -618,4 +622,146 @@ fn sigterm_stops_the_signer_and_releases_the_store() {
     let server = Server::start(&s.config("", ALL_KEYS));
     let low = attestation(0x13, MAINNET, 69, 0, 1);
     assert_eq!(sign_http(&server.http, TZ1, &low).status, 409);
+}
+
+/// A tz4 (pre)attestation: no slot, level at 38, round at 42, 78 bytes.
+fn tz4_attestation(magic: u8, level: u32, round: u32, fill: u8) -> Vec<u8> {
+    let mut p = vec![fill; 78];
+    p[0] = magic;
+    p[1..5].copy_from_slice(&MAINNET);
+    p[37] = if magic == 0x12 { 0x28 } else { 0x29 };
+    p[38..42].copy_from_slice(&level.to_be_bytes());
+    p[42..46].copy_from_slice(&round.to_be_bytes());
+    p
+}
+
+#[test]
+fn tz4_consensus_and_companion_keys_over_http_and_the_versioned_socket_request() {
+    use signer_support::bls;
+    use slashguard::keys::SoftwareKey;
+    const TZ4_SK: &str = "BLsk2snGqdSb7qBDhKbc62AxbZXJycDvA5QmeYYhB7Nb3wFuMMbq9x";
+    const TZ4: &str = "tz4QZtotXaZibHhGUUELAedaoHr8sPMw72fW";
+    const COMPANION_SK: &str = "BLsk1o1S8oAG76r3o3aJr1gbVhNdDnAMsdy1yMfwHLWwUHfAeyEXHV";
+    let companion: SoftwareKey = COMPANION_SK.parse().unwrap();
+    let companion_pkh = companion.public_key().hash().to_string();
+    let s = Setup::new();
+    std::fs::write(
+        s.path("secret_keys"),
+        format!(
+            r#"[{{"name":"consensus","value":"unencrypted:{TZ4_SK}"}},
+               {{"name":"companion","value":"unencrypted:{COMPANION_SK}"}}]"#
+        ),
+    )
+    .unwrap();
+    let keys = "[[signer.keys]]\nkey = \"consensus\"\n[[signer.keys]]\nkey = \"companion\"\nrole = \"companion\"\n";
+    let server = Server::create(&s.config("allow-proof-of-possession = true", keys));
+    let a = server.http.as_str();
+    let pk_of = |pkh: &str| {
+        let r = http(a, "GET", &format!("/keys/{pkh}"), None);
+        let pk = r.json()["public_key"].as_str().unwrap().to_string();
+        assert!(pk.starts_with("BLpk"), "{pk}");
+        b58_body(&pk, 4)
+    };
+    let pk = pk_of(TZ4);
+    let cpk = pk_of(&companion_pkh);
+    let sig_of = |r: &HttpReply| {
+        assert_eq!(r.status, 200, "{r:?}");
+        let b = r.json()["signature"].as_str().unwrap().to_string();
+        assert!(b.starts_with("BLsig"), "{b}");
+        b58_body(&b, 4)
+    };
+
+    // HTTP, as an octez 25 baker sends it (version=3).
+    let pre = tz4_attestation(0x12, 300, 0, 1);
+    let att = tz4_attestation(0x13, 300, 0, 1);
+    for data in [&pre, &att] {
+        let r = http(
+            a,
+            "POST",
+            &format!("/keys/{TZ4}?version=3"),
+            Some(&format!("\"{}\"", hex(data))),
+        );
+        assert!(
+            bls::verifies(&pk, data, &sig_of(&r)),
+            "bls12_381 rejects the tz4 signature"
+        );
+    }
+    // The companion co-signs the very same attestation bytes, under its own
+    // watermark; it signs nothing else.
+    let r = sign_http(a, &companion_pkh, &att);
+    assert!(bls::verifies(&cpk, &att, &sig_of(&r)));
+    for data in [tz4_attestation(0x12, 301, 0, 1), block(MAINNET, 301, 0)] {
+        let r = sign_http(a, &companion_pkh, &data);
+        assert_eq!(r.status, 403, "{r:?}");
+        assert!(r.trace_msg().contains("companion"), "{}", r.trace_msg());
+    }
+    // Below the consensus key's mark: 409.
+    assert_eq!(
+        sign_http(a, TZ4, &tz4_attestation(0x13, 299, 0, 1)).status,
+        409
+    );
+
+    // The socket protocol's versioned key hash: `00 03 03 <20> <version>`.
+    let mut c = Sock::tcp(&server.tcp);
+    let data = tz4_attestation(0x13, 302, 1, 2);
+    let mut req = vec![0x00, 0x03];
+    req.extend_from_slice(&pkh21(TZ4));
+    req.push(3);
+    req.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    req.extend_from_slice(&data);
+    let r = c.call(&req);
+    assert_eq!(
+        r.len(),
+        97,
+        "`00 61 00 <96-byte signature>`: {}",
+        String::from_utf8_lossy(&r)
+    );
+    assert_eq!(r[0], 0);
+    assert!(bls::verifies(&pk, &data, &r[1..]));
+    // Public_key: `00 03 <48 bytes>`.
+    let mut req = vec![1];
+    req.extend_from_slice(&pkh21(TZ4));
+    let r = c.call(&req);
+    assert_eq!(&r[..2], &[0, 3]);
+    assert_eq!(&r[2..], &pk[..]);
+
+    // Proofs of possession, allowed here.
+    let r = http(a, "GET", &format!("/bls_prove_possession/{TZ4}"), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let pop = b58_body(r.json()["bls_prove_possession"].as_str().unwrap(), 4);
+    assert!(bls::proves_possession(&pk, &pop));
+    let pk_b58 = http(a, "GET", &format!("/keys/{TZ4}"), None).json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http(
+        a,
+        "GET",
+        &format!("/bls_prove_possession/{TZ4}?bls_pk={pk_b58}"),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let other_b58 = http(a, "GET", &format!("/keys/{companion_pkh}"), None).json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http(
+        a,
+        "GET",
+        &format!("/bls_prove_possession/{TZ4}?bls_pk={other_b58}"),
+        None,
+    );
+    assert_eq!(r.status, 400);
+    let mut req = vec![7];
+    req.extend_from_slice(&pkh21(TZ4));
+    req.push(0);
+    let r = c.call(&req);
+    assert_eq!(r[0], 0);
+    assert!(bls::proves_possession(&pk, &r[1..]));
+    assert_eq!(r.len(), 97);
+    let d = server.decisions();
+    assert!(d.iter().any(|v| v["key"] == TZ4
+        && v["transport"] == "tcp"
+        && v["level"] == 302
+        && v["round"] == 1));
 }

@@ -247,6 +247,36 @@ pub fn known_keys_reply(keys: &[KeyHash]) -> String {
     )
 }
 
+/// The query of `GET /bls_prove_possession/<pkh>`: `bls_pk=<BLpk>`.
+pub fn parse_pop_query(query: Option<&str>) -> Result<Option<Vec<u8>>, HttpError> {
+    let mut pk = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "bls_pk" if pk.is_none() => {
+                let key: PublicKey = percent_decode(value)?
+                    .parse()
+                    .map_err(|e| HttpError::BadRequest(format!("bls_pk: {e}")))?;
+                if key.curve() != crate::watermark::Curve::Bls {
+                    return Err(HttpError::BadRequest("bls_pk is not a BLpk key".into()));
+                }
+                pk = Some(key.as_bytes().to_vec());
+            }
+            other => {
+                return Err(HttpError::BadRequest(format!(
+                    "unexpected query parameter {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(pk)
+}
+
+/// `{"bls_prove_possession": "BLsig..."}`.
+pub fn proof_of_possession_reply(b58: &str) -> String {
+    object("bls_prove_possession", b58.into())
+}
+
 /// `GET /healthz`: `{"ready": bool, ...detail}`.
 pub fn health_reply(ready: bool, detail: &str) -> String {
     let mut m = serde_json::Map::new();

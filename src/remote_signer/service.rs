@@ -29,6 +29,8 @@ pub struct ServiceOptions {
     pub authorized_keys: Option<Vec<PublicKey>>,
     /// Whether `known_keys` lists the keys.
     pub allow_list_known_keys: bool,
+    /// Whether `bls_prove_possession` answers for tz4 keys.
+    pub allow_proof_of_possession: bool,
 }
 
 impl Default for ServiceOptions {
@@ -37,6 +39,7 @@ impl Default for ServiceOptions {
             magic_bytes: MagicBytes::consensus(),
             authorized_keys: None,
             allow_list_known_keys: false,
+            allow_proof_of_possession: false,
         }
     }
 }
@@ -169,6 +172,8 @@ struct Entry<G> {
     signer: GuardedSigner<Arc<G>, SoftwareKey>,
     public: PublicKey,
     policy: KeyPolicy,
+    /// tz4 only, computed once at start.
+    proof_of_possession: Option<Vec<u8>>,
 }
 
 /// The keys, their policies and the watermark store behind one signer
@@ -194,12 +199,14 @@ impl<G: SignerGuard + 'static> SignerService<G> {
             .into_iter()
             .map(|(key, policy)| {
                 let public = key.public_key();
+                let proof_of_possession = key.proof_of_possession();
                 (
                     public.hash(),
                     Entry {
                         signer: GuardedSigner::new(guard.clone(), key),
                         public,
                         policy,
+                        proof_of_possession,
                     },
                 )
             })
@@ -302,6 +309,30 @@ impl<G: SignerGuard + 'static> SignerService<G> {
         } else {
             Err(ServiceError::NotEnabled("listing known keys"))
         }
+    }
+
+    /// The tz4 proof of possession of a served key, when the operator
+    /// allows it. `public_key`, when given, must be the key's own.
+    pub fn prove_possession(
+        &self,
+        pkh: &KeyHash,
+        public_key: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        if !self.options.allow_proof_of_possession {
+            return Err(ServiceError::NotEnabled("proof of possession"));
+        }
+        let entry = self.keys.get(pkh).ok_or(ServiceError::UnknownKey(*pkh))?;
+        let proof = entry.proof_of_possession.clone().ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "{pkh} is not a tz4 key: it has no proof of possession"
+            ))
+        })?;
+        if public_key.is_some_and(|k| k != entry.public.as_bytes()) {
+            return Err(ServiceError::BadRequest(
+                "the public key given is not this key's (override keys are not supported)".into(),
+            ));
+        }
+        Ok(proof)
     }
 
     /// Ready to sign: not closing, keys loaded, the store answers.

@@ -28,6 +28,7 @@ SLASHGUARD_CONFIG), e.g.:
   # require-authentication = true
   # authorized-keys = [\"edpk...\"]
   # allow-list-known-keys = false
+  # allow-proof-of-possession = false       # tz4 bls_prove_possession
   [signer.listen]
   http = [\"127.0.0.1:6732\"]
   tcp = [\"127.0.0.1:7732\"]
@@ -57,6 +58,8 @@ struct Section {
     authorized_keys: Vec<String>,
     #[serde(default)]
     allow_list_known_keys: bool,
+    #[serde(default)]
+    allow_proof_of_possession: bool,
     #[serde(default)]
     listen: ListenSection,
     #[serde(default)]
@@ -143,7 +146,7 @@ fn key_failure(e: KeyError) -> Failure {
             "the secret_keys file is damaged: restore it from a backup or re-import the key with octez-client"
         }
         KeyError::Unsupported { .. } | KeyError::UnknownPrefix { .. } => {
-            "this signer loads tz1, tz2 and tz3 software keys"
+            "this signer loads tz1, tz2, tz3 and tz4 software keys"
         }
         KeyError::UnsupportedUri { .. } => {
             "serve this key from the device or signer that holds it; slashguard signer loads software keys only"
@@ -311,6 +314,7 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             magic_bytes,
             authorized_keys: section.require_authentication.then_some(authorized),
             allow_list_known_keys: section.allow_list_known_keys,
+            allow_proof_of_possession: section.allow_proof_of_possession,
         },
         watermarks_file: section.watermarks_file,
         listen: Listeners {

@@ -146,9 +146,18 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             Ok(k) => reply(200, codec::known_keys_reply(&k)),
             Err(e) => service_error(&e),
         },
-        Route::ProvePossession(_) => service_error(&ServiceError::NotEnabled(
-            "proof of possession (tz4 keys are not supported by this build yet)",
-        )),
+        Route::ProvePossession(pkh) => {
+            let pk = match codec::parse_pop_query(req.uri().query()) {
+                Ok(pk) => pk,
+                Err(e) => return http_error(&e),
+            };
+            match service.prove_possession(&pkh, pk.as_deref()).and_then(|p| {
+                signature_to_b58(pkh.curve, &p).map_err(|e| ServiceError::BadRequest(e.to_string()))
+            }) {
+                Ok(b58) => reply(200, codec::proof_of_possession_reply(&b58)),
+                Err(e) => service_error(&e),
+            }
+        }
         Route::Healthz => match service.health().await {
             Ok(()) => reply(200, codec::health_reply(true, "ready")),
             Err(why) => reply(503, codec::health_reply(false, &why)),

@@ -62,9 +62,12 @@ async fn answer(shared: &Shared, transport: &str, frame: &[u8]) -> Vec<u8> {
             Ok(k) => codec::ok_reply(&codec::key_list(&k)),
             Err(e) => service_error(e),
         },
-        Request::ProvePossession { .. } => service_error(ServiceError::NotEnabled(
-            "proof of possession (tz4 keys are not supported by this build yet)",
-        )),
+        Request::ProvePossession { pkh, public_key } => {
+            match service.prove_possession(&pkh, public_key.as_deref().map(|k| &k[..])) {
+                Ok(p) => codec::ok_reply(&p),
+                Err(e) => service_error(e),
+            }
+        }
     }
 }
 
