@@ -154,7 +154,7 @@ pub fn parse_sign_query(query: Option<&str>) -> Result<SignQuery, HttpError> {
 
 /// Decode lowercase or uppercase hex.
 pub fn decode_hex(s: &str) -> Result<Vec<u8>, HttpError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(HttpError::BadRequest(format!(
             "odd number of hex digits ({})",
             s.len()

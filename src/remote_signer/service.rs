@@ -356,3 +356,138 @@ impl<G: SignerGuard + 'static> SignerService<G> {
         *self.closed.write().await = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryWatermarks;
+    use crate::watermark::{ConsensusKind, Curve, WatermarkKey};
+
+    fn attestation(level: u32, fill: u8) -> Vec<u8> {
+        let mut p = vec![fill; 80];
+        p[0] = 0x13;
+        p[1..5].copy_from_slice(&[0x7a, 0x06, 0xa7, 0x70]);
+        p[37] = 0x15;
+        p[40..44].copy_from_slice(&level.to_be_bytes());
+        p[44..48].copy_from_slice(&0u32.to_be_bytes());
+        p
+    }
+
+    fn service(options: ServiceOptions) -> (SignerService<MemoryWatermarks>, KeyHash) {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let guard = Arc::new(MemoryWatermarks::new());
+        (
+            SignerService::new(guard, vec![(key, KeyPolicy::default())], options),
+            pkh,
+        )
+    }
+
+    fn call(pkh: KeyHash, data: &[u8]) -> SignCall<'_> {
+        SignCall {
+            pkh,
+            data,
+            authentication: None,
+            version: None,
+        }
+    }
+
+    async fn level(s: &SignerService<MemoryWatermarks>, pkh: KeyHash) -> Option<u32> {
+        let key = WatermarkKey {
+            chain: crate::watermark::ChainId([0x7a, 0x06, 0xa7, 0x70]),
+            key: pkh,
+            kind: ConsensusKind::Attestation,
+        };
+        s.guard.watermark(&key).await.unwrap().map(|w| w.mark.level)
+    }
+
+    #[tokio::test]
+    async fn refusals_before_the_watermark_leave_it_untouched() {
+        let client = SoftwareKey::generate(Curve::P256).unwrap();
+        let (s, pkh) = service(ServiceOptions {
+            authorized_keys: Some(vec![client.public_key()]),
+            ..ServiceOptions::default()
+        });
+        let data = attestation(10, 1);
+        let e = s.sign(call(pkh, &data)).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::Unauthenticated));
+        assert_eq!(e.request.unwrap().mark.level, 10, "parsed for the log");
+        let bad = SignCall {
+            authentication: Some(&[0; 64]),
+            ..call(pkh, &data)
+        };
+        assert!(matches!(
+            s.sign(bad).await.unwrap_err().error,
+            ServiceError::BadAuthentication
+        ));
+        let v9 = SignCall {
+            version: Some(9),
+            ..call(pkh, &data)
+        };
+        assert_eq!(s.sign(v9).await.unwrap_err().error.status(), 400);
+        let mut generic = data.clone();
+        generic[0] = 0x03;
+        let e = s.sign(call(pkh, &generic)).await.unwrap_err().error;
+        assert_eq!((e.status(), e.reason()), (403, "magic_byte"));
+        let other = SoftwareKey::generate(Curve::Ed25519)
+            .unwrap()
+            .public_key()
+            .hash();
+        assert_eq!(
+            s.sign(call(other, &data)).await.unwrap_err().error.status(),
+            404
+        );
+        assert_eq!(
+            level(&s, pkh).await,
+            None,
+            "no refusal touched the watermark"
+        );
+        let auth = client.sign_bytes(&auth::message(&pkh, &data));
+        let ok = SignCall {
+            authentication: Some(&auth),
+            ..call(pkh, &data)
+        };
+        s.sign(ok).await.unwrap();
+        assert_eq!(level(&s, pkh).await, Some(10));
+    }
+
+    #[tokio::test]
+    async fn after_close_nothing_is_signed() {
+        let (s, pkh) = service(ServiceOptions::default());
+        let first = attestation(5, 1);
+        s.sign(call(pkh, &first)).await.unwrap();
+        assert!(s.health().await.is_ok());
+        s.close().await;
+        let e = s
+            .sign(call(pkh, &attestation(6, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        assert!(matches!(e, ServiceError::ShuttingDown));
+        assert_eq!(e.status(), 503);
+        // Not even a repeat of the signed bytes.
+        assert!(s.sign(call(pkh, &first)).await.is_err());
+        assert_eq!(level(&s, pkh).await, Some(5));
+        assert!(s.health().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn close_waits_for_a_signature_in_flight() {
+        let (s, pkh) = service(ServiceOptions::default());
+        let s = Arc::new(s);
+        // Hold the gate as a signature in flight does.
+        let in_flight = s.closed.read().await;
+        let closer = {
+            let s = s.clone();
+            tokio::spawn(async move { s.close().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !closer.is_finished(),
+            "close waits for the signature in flight"
+        );
+        drop(in_flight);
+        closer.await.unwrap();
+        assert!(s.sign(call(pkh, &attestation(1, 1))).await.is_err());
+    }
+}
