@@ -86,6 +86,13 @@ impl Signer for DynSigner {
     async fn sign(&self, payload: &[u8]) -> slashguard::Result<Vec<u8>> {
         self.0.sign(payload).await
     }
+    fn check(
+        &self,
+        request: &slashguard::watermark::SignRequest,
+        payload: &[u8],
+    ) -> slashguard::Result<()> {
+        self.0.check(request, payload)
+    }
 }
 
 /// An alias, its signer, and its device if it has one.

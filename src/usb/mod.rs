@@ -74,10 +74,15 @@ use crate::error::{Error, Refusal};
 pub fn is_device_refusal(err: &Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(Error::Refused(Refusal::Watermark(_) | Refusal::Device(_))) =
-            e.downcast_ref::<Error>()
-        {
-            return true;
+        match e.downcast_ref::<Error>() {
+            Some(Error::Refused(Refusal::Watermark(_) | Refusal::Device(_))) => return true,
+            // Reported by `GuardedSigner` with the host store's mark.
+            Some(Error::Refused(Refusal::SignerRefused { refusal, .. }))
+                if matches!(**refusal, Refusal::Watermark(_) | Refusal::Device(_)) =>
+            {
+                return true
+            }
+            _ => {}
         }
         if e.downcast_ref::<DeviceError>()
             .is_some_and(DeviceError::is_watermark_refusal)
