@@ -4,7 +4,7 @@
 //! their own integration the same way.
 
 pub mod faults;
-mod ledger;
+pub(crate) mod ledger;
 mod speculos_server;
 mod tezsign;
 
