@@ -8,7 +8,8 @@
 //! - [`transport`]: the traits every transport implements
 //!   ([`ApduTransport`], [`HidReports`], [`BulkTransport`]). Shipped:
 //!   [`RusbLedger`] and [`RusbTezSign`] (libusb), [`SpeculosTransport`]
-//!   (TCP to the Speculos emulator), and the simulators in [`sim`].
+//!   (TCP to the Speculos emulator), and, with feature `sim`, the
+//!   simulators in `sim`.
 //! - [`ledger`] and [`tezsign`]: framing, messages and blocking clients.
 //! - [`LedgerSigner`], [`TezSignSigner`]: the crate's
 //!   [`Signer`](crate::Signer); [`DeviceWatermarks`]: a
@@ -46,6 +47,7 @@ mod failover;
 pub mod ledger;
 mod ledger_signer;
 mod rusb_transport;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod speculos;
 pub mod tezsign;
