@@ -302,9 +302,10 @@ async fn a_late_reply_is_not_deauthorize_s_answer_over_speculos() {
 async fn a_sign_path_packet_answered_with_data_is_a_protocol_error() {
     let dir = tempfile::tempdir().unwrap();
     let sim = ledger_at(0);
+    // The sign of level 11 waits this long once for its reply.
     let signer = LedgerSigner::connect(
         HidApdu::new(sim.hid()),
-        config(Duration::from_secs(2), Duration::from_secs(2)),
+        config(Duration::from_secs(4), Duration::from_secs(4)),
     )
     .await
     .unwrap();
