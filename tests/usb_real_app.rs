@@ -56,7 +56,7 @@ async fn file_baker(
     .await
     .unwrap();
     GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         signer,
     )
 }
@@ -310,7 +310,7 @@ async fn a_sign_path_packet_answered_with_data_is_a_protocol_error() {
     .await
     .unwrap();
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         signer,
     );
     baker.sign(&block(CHAIN, 10, 0, 1)).await.unwrap();
