@@ -11,6 +11,7 @@ use slashguard::file::FileWatermarks;
 use slashguard::usb::ledger::apdu::{ins, sw, Apdu, P1_FIRST, P1_LAST, P1_NEXT};
 use slashguard::usb::ledger::{BipPath, DerivationType, LedgerTimeouts};
 use slashguard::usb::sim::{Approval, LedgerSim, SpeculosServer};
+use slashguard::usb::transport::ApduTransport;
 use slashguard::usb::{
     is_device_refusal, DeviceError, HidApdu, LedgerConfig, LedgerSigner, ProtocolError,
     SpeculosTransport,
@@ -360,4 +361,43 @@ async fn a_signer_checks_before_anything_is_sent() {
     let ok = block_of_len(11, 235);
     let req = slashguard::watermark::SignRequest::parse(&ok, signer.key_hash()).unwrap();
     Signer::check(&signer, &req, &ok).unwrap();
+}
+
+#[test]
+fn the_speculos_server_serves_one_client_and_replies_to_the_newest() {
+    let sim = ledger_at(100);
+    let server = SpeculosServer::start(sim.clone()).unwrap();
+    let version = Apdu::baking(ins::VERSION, 0, 0, vec![]).encode().unwrap();
+    let long = Duration::from_secs(20);
+    let mut first = SpeculosTransport::new(server.addr());
+    let mut second = SpeculosTransport::new(server.addr());
+    assert_eq!(first.exchange(&version, long).unwrap().status, sw::OK);
+    // A second client replaces the first, whose connection is closed.
+    assert_eq!(second.exchange(&version, long).unwrap().status, sw::OK);
+    assert!(first.exchange(&version, Duration::from_secs(5)).is_err());
+    // The first (now newest again) asks for a RESET nobody approves yet
+    // and gives up; the second connects and asks VERSION, which the app
+    // drops while the prompt is up; the person approves: the RESET's
+    // reply reaches the second client as if it answered VERSION.
+    sim.set_approval(Approval::Manual);
+    let reset = Apdu::baking(ins::RESET, 0, 0, 500u32.to_be_bytes().to_vec())
+        .encode()
+        .unwrap();
+    assert!(first.exchange(&reset, Duration::from_secs(1)).is_err());
+    assert!(sim.wait_for_prompt(long).is_some());
+    let s2 = sim.clone();
+    let presser = std::thread::spawn(move || {
+        assert!(s2.wait_dropped(1, Duration::from_secs(20)));
+        s2.press(true)
+    });
+    // Its old connection was closed when the first reconnected: a new one.
+    second.resync().unwrap();
+    let reply = second.exchange(&version, long).unwrap();
+    assert!(presser.join().unwrap().is_some());
+    assert_eq!(
+        (reply.data.len(), reply.status),
+        (0, sw::OK),
+        "VERSION's reply"
+    );
+    assert_eq!(sim.hwm().0.level, 500);
 }
