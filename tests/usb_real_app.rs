@@ -248,7 +248,7 @@ async fn late_reply_case(signer: LedgerSigner, sim: &LedgerSim) {
         matches!(device_error(&e), Some(DeviceError::ApprovalTimeout { .. })),
         "{e}"
     );
-    assert!(sim.prompt_shown().is_some());
+    assert!(sim.wait_for_prompt(Duration::from_secs(20)).is_some());
     let s2 = signer.clone();
     let deauthorize = tokio::spawn(async move { s2.deauthorize().await });
     // The host's next command reaches the device and is dropped.
