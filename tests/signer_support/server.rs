@@ -43,16 +43,31 @@ pub fn attestation(magic: u8, chain: [u8; 4], level: u32, round: u32, fill: u8) 
     p
 }
 
-/// A block header with a 33-byte fitness ending in `round`.
+/// A Tenderbake block header: shell header with a 33-byte fitness
+/// (version 02, level, no locked round, predecessor round 0, `round`),
+/// then the protocol data (payload hash and round, proof-of-work nonce,
+/// no seed nonce hash, per-block votes).
 pub fn block(chain: [u8; 4], level: u32, round: u32) -> Vec<u8> {
-    let mut p = vec![0u8; 87];
+    let mut p = vec![0u8; 83];
     p[0] = 0x11;
     p[1..5].copy_from_slice(&chain);
     p[5..9].copy_from_slice(&level.to_be_bytes());
-    p[83..87].copy_from_slice(&33u32.to_be_bytes());
-    let mut fitness = vec![0u8; 33];
-    fitness[29..33].copy_from_slice(&round.to_be_bytes());
+    p[9] = 1; // proto level
+    let mut fitness = vec![0, 0, 0, 1, 0x02, 0, 0, 0, 4];
+    fitness.extend_from_slice(&level.to_be_bytes());
+    fitness.extend_from_slice(&[0, 0, 0, 0]); // no locked round
+    fitness.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]); // -1 - predecessor round
+    fitness.extend_from_slice(&[0, 0, 0, 4]);
+    fitness.extend_from_slice(&round.to_be_bytes());
+    assert_eq!(fitness.len(), 33);
+    p.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
     p.extend_from_slice(&fitness);
+    p.extend_from_slice(&[0x42; 32]); // context
+    p.extend_from_slice(&[0x24; 32]); // payload hash
+    p.extend_from_slice(&round.to_be_bytes()); // payload round
+    p.extend_from_slice(&[0; 8]); // proof-of-work nonce
+    p.push(0); // no seed nonce hash
+    p.push(0); // per-block votes
     p
 }
 
