@@ -612,6 +612,7 @@ fn octez_signer_marks_are_imported() {
     {
         let store = FileWatermarks::create(&hwm).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap();
         rt.block_on(store.set_marks(

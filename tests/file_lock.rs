@@ -62,6 +62,20 @@ fn open_wm(dir: &Path) -> slashguard::Result<FileWatermarks> {
     FileWatermarks::open(dir.join("hwm"))
 }
 
+/// A second open of a store this process already has open: said so,
+/// naming the data file, not blamed on another process.
+fn assert_open_here<T: std::fmt::Debug>(got: slashguard::Result<T>, data_file: &str) {
+    match got {
+        Err(e @ Error::AlreadyOpen { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("already open in this process"), "{text}");
+            assert!(text.contains(data_file), "{text}");
+            assert!(!text.contains("another process"), "{text}");
+        }
+        other => panic!("expected Error::AlreadyOpen, got {other:?}"),
+    }
+}
+
 fn assert_locked<T: std::fmt::Debug>(got: slashguard::Result<T>, lock_file: &str) {
     match got {
         Err(e @ Error::Locked { .. }) => {
@@ -221,12 +235,12 @@ fn second_open_in_one_process_is_refused() {
     let kp = NodeKeypair::from_seed(NODE_SEED);
 
     let tower = open_retrying(OPEN_LIMIT, || open_tower(dir.path()));
-    assert_locked(
+    assert_open_here(
         open_tower(dir.path()),
-        &format!("slashguard-tower-{}.lock", kp.node_id()),
+        &format!("slashguard-tower-{}.bin", kp.node_id()),
     );
     let wm = open_retrying(OPEN_LIMIT, || open_wm(dir.path()));
-    assert_locked(open_wm(dir.path()), "hwm.lock");
+    assert_open_here(open_wm(dir.path()), "hwm");
 
     // Distinct stores in one directory do not share a lock: another
     // node's tower, another watermark file.

@@ -40,7 +40,10 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-type Loader = Box<dyn Fn(&Path) -> slashguard::Result<(usize, Recovery)>>;
+/// What opening found: the state loaded, the recovery report, and whether
+/// the store refuses writes because that state may be older than the last
+/// acknowledged one (`Error::Damaged`).
+type Loader = Box<dyn Fn(&Path) -> slashguard::Result<(usize, Recovery, bool)>>;
 
 /// A file backend under test: its data file, the file's bytes after each
 /// write (index = sequence = state), and a loader that opens the store and
@@ -58,7 +61,7 @@ impl Subject {
     /// Put `bytes` in the data file and open the store. The file is
     /// rewritten in place, not truncated and refilled: ext4 flushes a file
     /// replaced that way on close, which would make this test I/O bound.
-    fn load_bytes(&self, bytes: &[u8]) -> slashguard::Result<(usize, Recovery)> {
+    fn load_bytes(&self, bytes: &[u8]) -> slashguard::Result<(usize, Recovery, bool)> {
         use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -106,7 +109,8 @@ fn tower_subject() -> Subject {
             .iter()
             .position(|st| *st == record)
             .unwrap_or_else(|| panic!("loaded a record that was never stored: {record:?}"));
-        Ok((state, s.recovery().clone()))
+        let fenced = block_on(s.is_damaged())?;
+        Ok((state, s.recovery().clone(), fenced))
     });
     Subject {
         name: "tower",
@@ -159,7 +163,8 @@ fn watermark_subject() -> Subject {
             .iter()
             .position(|st| *st == table)
             .unwrap_or_else(|| panic!("loaded a table that was never stored: {table:?}"));
-        Ok((state, wm.recovery().clone()))
+        let fenced = block_on(wm.is_damaged())?;
+        Ok((state, wm.recovery().clone(), fenced))
     });
     let data = root.join("hwm");
     Subject {
@@ -252,13 +257,32 @@ enum Want {
     BothDamaged(Problem, Problem),
 }
 
-fn check(subject: &Subject, case: &str, got: slashguard::Result<(usize, Recovery)>, want: &Want) {
+/// Besides the state: a store that loaded past a damaged slot is always
+/// fenced (it cannot know whether that slot held a newer, acknowledged
+/// record), and a clean one never is. So no state older than the newest
+/// acknowledged one is ever loaded without a refusal of the next write.
+fn check(
+    subject: &Subject,
+    case: &str,
+    got: slashguard::Result<(usize, Recovery, bool)>,
+    want: &Want,
+) {
     let ctx = format!("{}: {case}: want {want:?}, got {got:?}", subject.name);
     match (want, &got) {
-        (Want::Clean(s), Ok((state, Recovery::Clean))) => assert_eq!(state, s, "{ctx}"),
-        (Want::Recovered(s, slot, p), Ok((state, Recovery::DamagedSlot { slot: ds, problem }))) => {
+        (Want::Clean(s), Ok((state, Recovery::Clean, fenced))) => {
+            assert_eq!(state, s, "{ctx}");
+            assert!(!fenced, "{ctx}: a clean file is not fenced");
+        }
+        (
+            Want::Recovered(s, slot, p),
+            Ok((state, Recovery::DamagedSlot { slot: ds, problem }, fenced)),
+        ) => {
             assert_eq!((state, ds), (s, slot), "{ctx}");
             assert!(p.matches(problem), "{ctx}");
+            assert!(
+                fenced,
+                "{ctx}: loaded past a damaged slot without a refusal"
+            );
         }
         (Want::Corrupt(p), Err(Error::Corrupt { what, problem })) => {
             assert!(p.matches(problem), "{ctx}");
@@ -311,7 +335,8 @@ fn flip_every_offset(subject: &Subject) {
             None => Want::Clean(3),
             // A version this build does not know is not taken for damage.
             Some(p) if is_version(&p) => Want::Corrupt(p),
-            // Newest slot damaged: the older record, reported.
+            // Newest slot damaged: the older record, and fenced (`check`):
+            // never an older state silently.
             Some(p) => Want::Recovered(if slot == 1 { 2 } else { 3 }, slot, p),
         };
         check(

@@ -21,9 +21,11 @@
 //! | n | payload |
 //! | 4 | CRC-32 of header and payload |
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::{Error, FormatError, Result};
 
@@ -53,6 +55,9 @@ pub enum Recovery {
 pub(crate) struct Loaded {
     pub(crate) payload: Vec<u8>,
     pub(crate) recovery: Recovery,
+    /// Set when the loaded record may be older than the last acknowledged
+    /// one: the store must refuse every write until an operator recovers.
+    pub(crate) damage: Option<String>,
 }
 
 /// Where slots are written: the file in production, a simulated disk with
@@ -81,8 +86,10 @@ impl Medium for File {
         // is done, `file.medium` is the old, unlinked inode, and a write to it
         // would be acknowledged yet lost at the next open.
         file.poisoned = true;
-        SlotFile::create(&file.path, file.magic, payload, seq, size)?;
-        let (fresh, _) = SlotFile::open(&file.path, file.magic)?;
+        let new = SlotFile::create(&file.path, file.magic, payload, seq, size)?;
+        // The old inode's claim goes first: the new one has another number.
+        file.registered = None;
+        let (fresh, _) = SlotFile::from_locked_file(new, &file.path, file.magic)?;
         *file = fresh;
         Ok(seq)
     }
@@ -100,6 +107,8 @@ pub(crate) struct SlotFile<M = File> {
     // the disk, so no further write is attempted until the file is reopened.
     poisoned: bool,
     buf: Vec<u8>,
+    // This process's claim on the file (none for simulated disks).
+    registered: Option<Registered>,
 }
 
 fn slot_size_for(payload: usize) -> usize {
@@ -175,6 +184,79 @@ pub(crate) fn exists_refusal(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuse a path that is a symbolic link: one store must be reached by
+/// one name, or two names would get two lock files (two fences).
+pub(crate) fn refuse_symlink(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::Aliased {
+            path: path.to_path_buf(),
+            detail: "is a symbolic link; open the store by its real path".into(),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// The data files (device, inode) open in this process: a second open of
+/// one file, by whatever path, says "already open in this process" instead
+/// of blaming another process.
+static OPEN_HERE: Mutex<BTreeSet<(u64, u64)>> = Mutex::new(BTreeSet::new());
+
+/// This process's claim on one data file, released on drop.
+#[derive(Debug)]
+pub(crate) struct Registered((u64, u64));
+
+impl Registered {
+    fn claim(id: (u64, u64), path: &Path) -> Result<Self> {
+        let mut open = OPEN_HERE.lock().unwrap_or_else(|p| p.into_inner());
+        if !open.insert(id) {
+            return Err(Error::AlreadyOpen {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Registered(id))
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        OPEN_HERE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// [`Error::AlreadyOpen`] when the file at `path` is open as a store in
+/// this process (checked before the owner lock, whose refusal would
+/// otherwise blame another process).
+pub(crate) fn refuse_open_here(path: &Path) -> Result<()> {
+    let Ok(m) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let open = OPEN_HERE.lock().unwrap_or_else(|p| p.into_inner());
+    if open.contains(&(m.dev(), m.ino())) {
+        return Err(Error::AlreadyOpen {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Take the exclusive lock on the data file's own inode: whatever path or
+/// link reaches the file, and even if its `.lock` sidecar was deleted, a
+/// second owner is refused here.
+fn lock_inode(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
 fn sync_dir(path: &Path) -> Result<()> {
     let dir = path
         .parent()
@@ -183,6 +265,22 @@ fn sync_dir(path: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+fn check_length(len: usize, what: &str) -> Result<()> {
+    if len == 0 {
+        return Err(Error::corrupt(what, FormatError::Empty));
+    }
+    if !len.is_multiple_of(2 * PAGE) || len > 2 * MAX_SLOT {
+        return Err(Error::corrupt(
+            what,
+            FormatError::InvalidField {
+                field: "file length",
+                detail: format!("{len} bytes is not two whole slots"),
+            },
+        ));
+    }
+    Ok(())
 }
 
 impl SlotFile {
@@ -195,19 +293,22 @@ impl SlotFile {
         initial: &[u8],
     ) -> Result<(Self, Loaded)> {
         exists_refusal(path)?;
-        Self::create(path, magic, initial, 0, slot_size_for(initial.len()))?;
-        Self::open(path, magic)
+        let file = Self::create(path, magic, initial, 0, slot_size_for(initial.len()))?;
+        Self::from_locked_file(file, path, magic)
     }
 
     /// Write a fresh file beside `path` and rename it into place: used at
-    /// creation and when a record outgrows its slot (both rare).
+    /// creation and when a record outgrows its slot (both rare). Returns
+    /// the new file, open and locked: the lock on its inode is taken before
+    /// the rename, so no instant exists where the file at `path` is
+    /// unlocked.
     fn create(
         path: &Path,
         magic: [u8; 4],
         payload: &[u8],
         seq: u64,
         slot_size: usize,
-    ) -> Result<()> {
+    ) -> Result<File> {
         if slot_size > MAX_SLOT {
             return Err(Error::Invalid(format!(
                 "record of {} bytes exceeds the file backend's limit",
@@ -220,20 +321,27 @@ impl SlotFile {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".grow");
         let tmp = PathBuf::from(tmp);
+        refuse_symlink(&tmp)?;
         let mut buf = Vec::new();
         encode_slot(&mut buf, magic, seq, slot_size, payload);
         let io = |e| Error::io(&tmp, e);
+        // Not truncated before it is locked: a leftover being prepared by
+        // someone else must not be cut under them.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&tmp)
             .map_err(io)?;
+        lock_inode(&file, &tmp)?;
+        file.set_len(0).map_err(io)?;
         FileExt::write_all_at(&file, &buf, 0).map_err(io)?;
         file.set_len(2 * slot_size as u64).map_err(io)?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        sync_dir(path)
+        sync_dir(path)?;
+        Ok(file)
     }
 
     /// Read the current record without the owner lock and without
@@ -248,15 +356,7 @@ impl SlotFile {
             Err(e) => return Err(Error::io(path, e)),
         };
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
-        if len == 0 || !len.is_multiple_of(2 * PAGE) || len > 2 * MAX_SLOT {
-            return Err(Error::corrupt(
-                what,
-                FormatError::InvalidField {
-                    field: "file length",
-                    detail: format!("{len} bytes is not two whole slots"),
-                },
-            ));
-        }
+        check_length(len, &what)?;
         let mut bytes = vec![0u8; len];
         file.read_exact_at(&mut bytes, 0)
             .map_err(|e| Error::io(path, e))?;
@@ -264,10 +364,13 @@ impl SlotFile {
         Ok(Some(loaded))
     }
 
-    /// Open the existing file at `path`. The caller must hold the owner
-    /// lock for `path`.
+    /// Open the existing file at `path`, locking its inode. The caller must
+    /// hold the owner lock for `path`. Refuses a symbolic link, a file with
+    /// more than one hard link, a file open as a store elsewhere in this
+    /// process ([`Error::AlreadyOpen`]) or locked by another process
+    /// ([`Error::Locked`]).
     pub(crate) fn open(path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
-        let what = path.display().to_string();
+        refuse_symlink(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -279,19 +382,44 @@ impl SlotFile {
                 },
                 _ => Error::io(path, e),
             })?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
-        if len == 0 {
-            return Err(Error::corrupt(what, FormatError::Empty));
+        Self::from_file(file, path, magic)
+    }
+
+    fn from_file(file: File, path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        let registered = Registered::claim((meta.dev(), meta.ino()), path)?;
+        lock_inode(&file, path)?;
+        let (mut slots, loaded) = Self::read_locked(file, path, magic)?;
+        slots.registered = Some(registered);
+        Ok((slots, loaded))
+    }
+
+    /// [`from_file`](Self::from_file) for a file whose inode this process
+    /// already locked (just created).
+    fn from_locked_file(file: File, path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        let registered = Registered::claim((meta.dev(), meta.ino()), path)?;
+        let (mut slots, loaded) = Self::read_locked(file, path, magic)?;
+        slots.registered = Some(registered);
+        Ok((slots, loaded))
+    }
+
+    fn read_locked(file: File, path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
+        let what = path.display().to_string();
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        // A second name for the same inode would come with a second `.lock`
+        // sidecar and its own generation: two fences for one file.
+        if meta.nlink() > 1 {
+            return Err(Error::Aliased {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "has {} hard links; a store's data file must have exactly one name (remove the other links)",
+                    meta.nlink()
+                ),
+            });
         }
-        if !len.is_multiple_of(2 * PAGE) || len > 2 * MAX_SLOT {
-            return Err(Error::corrupt(
-                what,
-                FormatError::InvalidField {
-                    field: "file length",
-                    detail: format!("{len} bytes is not two whole slots"),
-                },
-            ));
-        }
+        let len = meta.len() as usize;
+        check_length(len, &what)?;
         let mut bytes = vec![0u8; len];
         file.read_exact_at(&mut bytes, 0)
             .map_err(|e| Error::io(path, e))?;
@@ -346,14 +474,23 @@ impl<M: Medium> SlotFile<M> {
             }
         };
         // A never-written second slot is the normal state of a new file.
-        if let Recovery::DamagedSlot { slot, problem } = &recovery {
-            if *problem != FormatError::Empty {
-                tracing::warn!(path = %what, slot, %problem, "damaged slot ignored (an interrupted write leaves this); loaded sequence {seq}");
+        // Any other damage is ambiguous: an interrupted write that was never
+        // acknowledged (harmless) and an acknowledged record damaged later
+        // (bit rot, a misdirected write: loading the other slot would roll
+        // back one acknowledged advance) look the same. Fail closed.
+        let damage = match &recovery {
+            Recovery::DamagedSlot { slot, problem } if *problem != FormatError::Empty => {
+                tracing::error!(path = %what, slot, %problem, "damaged slot: the other slot (sequence {seq}) may be older than the last acknowledged record; writes refused until an operator recovers");
+                Some(format!(
+                    "slot {slot} failed its check ({problem}); the other slot (sequence {seq}) was loaded, but the damaged slot may have held a newer, acknowledged record, so the loaded state may be older than what was signed or voted"
+                ))
             }
-        }
+            _ => None,
+        };
         let loaded = Loaded {
             payload: payload.to_vec(),
             recovery,
+            damage,
         };
         Ok((
             SlotFile {
@@ -365,6 +502,7 @@ impl<M: Medium> SlotFile<M> {
                 active,
                 poisoned: false,
                 buf: Vec::with_capacity(slot_size),
+                registered: None,
             },
             loaded,
         ))
