@@ -721,6 +721,141 @@ mod power_loss {
         }
     }
 
+    /// The last acknowledged record's slot damaged after the crash (bit rot,
+    /// a misdirected write) at a random byte, or the other slot, or both:
+    /// an image that opens must never yield a state older than the last
+    /// acknowledged one without fencing the store (`Loaded::damage`).
+    #[test]
+    fn damaging_an_acknowledged_slot_never_loads_an_older_state_silently() {
+        let path = Path::new("sim");
+        let (mut fenced, mut older_fenced, mut refused) = (0, 0, 0);
+        for seed in 1..=40u64 {
+            let mut rng = Rng(seed * 0x2545_F491);
+            let disk = SimDisk::new(4096);
+            let image = disk.0.lock().unwrap().durable.clone();
+            let (mut file, _) = SlotFile::from_image(disk.clone(), &image, path, MAGIC).unwrap();
+            let mut acked = 0;
+            for _ in 0..200 {
+                for _ in 0..1 + rng.below(3) {
+                    acked = file.write(&payload(acked + 1)).unwrap();
+                }
+                let mut after = disk.crash(&mut rng);
+                let size = after.len() / 2;
+                let acked_slot = file.active;
+                let victims: Vec<usize> = match rng.below(3) {
+                    0 => vec![acked_slot],
+                    1 => vec![acked_slot ^ 1],
+                    _ => vec![0, 1],
+                };
+                for v in &victims {
+                    // Damage inside the record (header or payload or CRC).
+                    let at = v * size + rng.below((HEADER + 8) as u64) as usize;
+                    after[at] ^= 1 << rng.below(8);
+                }
+                match SlotFile::from_image(disk.clone(), &after, path, MAGIC) {
+                    Ok((f, loaded)) => {
+                        if loaded.damage.is_some() {
+                            fenced += 1;
+                        }
+                        if f.seq < acked {
+                            assert!(
+                                loaded.damage.is_some(),
+                                "seed {seed}: loaded sequence {} after acknowledging {acked}, not fenced",
+                                f.seq
+                            );
+                            older_fenced += 1;
+                        } else {
+                            assert_eq!(f.seq, acked);
+                        }
+                    }
+                    // Nothing intact: refused, nothing loaded.
+                    Err(Error::Corrupt { .. }) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+                // Carry on from the undamaged image.
+                let clean = disk.0.lock().unwrap().durable.clone();
+                let (f, _) = SlotFile::from_image(disk.clone(), &clean, path, MAGIC).unwrap();
+                file = f;
+            }
+        }
+        // The harness is not blind: each outcome happened.
+        assert!(older_fenced > 0 && fenced > older_fenced && refused > 0);
+    }
+
+    /// A disk whose `fdatasync` never returns (until released, so that the
+    /// test can end): the store's call returns `Unavailable` within its
+    /// deadline, the runtime keeps running other tasks meanwhile (a
+    /// current-thread runtime: one blocked worker would stop everything),
+    /// and the store refuses every later call.
+    #[test]
+    fn a_hung_sync_returns_unavailable_within_the_deadline() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::{Duration, Instant};
+
+        use crate::file::worker::Worker;
+
+        #[derive(Clone)]
+        struct HungDisk(Arc<(Mutex<bool>, std::sync::Condvar)>);
+        impl Medium for HungDisk {
+            fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+                Ok(())
+            }
+            fn sync_data(&self) -> std::io::Result<()> {
+                let (released, cv) = &*self.0;
+                let mut r = released.lock().unwrap();
+                while !*r {
+                    r = cv.wait(r).unwrap();
+                }
+                Ok(())
+            }
+            fn grow(_: &mut SlotFile<Self>, _: &[u8], _: u64) -> Result<u64> {
+                Err(Error::Invalid("no growth here".into()))
+            }
+        }
+
+        let disk = HungDisk(Arc::new((Mutex::new(false), std::sync::Condvar::new())));
+        let image = SimDisk::new(4096).0.lock().unwrap().durable.clone();
+        let (file, _) =
+            SlotFile::from_image(disk.clone(), &image, Path::new("hung"), MAGIC).unwrap();
+        let mut worker = Worker::new(file, "hung".into());
+        let deadline = Duration::from_millis(300);
+        worker.set_deadline(deadline);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        rt.block_on(async {
+            // Stands for an etcd keep-alive on the same runtime.
+            let t = Arc::clone(&ticks);
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    t.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let began = Instant::now();
+            let got = worker.run(|f| f.write(b"vote")).await;
+            let took = began.elapsed();
+            assert!(matches!(got, Err(Error::Unavailable { .. })), "{got:?}");
+            assert!(took >= deadline && took < deadline * 5, "took {took:?}");
+            assert!(
+                ticks.load(Ordering::Relaxed) >= 5,
+                "the runtime was blocked during the hung write"
+            );
+            // Out of service until reopened, at once (no second wait).
+            let began = Instant::now();
+            let again = worker.run(|f| Ok(f.seq)).await;
+            assert!(matches!(again, Err(Error::Unavailable { .. })), "{again:?}");
+            assert!(began.elapsed() < deadline);
+            ticker.abort();
+        });
+        // Let the stuck thread finish, so the runtime shuts down cleanly.
+        let (released, cv) = &*disk.0;
+        *released.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
     #[test]
     fn the_check_catches_a_store_that_acknowledges_before_its_sync() {
         // Negative control: the same harness, with syncs that do nothing,
