@@ -254,3 +254,30 @@ fn second_open_in_one_process_is_refused() {
     open_retrying(OPEN_LIMIT, || open_tower(dir.path()));
     open_retrying(OPEN_LIMIT, || open_wm(dir.path()));
 }
+
+#[test]
+fn a_deleted_lock_file_or_another_path_does_not_let_a_second_process_in() {
+    let dir = tempfile::tempdir().unwrap();
+    create_stores(dir.path());
+    let (mut holder, _) = spawn_holder("hold-wm", dir.path());
+    // A "stale lock" clean-up while the holder runs: before, the next
+    // process created a new lock file, locked it and owned the store too.
+    std::fs::remove_file(dir.path().join("hwm.lock")).unwrap();
+    assert_locked(open_wm(dir.path()), "hwm");
+    let answer = ask_child("try-wm", dir.path());
+    assert!(
+        answer.starts_with("locked ") && answer.contains("held by another process"),
+        "{answer}"
+    );
+    // Another path to the same inode: a symlinked directory, a hard link.
+    let dir_link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path(), &dir_link).unwrap();
+    assert_locked(open_wm(&dir_link), "hwm");
+    let hard = dir.path().join("hard");
+    std::fs::hard_link(dir.path().join("hwm"), &hard).unwrap();
+    assert!(matches!(
+        FileWatermarks::open(&hard),
+        Err(Error::Locked { .. } | Error::Aliased { .. })
+    ));
+    assert!(holder.sigkill(), "holder ended before it was killed");
+}
