@@ -810,13 +810,15 @@ fn a_damaged_store_is_refused_until_set_level_all_or_accept_older() {
             0,
         );
     }
+    // Both copies of the newest slot (format version 2).
     let damage = |path: &std::path::Path| {
         let mut bytes = std::fs::read(path).unwrap();
-        let size = bytes.len() / 2;
+        let size = bytes.len() / 4;
         let seq =
             |s: usize| u64::from_le_bytes(bytes[s * size + 8..s * size + 16].try_into().unwrap());
         let newest = usize::from(seq(1) > seq(0));
         bytes[newest * size + 30] ^= 1;
+        bytes[(newest + 2) * size + 30] ^= 1;
         std::fs::write(path, bytes).unwrap();
     };
     damage(&hwm);

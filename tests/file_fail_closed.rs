@@ -42,14 +42,18 @@ fn attestation(k: u8, level: u32, variant: u8) -> SignRequest {
     SignRequest::parse(&bytes, key(k)).unwrap()
 }
 
-/// Flip one payload byte of the slot holding the newest record (the
-/// acknowledged one): bit rot, or a misdirected write.
-fn damage_newest_slot(path: &Path) {
+/// Flip one payload byte in `copies` (1 or 2) of the copies of the slot
+/// holding the newest record (the acknowledged one): bit rot, or a
+/// misdirected write. Format version 2: `[s0 c0][s1 c0][s0 c1][s1 c1]`.
+fn damage_newest_slot(path: &Path, copies: usize) {
     let mut bytes = std::fs::read(path).unwrap();
-    let size = bytes.len() / 2;
-    let seq = |s: usize| u64::from_le_bytes(bytes[s * size + 8..s * size + 16].try_into().unwrap());
+    let size = bytes.len() / 4;
+    assert_eq!(bytes[4], 2, "format version 2");
+    let seq = |r: usize| u64::from_le_bytes(bytes[r * size + 8..r * size + 16].try_into().unwrap());
     let newest = if seq(0) > seq(1) { 0 } else { 1 };
-    bytes[newest * size + 30] ^= 0x40;
+    for c in 0..copies {
+        bytes[(newest + 2 * c) * size + 30] ^= 0x40;
+    }
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -73,7 +77,14 @@ fn a_damaged_acknowledged_watermark_slot_fences_until_every_key_is_raised() {
     // Acknowledged: (200, 0) with payload 1, for both keys.
     block_on(wm.authorize(&[attestation(1, 200, 1), attestation(2, 200, 1)])).unwrap();
     drop(wm);
-    damage_newest_slot(&path);
+    // One damaged copy: read from its twin, rewritten, nothing refused.
+    damage_newest_slot(&path, 1);
+    let wm = FileWatermarks::open(&path).unwrap();
+    assert!(!block_on(wm.is_damaged()).unwrap());
+    assert!(block_on(wm.authorize(&[attestation(1, 200, 2)])).is_err());
+    drop(wm);
+    // Both copies: the older slot is all that is left; fenced.
+    damage_newest_slot(&path, 2);
 
     let wm = FileWatermarks::open(&path).unwrap();
     assert!(block_on(wm.is_damaged()).unwrap());
@@ -147,7 +158,7 @@ fn a_damaged_acknowledged_tower_slot_fences_until_accept_older() {
     block_on(s.store(&tower(&kp, 20, 1), StoreMode::Advance)).unwrap();
     let path = s.path().to_path_buf();
     drop(s);
-    damage_newest_slot(&path);
+    damage_newest_slot(&path, 2);
 
     let s = FileTowerStorage::open(dir.path(), kp.node_id()).unwrap();
     // Before: slot 10 loaded silently, and a vote for slot 20 with another

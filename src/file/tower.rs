@@ -186,6 +186,8 @@ impl FileTowerStorage {
                     .map_err(|p| Error::corrupt(path.display().to_string(), p))?,
             )
         };
+        let mut slots = slots;
+        slots.rewrite_if_needed(&loaded)?;
         let inner = Inner {
             slots,
             current,

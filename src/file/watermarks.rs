@@ -143,6 +143,8 @@ impl FileWatermarks {
         let path = path.to_path_buf();
         let table = WatermarkTable::decode(&loaded.payload)
             .map_err(|p| Error::corrupt(path.display().to_string(), p))?;
+        let mut slots = slots;
+        slots.rewrite_if_needed(&loaded)?;
         let inner = Inner {
             slots,
             table,
