@@ -50,6 +50,8 @@
 
 pub mod agave;
 pub mod blocking;
+#[cfg(feature = "bls")]
+pub mod bls;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
