@@ -254,6 +254,17 @@ pub enum TowerCommand {
         #[arg(long, requires = "dir")]
         create: bool,
     },
+    /// Operator recovery of a damaged file store (a refused store says when):
+    /// accept the older tower it loaded and let the validator store again.
+    /// Run it only when this node cannot vote twice on that tower (its
+    /// lockouts expired, or the tower was restored).
+    AcceptOlder {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The file store directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Export a stored tower to an Agave tower file, signed with the
     /// identity, for a validator started with --require-tower.
     Export {

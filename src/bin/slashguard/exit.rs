@@ -144,6 +144,21 @@ impl From<Error> for Failure {
                 Code::BadInput,
                 "the data is damaged, of another node or of an unknown version; nothing was overwritten: inspect it, restore it from a backup, or import an export",
             ),
+            Error::Damaged { recover, .. } => {
+                return Failure {
+                    code: Code::Refused,
+                    message,
+                    hint: Some(format!("nothing was written; to recover: {recover}")),
+                }
+            }
+            Error::AlreadyOpen { .. } => (
+                Code::Refused,
+                "this process already has the store open: share that store instead of opening it twice",
+            ),
+            Error::Aliased { .. } => (
+                Code::Refused,
+                "open the store by its one real path (no symbolic or extra hard links; never delete or replace a lock file while its store is in use)",
+            ),
             Error::StoreMissing { .. } => (
                 Code::BadInput,
                 "check the path; nothing was created: a store is created only with --create, and a store whose data file is gone must be restored, not re-created",
