@@ -677,12 +677,17 @@ pub fn free_port() -> u16 {
 
 /// `kill(SIGSTOP)` returns before every thread of the target has stopped: a
 /// thread running on another core finishes its time slice first, and under
-/// load an "already paused" etcd could still answer one request. Wait until
-/// /proc shows every thread stopped (bounded: a test that cannot pause etcd
-/// fails here rather than later with a misleading assertion).
-fn wait_until_stopped(pid: u32) {
+/// load an "already paused" etcd (or node process) could still answer one
+/// request. Wait until /proc shows every thread stopped (bounded: a test
+/// that cannot pause a process fails here rather than later with a
+/// misleading assertion).
+pub fn wait_until_stopped(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
+        // Gone, or a zombie (it exited before the signal): nothing runs.
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
@@ -696,7 +701,7 @@ fn wait_until_stopped(pid: u32) {
                     .ok()
                     .and_then(|st| {
                         st.rsplit_once(')')
-                            .map(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                            .map(|(_, rest)| rest.trim_start().starts_with(['T', 't', 'Z', 'X']))
                     })
                     .unwrap_or(true)
             });
@@ -705,7 +710,7 @@ fn wait_until_stopped(pid: u32) {
         }
         assert!(
             Instant::now() < deadline,
-            "etcd {pid} did not stop within 5 s of SIGSTOP"
+            "process {pid} did not stop within 5 s of SIGSTOP"
         );
         std::thread::sleep(Duration::from_millis(2));
     }

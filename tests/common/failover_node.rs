@@ -743,9 +743,11 @@ impl Node {
         let _ = self.child.wait();
     }
 
-    /// SIGSTOP (a hung process: sockets open, nothing runs).
+    /// SIGSTOP (a hung process: sockets open, nothing runs), and wait
+    /// until every thread of it has stopped.
     pub fn pause(&self) {
         kill(self.pid(), Signal::SIGSTOP).unwrap();
+        crate::etcd_harness::wait_until_stopped(self.child.id());
     }
 
     /// SIGCONT.
