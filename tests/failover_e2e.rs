@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use etcd_harness::{ClusterOptions, EtcdCluster};
 use failover_node::*;
 use slashguard::etcd::{EtcdClient, EtcdConfig, EtcdIdentity, EtcdWatermarks, OwnershipOptions};
-use slashguard::failover::{BackupGuard, FailoverRefusal, PrimaryDown};
+use slashguard::failover::{BackupGuard, FailoverRefusal, PrimaryDown, PrimaryFencing};
 use slashguard::watermark::{ConsensusKind, Curve, SignerGuard, WatermarkKey};
 use slashguard::{Ed25519Signer, Error, GuardedSigner, NodeKeypair, Refusal, Signer};
 
@@ -461,7 +461,9 @@ fn the_tezos_common_mistakes_are_refused() {
         };
         let guard = |client: &EtcdClient| {
             let [c, p] = keys();
+            // Primary and backup sign through the same etcd watermarks.
             BackupGuard::new(EtcdWatermarks::new(client.clone()), CHAIN)
+                .primary_fencing(PrimaryFencing::SharedWatermarks)
                 .alias("consensus", c.key_hash())
                 .alias("companion", p.key_hash())
         };
@@ -604,9 +606,16 @@ fn the_examples_run_on_etcd_with_the_procedures_tls_flags() {
         &[&tls[..], &["--slot-ms".into(), "60".into()]].concat(),
     );
     assert!(solana.contains("mutual TLS"), "{solana}");
+    // The primary learns the takeover from its keep-alive watch or from
+    // its next vote's fenced store, whichever comes first: both stop it.
+    // Which one wins is timing (60 ms slots on a loaded machine).
+    assert!(
+        solana.contains("primary   lost the identity (instance secondary took over")
+            || solana.contains("primary   vote refused, stops voting: fenced"),
+        "the primary did not stop on the takeover:\n{solana}"
+    );
     for step in [
         "set-identity",
-        "lost the identity (instance secondary took over",
         "reclaiming the identity",
         "standby",
         "CRASH",
