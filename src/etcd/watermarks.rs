@@ -139,7 +139,7 @@ impl EtcdWatermarks {
             floor: format!("{floor}"),
             found,
             recovery: format!(
-                "raise it again with `slashguard watermark set-level --etcd --chain {} --key {} --level <current chain level + 10, at least {}>` (a restored etcd snapshot: see README \"Restoring an etcd snapshot\"); restarting this signer instead would believe the older value",
+                "raise it again with `slashguard watermark set-level --etcd --chain {} --key {} --level <current chain level + 10, at least {}>` (a restored etcd snapshot: see README \"Restoring an etcd snapshot\"). Only if an operator lowered it on purpose, restart this signer to accept the lower mark",
                 key.chain,
                 key.key,
                 floor.level.saturating_add(1)
