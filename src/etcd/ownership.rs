@@ -249,6 +249,7 @@ impl EtcdIdentity {
                     return Err(e);
                 }
             };
+            let seen = resp.kvs().first().map(|kv| kv.value().to_vec());
             let (rev, previous) = match resp.kvs().first() {
                 None => (0, None),
                 Some(kv) if kv.value() == claim.as_slice() => {
@@ -263,13 +264,17 @@ impl EtcdIdentity {
                     }
                 },
             };
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    claim.clone(),
-                    Some(PutOptions::new().with_lease(grant.id)),
-                )]);
+            // The claim read, by revision and bytes: the previous owner
+            // reported is the one replaced, even where revisions are reused.
+            let mut compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)];
+            if let Some(v) = seen {
+                compares.push(Compare::value(key.clone(), CompareOp::Equal, v));
+            }
+            let txn = Txn::new().when(compares).and_then([TxnOp::put(
+                key.clone(),
+                claim.clone(),
+                Some(PutOptions::new().with_lease(grant.id)),
+            )]);
             let resp = match client.txn("take over the identity", txn).await {
                 Ok(r) => r,
                 Err(e) => {
