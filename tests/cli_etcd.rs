@@ -422,7 +422,19 @@ async fn watermarks_in_etcd_and_an_unreachable_etcd() {
     )
     .await;
     let hwm = tmp.path().join("hwm");
-    run_json(argv!["watermark", "import", "--file", &hwm, "--in", &f], 0).await;
+    run_json(
+        argv![
+            "watermark",
+            "import",
+            "--create",
+            "--file",
+            &hwm,
+            "--in",
+            &f
+        ],
+        0,
+    )
+    .await;
     let v = run_json(argv!["watermark", "show", "--file", &hwm], 0).await;
     assert_eq!(v["watermarks"].as_array().unwrap().len(), 3);
     // An import below etcd's marks: refused, all or nothing.
