@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use slashguard::failover::{BackupDevice, BackupGuard, LocalLockPolicy, PrimaryDown, Takeover};
+use slashguard::failover::{
+    BackupDevice, BackupGuard, LocalLockPolicy, PrimaryDown, PrimaryFencing, Takeover,
+};
 use slashguard::file::FileWatermarks;
 use slashguard::watermark::{ChainId, KeyHash, SignerGuard};
 use slashguard::{Ed25519Signer, Error, FailoverPolicy, GuardedSigner, Ownership, Signer};
@@ -130,7 +132,10 @@ impl Keys {
 
     /// Register every alias with a backup guard (devices as devices).
     fn guard<G: SignerGuard>(&mut self, store: G) -> (BackupGuard<G>, Vec<DynSigner>) {
-        let mut guard = BackupGuard::new(store, CHAIN);
+        // Both sites share the primary's watermarks (one file under one
+        // lock, or etcd): a primary cut off from them cannot sign.
+        let mut guard =
+            BackupGuard::new(store, CHAIN).primary_fencing(PrimaryFencing::SharedWatermarks);
         let mut signers = Vec::new();
         for (name, signer, device) in self.aliases.drain(..) {
             guard = match device {

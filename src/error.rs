@@ -154,6 +154,24 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+
+    /// The store shows state older than this process has itself written or
+    /// read before: a deleted key, an etcd snapshot or a backup restored
+    /// under a running instance, an operator's edit. Believing it could
+    /// sign or vote twice, so nothing was written or released, and every
+    /// later request on the same key is refused the same way until an
+    /// operator repairs the store (`recovery` says how).
+    #[error("{what} went backwards: this process already wrote or saw {floor}, the store now shows {found}; nothing was signed, voted or written. To recover: {recovery}")]
+    Regressed {
+        /// The key, file or record that went backwards.
+        what: String,
+        /// The newest state this process wrote or saw there.
+        floor: String,
+        /// What the store shows now (`nothing` for a missing key).
+        found: String,
+        /// The operator command that repairs it.
+        recovery: String,
+    },
 }
 
 impl Error {
@@ -161,7 +179,10 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Error::Refused(_) | Error::Fenced { .. } | Error::Damaged { .. }
+            Error::Refused(_)
+                | Error::Fenced { .. }
+                | Error::Damaged { .. }
+                | Error::Regressed { .. }
         )
     }
 

@@ -144,6 +144,19 @@ fn tower_import_show_export_and_every_refusal() {
         assert!(v["hint"].as_str().unwrap().contains("stop it first"), "{v}");
         let v = json(sg().args(["tower", "show", "--node", &node, "--dir", s]), 0);
         assert_eq!(v["tower"]["last_vote"]["slot"], 100);
+        // Nor is a live tower exported: the validator still votes.
+        let v = json(
+            sg().args(["tower", "export", "--dir", s, "--keypair"])
+                .arg(&kpf)
+                .arg("--to-agave")
+                .arg(&out_dir),
+            2,
+        );
+        assert!(
+            v["message"].as_str().unwrap().contains("running validator"),
+            "{v}"
+        );
+        assert!(std::fs::read_dir(&out_dir).unwrap().next().is_none());
     }
 
     // Export to an empty directory: the file Agave loads is the tower.

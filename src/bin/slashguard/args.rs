@@ -279,6 +279,13 @@ pub enum TowerCommand {
         /// Overwrite a newer tower file there (operator recovery only).
         #[arg(long)]
         force: bool,
+        /// etcd: when a running instance owns the identity, take it over
+        /// first (that instance is fenced and stops voting), read the tower
+        /// under the new fence, then release the identity for the validator
+        /// started on the exported file. Without it, export refuses while
+        /// the identity is owned.
+        #[arg(long = "take-over")]
+        take_over: bool,
     },
 }
 

@@ -132,6 +132,10 @@ impl From<Error> for Failure {
                 Code::Refused,
                 "another instance owns the identity now: see `slashguard identity status`",
             ),
+            Error::Regressed { .. } => (
+                Code::Refused,
+                "the store went backwards under a running instance; nothing was changed: run the recovery named above",
+            ),
             Error::Locked { .. } => (
                 Code::Refused,
                 "a running validator or baker holds this store: stop it first, or use a read-only command (show, export)",
