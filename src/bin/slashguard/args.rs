@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
+pub use crate::etcd_args::EtcdArgs;
+
 /// Shown at the end of `--help`.
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -58,76 +60,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// The etcd connection, with the flags of the Solana failover procedure.
-#[derive(Debug, Args, Default, Clone)]
-pub struct EtcdArgs {
-    /// etcd endpoint, host:port or URL (repeatable, or comma-separated in
-    /// the environment).
-    #[arg(
-        long = "etcd-endpoint",
-        global = true,
-        env = "SLASHGUARD_ETCD_ENDPOINT",
-        value_delimiter = ',',
-        value_name = "HOST:PORT"
-    )]
-    pub endpoints: Vec<String>,
-
-    /// CA certificate that signed etcd's server certificate (PEM); turns TLS on.
-    #[arg(
-        long = "etcd-cacert-file",
-        global = true,
-        env = "SLASHGUARD_ETCD_CACERT_FILE",
-        value_name = "FILE"
-    )]
-    pub cacert_file: Option<PathBuf>,
-
-    /// This client's certificate (PEM), for etcd started with --client-cert-auth.
-    #[arg(
-        long = "etcd-cert-file",
-        global = true,
-        env = "SLASHGUARD_ETCD_CERT_FILE",
-        value_name = "FILE"
-    )]
-    pub cert_file: Option<PathBuf>,
-
-    /// This client's private key (PEM).
-    #[arg(
-        long = "etcd-key-file",
-        global = true,
-        env = "SLASHGUARD_ETCD_KEY_FILE",
-        value_name = "FILE"
-    )]
-    pub key_file: Option<PathBuf>,
-
-    /// Name expected in etcd's certificate when it differs from the
-    /// endpoint's host (etcd addressed by IP, certificate naming a host).
-    #[arg(
-        long = "etcd-domain-name",
-        global = true,
-        env = "SLASHGUARD_ETCD_DOMAIN_NAME",
-        value_name = "NAME"
-    )]
-    pub domain_name: Option<String>,
-
-    /// Key prefix of slashguard's data in etcd (default /slashguard).
-    #[arg(
-        long = "etcd-prefix",
-        global = true,
-        env = "SLASHGUARD_ETCD_PREFIX",
-        value_name = "PREFIX"
-    )]
-    pub prefix: Option<String>,
-
-    /// Deadline of each etcd request in milliseconds (default 2000).
-    #[arg(
-        long = "etcd-timeout-ms",
-        global = true,
-        env = "SLASHGUARD_ETCD_TIMEOUT_MS",
-        value_name = "MS"
-    )]
-    pub timeout_ms: Option<u64>,
 }
 
 /// Names for Tezos keys.

@@ -6,6 +6,7 @@
 
 mod args;
 mod device;
+mod etcd_args;
 #[cfg(feature = "etcd")]
 mod etcd_conn;
 mod exit;
