@@ -160,3 +160,105 @@ fn solana_failover_survives_an_etcd_outage() {
     );
     assert!(!out.contains("UNSAFE"), "{out}");
 }
+
+/// Tezos: etcd is killed while the backup bakes with its ownership in
+/// etcd, long enough for the lease to lapse, then started again. The backup
+/// withholds its signatures, confirms the primary down again and
+/// re-activates (watermarks raised again) before it signs.
+#[test]
+fn tezos_failover_survives_an_etcd_outage() {
+    let mut etcd = EtcdCluster::start(ClusterOptions::mutual_tls(&["localhost", "127.0.0.1"]));
+    let mut args = tls_args(&etcd);
+    args.extend(
+        [
+            "--block-ms",
+            "60",
+            "--etcd-timeout-ms",
+            "1000",
+            "--outage-round",
+        ]
+        .map(String::from),
+    );
+    let mut run = Run::start("tezos_failover", &args);
+    run.wait_for("OUTAGE ROUND");
+    etcd.kill(0);
+    run.wait_for("signature withheld, store did not answer");
+    run.wait_for("lost the ownership");
+    etcd.restart(0);
+    run.wait_for("re-activated");
+    let (status, out) = run.finish();
+    assert!(status.success(), "exit {status}:\n{out}");
+    assert!(out.contains("outage round: "), "{out}");
+    assert!(out.contains("confirmed the primary down again"), "{out}");
+    assert!(
+        out.contains("\nSAFE: ") && out.contains("etcd outage"),
+        "{out}"
+    );
+}
+
+/// The examples take the command's flags and checks: `--help` prints and
+/// exits 0 without running the demo; an unknown flag and a bad number exit
+/// 4 with a message naming the flag; a TLS flag without an endpoint or a
+/// certificate without its key never falls back to the file mode.
+#[test]
+fn the_examples_check_their_flags() {
+    for name in ["solana_failover", "tezos_failover"] {
+        let run = |args: &[&str]| {
+            let out = Command::new(example(name))
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (code, out, _) = run(&["--help"]);
+        assert_eq!(code, Some(0), "{name} --help");
+        assert!(
+            out.contains("--etcd-endpoint") && out.contains("--etcd-timeout-ms"),
+            "{out}"
+        );
+        assert!(!out.contains("SAFE"), "--help ran the demo: {out}");
+
+        let (code, out, err) = run(&["--etdc", "127.0.0.1:2379"]);
+        assert_eq!(code, Some(4), "{name} unknown flag: {out}{err}");
+        assert!(err.contains("unexpected argument '--etdc'"), "{err}");
+        assert!(out.is_empty(), "ran anyway: {out}");
+
+        let ms = if name == "solana_failover" {
+            "--slot-ms"
+        } else {
+            "--block-ms"
+        };
+        let (code, _, err) = run(&[ms, "4O"]);
+        assert_eq!(code, Some(4), "{name} bad number");
+        assert!(
+            err.contains(&format!("invalid value '4O' for '{ms}")),
+            "{err}"
+        );
+        assert!(!err.contains("ParseIntError"), "{err}");
+
+        let (code, out, err) = run(&["--etcd-cacert-file", "/nonexistent/ca.pem"]);
+        assert_ne!(
+            code,
+            Some(0),
+            "{name} ran the file mode with a TLS flag: {out}"
+        );
+        assert!(err.contains("no etcd endpoint given"), "{err}");
+
+        let (code, out, err) = run(&[
+            "--etcd-endpoint",
+            "127.0.0.1:1",
+            "--etcd-cert-file",
+            "c.pem",
+        ]);
+        assert_ne!(code, Some(0), "{name}: {out}");
+        assert!(
+            err.contains("--etcd-cert-file and --etcd-key-file go together"),
+            "{err}"
+        );
+    }
+}
