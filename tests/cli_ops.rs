@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cli_support::*;
 use etcd_harness::{ClusterOptions, EtcdCluster};
-use slashguard::NodeKeypair;
+use slashguard::{NodeKeypair, Signer};
 
 /// Generous: the machine is shared and busy.
 const WITHIN: Duration = Duration::from_secs(60);
@@ -140,4 +140,94 @@ fn config_paths_are_relative_to_the_file_and_the_timeout_is_honored() {
     // The fixed check took 3 s; 300 ms plus process start must be well below.
     assert!(took < Duration::from_millis(2500), "took {took:?}");
     drop(silent);
+}
+
+/// A file watermark store with `consensus` at block 1000/2 and `companion`
+/// at 900/0 on mainnet, via `set-level`.
+fn two_keys(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
+    let h = dir.join("wm");
+    let consensus = slashguard::Ed25519Signer::from_seed([1; 32])
+        .key_hash()
+        .to_string();
+    let companion = slashguard::Ed25519Signer::from_seed([2; 32])
+        .key_hash()
+        .to_string();
+    for (key, level) in [(&consensus, "1000"), (&companion, "900")] {
+        expect(
+            sg().args(["watermark", "set-level", "--chain", "mainnet", "--file"])
+                .arg(&h)
+                .args(["--level", level, "--key", key]),
+            0,
+        );
+    }
+    (h, consensus, companion)
+}
+
+/// `set-level` refusals say what was refused (nothing was being signed);
+/// `--keep-higher` raises the others and reports both; `--force` lowering
+/// shows what it lowers and needs `yes` on stdin or `--yes`; no answer
+/// refuses.
+#[test]
+fn set_level_says_what_it_refused_keeps_higher_and_confirms_lowering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, consensus, companion) = two_keys(tmp.path());
+    let set_at = |level: &str, extra: &[&str]| {
+        let mut c = sg();
+        c.args(["watermark", "set-level", "--chain", "mainnet", "--file"])
+            .arg(&h)
+            .args(["--level", level, "--all", "--alias"])
+            .arg(format!("consensus={consensus}"))
+            .arg("--alias")
+            .arg(format!("companion={companion}"))
+            .args(extra);
+        c
+    };
+    let set = |extra: &[&str]| set_at("950", extra);
+    let out = expect(&mut set(&[]), 2);
+    let err = stderr(&out);
+    assert!(!err.contains("refused to sign"), "{err}");
+    assert!(err.contains("not raised to level 950"), "{err}");
+    assert!(err.contains("already above it"), "{err}");
+    assert!(err.contains("--keep-higher"), "{err}");
+
+    let v = json(&mut set(&["--keep-higher"]), 0);
+    assert_eq!(v["kept_higher"], 3, "{v}");
+    let text = stdout(&expect(&mut set(&["--keep-higher"]), 0));
+    assert!(text.contains("kept (above level 950)"), "{text}");
+
+    // --force: no stdin answer refuses and changes nothing.
+    let out = expect(&mut set_at("800", &["--force"]), 2);
+    let err = stderr(&out);
+    assert!(err.contains("will LOWER"), "{err}");
+    assert!(err.contains("not confirmed"), "{err}");
+    let v = json(sg().args(["watermark", "show", "--file"]).arg(&h), 0);
+    assert!(v.to_string().contains("1000"), "unchanged: {v}");
+    // `yes` on stdin lowers, and the output says which marks were lowered.
+    let out = expect(set_at("800", &["--force"]).write_stdin("yes\n"), 0);
+    assert!(stdout(&out).contains("(LOWERED)"), "{}", stdout(&out));
+    // --yes without --force is a usage error.
+    expect(&mut set(&["--yes"]), 4);
+}
+
+/// A `--wait-command` that is not installed is a configuration error (4),
+/// not "not in a restart window" (2).
+#[test]
+fn a_missing_wait_command_is_a_configuration_error() {
+    let etcd = EtcdCluster::single();
+    let node = NodeKeypair::generate().node_id().to_string();
+    let out = expect(
+        sg().args(etcd_args(&etcd))
+            .args(["identity", "take-over", "--release", "--node", &node])
+            .args([
+                "--wait-command",
+                "agave-validator-not-installed wait-for-restart-window",
+            ]),
+        4,
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("could not be run (exit 127: command not found)"),
+        "{err}"
+    );
+    assert!(!err.contains("restart window was not reached"), "{err}");
 }

@@ -278,9 +278,17 @@ pub enum WatermarkCommand {
         /// Every key: of the store on this chain, of the alias list, and of the device.
         #[arg(long)]
         all: bool,
-        /// Lower marks if needed (stores only; operator recovery only).
+        /// Raise the marks below LEVEL and keep those already above it
+        /// (both are reported), instead of refusing the whole step.
+        #[arg(long, conflicts_with = "force")]
+        keep_higher: bool,
+        /// Lower marks if needed (stores only; operator recovery only). What
+        /// would be lowered is shown and must be confirmed (or --yes).
         #[arg(long)]
         force: bool,
+        /// With --force: lower without asking.
+        #[arg(long, requires = "force")]
+        yes: bool,
     },
     /// Write the watermarks of a store or device to an interchange file.
     Export {

@@ -144,6 +144,14 @@ mod with_etcd {
             }
             Ok(Err(e)) => Err(Failure::new(Code::Other, format!("waiting for {command:?}: {e}"))),
             Ok(Ok(status)) if status.success() => Ok(()),
+            // The shell's codes for "command not found" and "not
+            // executable": the command line is wrong, not the window.
+            Ok(Ok(status)) if matches!(status.code(), Some(126 | 127)) => Err(Failure::bad_input(format!(
+                "the wait command {command:?} could not be run (exit {}: {}); nothing was taken over",
+                status.code().unwrap_or_default(),
+                if status.code() == Some(127) { "command not found" } else { "not executable" }
+            ))
+            .hint("check --wait-command: the program's name, its path and PATH")),
             Ok(Ok(status)) => Err(Failure::refused(format!(
                 "the wait command exited with {status}: not in a restart window; nothing was taken over"
             ))
