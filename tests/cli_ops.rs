@@ -231,3 +231,42 @@ fn a_missing_wait_command_is_a_configuration_error() {
     );
     assert!(!err.contains("restart window was not reached"), "{err}");
 }
+
+/// Two TLS mistakes of the procedure's setup are configuration errors
+/// (exit 4) that name the likely cause, not "transport error" or a
+/// retryable "broken pipe" (exit 3).
+#[test]
+fn tls_misconfigurations_name_their_cause() {
+    let etcd = EtcdCluster::start(ClusterOptions::mutual_tls(&["localhost", "127.0.0.1"]));
+    let pki = etcd.pki();
+    let endpoint = format!("127.0.0.1:{}", etcd.client_port(0));
+    let node = NodeKeypair::generate().node_id().to_string();
+
+    // The validator's certificate with the key of another certificate.
+    let out = expect(
+        sg().args(["--etcd-endpoint", &endpoint, "--etcd-cacert-file"])
+            .arg(&pki.ca)
+            .arg("--etcd-cert-file")
+            .arg(&pki.client_cert)
+            .arg("--etcd-key-file")
+            .arg(&pki.foreign_key)
+            .args(["identity", "status", "--node", &node]),
+        4,
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not belong to the client certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("transport error: transport error"), "{err}");
+
+    // No TLS flags against etcd serving TLS.
+    let out = expect(
+        sg().args(["--etcd-endpoint", &endpoint])
+            .args(["identity", "status", "--node", &node]),
+        4,
+    );
+    let err = stderr(&out);
+    assert!(err.contains("most likely serves TLS"), "{err}");
+    assert!(err.contains("--etcd-cacert-file"), "{err}");
+}
