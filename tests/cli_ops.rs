@@ -270,3 +270,84 @@ fn tls_misconfigurations_name_their_cause() {
     assert!(err.contains("most likely serves TLS"), "{err}");
     assert!(err.contains("--etcd-cacert-file"), "{err}");
 }
+
+/// `slashguard doctor`: one line per check; all green on a sound mutual-TLS
+/// setup with an owned identity and stores; a failing check names itself,
+/// and the exit code is the failure's (here 4, a key of another
+/// certificate; 3, etcd stopped).
+#[test]
+fn doctor_checks_a_configuration_end_to_end() {
+    let mut etcd = EtcdCluster::start(ClusterOptions::mutual_tls(&["localhost", "127.0.0.1"]));
+    let (ca, cert, key, foreign_key) = {
+        let p = etcd.pki();
+        (
+            p.ca.clone(),
+            p.client_cert.clone(),
+            p.client_key.clone(),
+            p.foreign_key.clone(),
+        )
+    };
+    let endpoint = format!("127.0.0.1:{}", etcd.client_port(0));
+    let tmp = tempfile::tempdir().unwrap();
+    let kp = NodeKeypair::generate();
+    let node = kp.node_id().to_string();
+    let (wm, _, _) = two_keys(tmp.path());
+    let tls = |key: &std::path::Path| {
+        let mut c = sg();
+        c.args(["--etcd-endpoint", &endpoint, "--etcd-prefix", "/doctor"])
+            .arg("--etcd-cacert-file")
+            .arg(&ca)
+            .arg("--etcd-cert-file")
+            .arg(&cert)
+            .arg("--etcd-key-file")
+            .arg(key);
+        c
+    };
+    let out = expect(
+        tls(&key)
+            .args([
+                "doctor",
+                "--etcd-stores",
+                "--node",
+                &node,
+                "--watermark-file",
+            ])
+            .arg(&wm),
+        0,
+    );
+    let text = stdout(&out);
+    for line in [
+        "ok   certificates       readable and consistent",
+        "ok   etcd               reachable at",
+        "ok   identity           ",
+        "is free: nobody owns it",
+        "ok   tower (etcd)       healthy",
+        "ok   watermarks (etcd)  healthy",
+        "ok   watermarks (file)  healthy, 6 marks; highest 1000/0",
+        "all 7 checks passed",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+
+    // A key of another certificate: the certificates check fails (4).
+    let out = expect(tls(&foreign_key).args(["doctor"]), 4);
+    let text = stdout(&out);
+    assert!(text.contains("FAIL certificates"), "{text}");
+    assert!(
+        stderr(&out).contains("1 of 1 checks failed: certificates"),
+        "{}",
+        stderr(&out)
+    );
+
+    // etcd down: unavailable (3); the file store is still checked.
+    etcd.kill(0);
+    let out = expect(
+        tls(&key)
+            .args(["--etcd-timeout-ms", "1000", "doctor", "--watermark-file"])
+            .arg(&wm),
+        3,
+    );
+    let text = stdout(&out);
+    assert!(text.contains("FAIL etcd"), "{text}");
+    assert!(text.contains("ok   watermarks (file)"), "{text}");
+}

@@ -94,6 +94,34 @@ pub enum Command {
     /// USB signers (Ledger, TezSign).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Check a configuration end to end, one line per check: certificates
+    /// readable and consistent, etcd reachable with them, the identity's
+    /// owner and lease, each store's health and last record, USB signers
+    /// present. Exits non-zero when a check fails (the first failure's code).
+    Doctor(DoctorArgs),
+}
+
+/// What `slashguard doctor` checks besides the etcd settings.
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// The node identity public key (base58), for the ownership and tower checks.
+    #[arg(long, value_name = "PUBKEY", conflicts_with = "keypair")]
+    pub node: Option<String>,
+    /// The identity keypair file (Solana JSON), instead of --node.
+    #[arg(long, value_name = "FILE")]
+    pub keypair: Option<PathBuf>,
+    /// Check the tower and watermark stores in etcd too.
+    #[arg(long)]
+    pub etcd_stores: bool,
+    /// A file tower store directory to check (needs the node).
+    #[arg(long, value_name = "DIR")]
+    pub tower_dir: Option<PathBuf>,
+    /// A file watermark store to check.
+    #[arg(long, value_name = "PATH")]
+    pub watermark_file: Option<PathBuf>,
+    /// How many USB signers must be present and readable (feature usb).
+    #[arg(long, value_name = "N")]
+    pub devices: Option<usize>,
 }
 
 /// Which node: its public key, or its keypair file.

@@ -6,6 +6,7 @@
 
 mod args;
 mod device;
+mod doctor;
 mod etcd_args;
 #[cfg(feature = "etcd")]
 mod etcd_conn;
@@ -69,10 +70,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<Report, Failure> {
     let mut settings = Settings::resolve(&cli)?;
+    let json = cli.json;
     match cli.command {
         Command::Tower(c) => tower::run(c, &settings).await,
         Command::Identity(c) => identity::run(c, &settings).await,
         Command::Watermark(c) => watermark::run(c, &mut settings).await,
         Command::Device(c) => device::run(c).await,
+        Command::Doctor(a) => doctor::run(a, &settings, json).await,
     }
 }
