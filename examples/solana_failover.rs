@@ -568,7 +568,13 @@ async fn outage_round(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    if let Err(e) = run().await {
+        std::process::exit(etcd_args::report_error(e.as_ref()));
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // What an operator would graph: store latency, refusals, ownership.
     let metrics = std::sync::Arc::new(slashguard::metrics::MemoryMetrics::new());
     slashguard::metrics::install(metrics.clone());

@@ -503,7 +503,13 @@ async fn reactivate<G: SignerGuard>(
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    if let Err(e) = run().await {
+        std::process::exit(etcd_args::report_error(e.as_ref()));
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let opts: Opts = etcd_args::parse_or_exit();
     let block_ms = opts.block_ms;
     let kind = key_kind(&opts)?;

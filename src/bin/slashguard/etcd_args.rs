@@ -61,7 +61,8 @@ pub struct EtcdArgs {
     )]
     pub domain_name: Option<String>,
 
-    /// Key prefix of slashguard's data in etcd (default /slashguard).
+    /// Key prefix of slashguard's data in etcd (default /slashguard; the
+    /// examples use a fresh one per run).
     #[arg(
         long = "etcd-prefix",
         global = true,
@@ -177,5 +178,34 @@ pub fn parse_or_exit<P: clap::Parser>() -> P {
                 _ => 4,
             })
         }
+    }
+}
+
+/// Print a program's failure the way the `slashguard` command does (the
+/// message and its causes, not a debug dump) and return its exit code: 3
+/// when the store did not answer, 4 for a configuration problem, 2 for a
+/// safety refusal, 1 otherwise.
+#[allow(dead_code)] // used by the examples
+pub fn report_error(e: &(dyn std::error::Error + 'static)) -> i32 {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = c.source();
+    }
+    eprintln!("error: {text}");
+    match e.downcast_ref::<slashguard::Error>() {
+        Some(e) if e.is_unavailable() => 3,
+        Some(e) if e.is_refusal() => 2,
+        Some(
+            slashguard::Error::Config(_)
+            | slashguard::Error::Invalid(_)
+            | slashguard::Error::Corrupt { .. },
+        ) => 4,
+        _ => 1,
     }
 }
