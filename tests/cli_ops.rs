@@ -152,13 +152,15 @@ fn two_keys(dir: &std::path::Path) -> (std::path::PathBuf, String, String) {
     let companion = slashguard::Ed25519Signer::from_seed([2; 32])
         .key_hash()
         .to_string();
-    for (key, level) in [(&consensus, "1000"), (&companion, "900")] {
-        expect(
-            sg().args(["watermark", "set-level", "--chain", "mainnet", "--file"])
-                .arg(&h)
-                .args(["--level", level, "--key", key]),
-            0,
-        );
+    for (key, level, create) in [(&consensus, "1000", true), (&companion, "900", false)] {
+        let mut c = sg();
+        c.args(["watermark", "set-level", "--chain", "mainnet", "--file"])
+            .arg(&h)
+            .args(["--level", level, "--key", key]);
+        if create {
+            c.arg("--create");
+        }
+        expect(&mut c, 0);
     }
     (h, consensus, companion)
 }
