@@ -290,6 +290,46 @@ async fn device_checks(args: &DoctorArgs, checks: &mut Checks) {
                     format!("{} USB signer(s) present and readable", found.len()),
                 ),
             }
+            // Each readable signer in the state a baker needs: a Ledger in
+            // the Tezos Baking app (the Wallet app cannot bake).
+            for d in found.iter().filter(|d| !d["details"].is_null()) {
+                let what = format!(
+                    "{} serial {}",
+                    d["model"].as_str().unwrap_or("device"),
+                    d["serial"].as_str().unwrap_or("unreadable")
+                );
+                let details = &d["details"];
+                match details["app"].as_str() {
+                    Some("tezsign") => checks.pass(
+                        "device",
+                        format!(
+                            "{what}: TezSign, {} key(s) unlocked",
+                            details["keys"].as_array().map_or(0, Vec::len)
+                        ),
+                    ),
+                    Some("Tezos Baking") => checks.pass(
+                        "device",
+                        format!(
+                            "{what}: Tezos Baking {}, key {}, HWM level {} on {}",
+                            details["version"].as_str().unwrap_or("?"),
+                            details["key"].as_str().unwrap_or("?"),
+                            details["main"]["level"],
+                            details["main_chain"].as_str().unwrap_or("?")
+                        ),
+                    ),
+                    other => checks.fail(
+                        "device",
+                        &Failure::new(
+                            Code::Unavailable,
+                            format!(
+                                "{what}: runs the {} app, not Tezos Baking",
+                                other.unwrap_or("unknown")
+                            ),
+                        )
+                        .hint("open the Tezos Baking app on the Ledger"),
+                    ),
+                }
+            }
         }
     }
 }
