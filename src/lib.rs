@@ -58,8 +58,13 @@ pub mod etcd;
 pub mod failover;
 pub mod file;
 mod identity;
+#[cfg(feature = "keys")]
+pub mod keys;
+mod limit;
 pub mod memory;
 pub mod metrics;
+#[cfg(feature = "signer")]
+pub mod remote_signer;
 mod signer;
 pub mod tower;
 #[cfg(feature = "usb")]
@@ -69,6 +74,7 @@ pub mod watermark;
 pub use error::{BoxError, Error, FormatError, Refusal, Result};
 pub use failover::{FailoverPolicy, Ownership};
 pub use identity::{NodeId, NodeKeypair};
+pub use limit::SignerLimit;
 pub use signer::{Ed25519Signer, GuardedSignature, GuardedSigner, Signer};
 pub use tower::TowerStorage;
 pub use watermark::SignerGuard;

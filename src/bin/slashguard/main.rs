@@ -15,6 +15,8 @@ mod identity;
 mod node;
 mod output;
 mod settings;
+#[cfg(feature = "signer")]
+mod signer;
 mod tower;
 mod watermark;
 
@@ -77,5 +79,12 @@ async fn run(cli: Cli) -> Result<Report, Failure> {
         Command::Watermark(c) => watermark::run(c, &mut settings).await,
         Command::Device(c) => device::run(c).await,
         Command::Doctor(a) => doctor::run(a, &settings, json).await,
+        #[cfg(feature = "signer")]
+        Command::Signer(c) => signer::run(c, &settings).await,
+        #[cfg(not(feature = "signer"))]
+        Command::Signer(_) => Err(Failure::bad_input(
+            "this slashguard was built without the remote signer",
+        )
+        .hint("rebuild with `cargo install slashguard --features cli,signer`")),
     }
 }
