@@ -423,6 +423,7 @@ fn watermarks_import_set_level_export_and_every_refusal() {
             "watermark",
             "set-level",
             "--force",
+            "--yes",
             "--file",
             h,
             "--chain",

@@ -592,7 +592,7 @@ fn the_examples_run_on_etcd_with_the_procedures_tls_flags() {
     let pki = etcd.pki();
     let endpoint = format!("127.0.0.1:{}", etcd.client_port(0));
     let tls = [
-        "--etcd".to_string(),
+        "--etcd-endpoint".to_string(),
         endpoint,
         "--etcd-cacert-file".into(),
         pki.ca.display().to_string(),

@@ -11,7 +11,7 @@ use slashguard::{NodeId, NodeKeypair};
 use crate::args::{TowerCommand, TowerStoreArgs};
 use crate::exit::{needs_etcd, Failure};
 use crate::node::{keypair, node_id};
-use crate::output::{age, now_ms, Report};
+use crate::output::{iso, now_ms, when, Report};
 use crate::settings::Settings;
 
 pub async fn run(cmd: TowerCommand, settings: &Settings) -> Result<Report, Failure> {
@@ -88,11 +88,10 @@ fn show_record(node: NodeId, record: Option<&TowerRecord>, source: &str) -> Repo
         );
     };
     let human = format!(
-        "node       {node}\nsource     {source}\nlast vote  {}\nroot       {}\nsigned     {} ({})\nsignature  valid (verified against the node key)\ntower      {} bytes",
+        "node       {node}\nsource     {source}\nlast vote  {}\nroot       {}\nsigned     {}\nsignature  valid (verified against the node key)\ntower      {} bytes",
         vote_text(r.last_vote()),
         root_text(r.root()),
-        r.signed_at_ms(),
-        age(r.signed_at_ms()),
+        when(r.signed_at_ms()),
         r.tower_bytes().len()
     );
     let json = json!({
@@ -102,6 +101,7 @@ fn show_record(node: NodeId, record: Option<&TowerRecord>, source: &str) -> Repo
             "last_vote": vote_json(r.last_vote()),
             "root": r.root(),
             "signed_at_ms": r.signed_at_ms(),
+            "signed_at": iso(r.signed_at_ms()),
             "age_ms": now_ms().saturating_sub(r.signed_at_ms()),
             "signature_valid": r.verify(),
             "tower_bytes": r.tower_bytes().len(),
@@ -145,7 +145,7 @@ fn show_agave(dir: &Path, node: NodeId) -> Result<Report, Failure> {
             path.display(),
             vote_text(tower.last_vote_ref()),
             root_text(tower.root()),
-            modified_ms.map_or("unknown".into(), |m| format!("{m} ({})", age(m))),
+            modified_ms.map_or("unknown".into(), when),
             saved.format(),
         );
         let json = json!({
@@ -156,6 +156,7 @@ fn show_agave(dir: &Path, node: NodeId) -> Result<Report, Failure> {
                 "last_vote": vote_json(tower.last_vote_ref()),
                 "root": tower.root(),
                 "modified_ms": modified_ms,
+                "modified": modified_ms.map(iso),
                 "age_ms": modified_ms.map(|m| now_ms().saturating_sub(m)),
                 "signature_valid": verified.is_ok(),
                 "format": format!("{:?}", saved.format()),
