@@ -71,6 +71,12 @@ pub enum Error {
     #[error(transparent)]
     Payload(#[from] PayloadError),
 
+    /// The bytes asked to be signed are not an Alpenglow vote payload
+    /// (feature `alpenglow`).
+    #[cfg(feature = "alpenglow")]
+    #[error(transparent)]
+    AlpenglowPayload(#[from] crate::alpenglow::AlpenglowPayloadError),
+
     /// The request is invalid independently of any stored state (a record of
     /// another node, a bad signature, a key mismatch).
     #[error("invalid request: {0}")]
@@ -145,6 +151,18 @@ pub enum Refusal {
     /// A failover step is not safe yet (the seed's "common mistakes").
     #[error(transparent)]
     Failover(#[from] FailoverRefusal),
+    /// An Alpenglow vote conflicts with the vote history (feature
+    /// `alpenglow`).
+    #[cfg(feature = "alpenglow")]
+    #[error(transparent)]
+    Alpenglow(#[from] crate::alpenglow::AlpenglowRefusal),
+}
+
+#[cfg(feature = "alpenglow")]
+impl From<crate::alpenglow::AlpenglowRefusal> for Error {
+    fn from(r: crate::alpenglow::AlpenglowRefusal) -> Self {
+        Error::Refused(Refusal::Alpenglow(r))
+    }
 }
 
 impl From<FailoverRefusal> for Error {

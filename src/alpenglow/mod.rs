@@ -14,13 +14,19 @@
 //! - [`HistoryStorage`]: where it lives (memory, file, etcd).
 //! - [`AlpenglowGuard`]: check, record, then sign.
 
+mod guard;
 mod history;
 mod payload;
 mod rules;
+pub(crate) mod storage;
 
+pub use guard::{
+    derive_voter_key, pop_prefix, AlpenglowGuard, SignedAlpenglowVote, BLS_DERIVATION_MESSAGE,
+};
 pub use history::{HistoryUpdate, VoteHistory};
 pub use payload::{AlpenglowPayloadError, BlockId, Vote, VoteKind, BLOCK_VOTE_LEN, SLOT_VOTE_LEN};
 pub use rules::{
     check_slot, check_vote, slashable_pair, strict_pair, AlpenglowRefusal, Check, ConflictClass,
     RuleMode, SlotVotes,
 };
+pub use storage::{Applied, HistoryStorage};

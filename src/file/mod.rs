@@ -5,9 +5,13 @@
 mod lock;
 mod slots;
 mod tower;
+#[cfg(feature = "alpenglow")]
+mod vote_history;
 mod watermarks;
 
 pub use lock::OwnerLock;
 pub use slots::Recovery;
 pub use tower::FileTowerStorage;
+#[cfg(feature = "alpenglow")]
+pub use vote_history::FileVoteHistory;
 pub use watermarks::FileWatermarks;
