@@ -436,3 +436,105 @@ fn the_property_check_sees_conflicts() {
     );
     assert!(naive_caught, "signing without the guard was never caught");
 }
+
+// ---- races and damage ----------------------------------------------------
+
+#[test]
+fn racing_tasks_get_exactly_one_vote_per_slashable_decision() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let g = std::sync::Arc::new(guard(dir.path(), RuleMode::Slashable).unwrap());
+        g.start_history(SV, 0).await.unwrap();
+        for slot in 1..=20u64 {
+            // Eight tasks race: four notarize different blocks, two skip,
+            // two finalize. Only one conflict-free subset may be signed.
+            let tasks: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let g = g.clone();
+                    let kind = match i {
+                        0..=3 => VoteKind::Notarize([i + 1; 32]),
+                        4 | 5 => VoteKind::Skip,
+                        _ => VoteKind::Finalize,
+                    };
+                    tokio::spawn(async move { g.vote(&[v(slot, kind)], None).await.ok() })
+                })
+                .collect();
+            let mut kinds = Vec::new();
+            for t in tasks {
+                if let Some(s) = t.await.unwrap() {
+                    kinds.push(s[0].vote().kind);
+                }
+            }
+            let notarized: std::collections::HashSet<_> = kinds
+                .iter()
+                .filter(|k| matches!(k, VoteKind::Notarize(_)))
+                .collect();
+            assert!(notarized.len() <= 1, "slot {slot}: {kinds:?}");
+            for (i, a) in kinds.iter().enumerate() {
+                for b in &kinds[..i] {
+                    assert!(!slashable(a, b), "slot {slot}: {a} and {b}");
+                }
+            }
+            assert!(!kinds.is_empty(), "slot {slot}: every task was refused");
+        }
+    });
+}
+
+#[test]
+fn damage_at_every_offset_never_yields_an_unacknowledged_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acknowledged = Vec::new();
+    rt().block_on(async {
+        let g = guard(dir.path(), RuleMode::Slashable).unwrap();
+        g.start_history(SV, 0).await.unwrap();
+        acknowledged.push(g.load().await.unwrap().unwrap());
+        for slot in 1..4 {
+            g.vote(&[v(slot, VoteKind::Notarize([slot as u8; 32]))], None)
+                .await
+                .unwrap();
+            acknowledged.push(g.load().await.unwrap().unwrap());
+        }
+    });
+    let path = FileVoteHistory::data_path(dir.path(), &node());
+    let original = std::fs::read(&path).unwrap();
+    // Only the bytes that carry data: each slot's used prefix.
+    let slot_size = original.len() / 2;
+    let used = |base: usize| {
+        let len = u32::from_le_bytes(original[base + 20..base + 24].try_into().unwrap()) as usize;
+        base..base + 24 + len + 4
+    };
+    let offsets: Vec<usize> = used(0).chain(used(slot_size)).collect();
+    for &at in &offsets {
+        let mut bytes = original.clone();
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        match FileVoteHistory::open(dir.path(), node()) {
+            Ok(store) => {
+                let h = rt().block_on(store.load()).unwrap().unwrap();
+                assert!(
+                    acknowledged.contains(&h),
+                    "offset {at}: loaded a history that was never acknowledged"
+                );
+                if h != *acknowledged.last().unwrap() {
+                    // An older record may only come with the damage reported.
+                    assert_ne!(
+                        store.recovery(),
+                        &slashguard::file::Recovery::Clean,
+                        "offset {at}"
+                    );
+                }
+            }
+            Err(e) => assert!(matches!(e, Error::Corrupt { .. }), "offset {at}: {e}"),
+        }
+    }
+    std::fs::write(&path, &original).unwrap();
+    let store = FileVoteHistory::open(dir.path(), node()).unwrap();
+    assert_eq!(
+        rt().block_on(store.load()).unwrap().as_ref(),
+        acknowledged.last()
+    );
+}
