@@ -31,13 +31,13 @@
 //!
 //! // Solana: the tower is durable before the vote is signed.
 //! let identity = NodeKeypair::generate();
-//! let storage = FileTowerStorage::open(dir.path(), identity.node_id())?;
+//! let storage = FileTowerStorage::create(dir.path(), identity.node_id())?;
 //! let validator = VoteGuard::new(storage, identity)?;
 //! let update = TowerUpdate { vote: VoteRef { slot: 7, hash: [1; 32] }, root: None, tower: vec![0; 2048] };
 //! validator.vote(update, b"vote tx message").await?;
 //!
 //! // Tezos: the watermark is durable before the block is signed.
-//! let baker = GuardedSigner::new(FileWatermarks::open(dir.path().join("hwm"))?, Ed25519Signer::generate());
+//! let baker = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm"))?, Ed25519Signer::generate());
 //! let mut attestation = vec![0u8; 80];
 //! attestation[0] = 0x13;
 //! attestation[40..44].copy_from_slice(&1000u32.to_be_bytes());

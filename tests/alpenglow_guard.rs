@@ -244,7 +244,7 @@ fn one_owner_per_identity_on_a_host() {
     // The tower of the same identity shares the lock: one owner, whatever
     // it votes with.
     assert!(matches!(
-        slashguard::file::FileTowerStorage::open(dir.path(), node()),
+        slashguard::file::FileTowerStorage::create(dir.path(), node()),
         Err(Error::Locked { .. })
     ));
 }

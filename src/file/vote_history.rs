@@ -27,7 +27,7 @@ mod slot_access {
     /// Open an existing history file; `None` when there is none.
     pub(super) fn open(path: &Path) -> Result<Option<(SlotFile, Loaded)>> {
         match std::fs::metadata(path) {
-            Ok(_) => SlotFile::open_or_create(path, MAGIC, &[]).map(Some),
+            Ok(_) => SlotFile::open(path, MAGIC).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -36,7 +36,7 @@ mod slot_access {
     /// Create the file holding `payload` (the caller holds the owner lock
     /// and saw no file).
     pub(super) fn create(path: &Path, payload: &[u8]) -> Result<SlotFile> {
-        SlotFile::open_or_create(path, MAGIC, payload).map(|(s, _)| s)
+        SlotFile::create_new(path, MAGIC, payload).map(|(s, _)| s)
     }
 }
 
