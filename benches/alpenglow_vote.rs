@@ -98,7 +98,7 @@ fn vote_op<'a, S: HistoryStorage + 'a>(
     );
     Op::new(id, label, role, move |laps| {
         slot += 1;
-        let finalized = (slot % 32 == 0).then(|| slot - 8);
+        let finalized = slot.is_multiple_of(32).then(|| slot - 8);
         let v = votes(slot, three);
         laps.time(|| rt.block_on(guard.vote(&v, finalized)))
             .expect("vote");

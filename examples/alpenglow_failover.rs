@@ -205,7 +205,7 @@ async fn main() -> Result<(), slashguard::Error> {
             continue;
         }
         let view = if active.name == "primary" { 0 } else { 1 };
-        let finalized = (slot % 8 == 0).then(|| slot - 4);
+        let finalized = slot.is_multiple_of(8).then(|| slot - 4);
         match active.guard.vote(&event(slot, view), finalized).await {
             Ok(signed) => {
                 for s in signed {
