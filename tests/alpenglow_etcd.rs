@@ -198,3 +198,70 @@ async fn a_damaged_value_is_corrupt_and_never_overwritten() {
     let kept = raw(&etcd).await.get(key, None).await.unwrap();
     assert_eq!(kept.kvs()[0].value(), &bytes[..]);
 }
+
+#[path = "common/tcp_proxy.rs"]
+mod tcp_proxy;
+
+/// etcd-only partition: the primary is cut off from etcd (not from the
+/// cluster); it withholds every vote, the standby takes over once the
+/// lease is gone and follows the history, and the healed primary is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_partition_withholds_votes_and_the_standby_follows_the_history() {
+    let etcd = EtcdCluster::single();
+    let upstream = format!("127.0.0.1:{}", etcd.client_port(0))
+        .parse()
+        .unwrap();
+    let proxy = tcp_proxy::TcpProxy::start(upstream).await;
+    let config = slashguard::etcd::EtcdConfig::builder([proxy.endpoint()])
+        .key_prefix("/ag-part")
+        .request_deadline(RELAXED)
+        .build()
+        .unwrap();
+    let a_client = slashguard::etcd::EtcdClient::connect(config).await.unwrap();
+    let node = NodeKeypair::generate().node_id();
+    let ttl = Duration::from_secs(2);
+    let a_id = identity(&a_client, node, "primary", ttl);
+    let a_own = a_id.take_over().await.unwrap();
+    let a = guard(EtcdVoteHistory::open(&a_id, &a_own).await.unwrap(), [6; 32]);
+    a.start_history(SV, 0).await.unwrap();
+    a.vote(&[v(1, VoteKind::Notarize([1; 32]))], None)
+        .await
+        .unwrap();
+
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    let err = a
+        .vote(&[v(2, VoteKind::Notarize([1; 32]))], None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_unavailable() || matches!(err, Error::Fenced { .. }),
+        "{err}"
+    );
+    assert!(
+        cut.elapsed() < RELAXED + Duration::from_secs(1),
+        "{:?}",
+        cut.elapsed()
+    );
+
+    let b_id = identity(&client(&etcd, "/ag-part").await, node, "standby", ttl);
+    let b_own = b_id
+        .acquire_when_free(Duration::from_secs(15))
+        .await
+        .unwrap();
+    let b = guard(EtcdVoteHistory::open(&b_id, &b_own).await.unwrap(), [6; 32]);
+    let err = b.vote(&[v(1, VoteKind::Skip)], None).await.unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    b.vote(&[v(2, VoteKind::Notarize([2; 32]))], None)
+        .await
+        .unwrap();
+
+    proxy.heal();
+    let err = a
+        .vote(&[v(2, VoteKind::Notarize([1; 32]))], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    let err = a.vote(&[v(3, VoteKind::Skip)], None).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+}
