@@ -127,6 +127,8 @@ fn votes_survive_restart_and_repeats_sign_the_same_bytes() {
             .unwrap();
         assert_eq!(again[0].check(), Check::SameData);
         assert_eq!(again[0].signature(), first[0].signature());
+        // Nothing written: the receipt names the record already stored.
+        assert_eq!(again[0].receipt().sequence, first[0].receipt().sequence);
         for bad in [
             v(100, VoteKind::Notarize([2; 32])),
             v(100, VoteKind::Skip),

@@ -128,6 +128,7 @@ impl FileVoteHistory {
                 (Some(slots), Some(h), loaded.recovery)
             }
         };
+        let sequence = slots.as_ref().map_or(0, |s| s.sequence());
         Ok(FileVoteHistory {
             node,
             path,
@@ -136,7 +137,7 @@ impl FileVoteHistory {
             inner: Mutex::new(Inner {
                 slots,
                 current,
-                sequence: 0,
+                sequence,
             }),
         })
     }
@@ -172,7 +173,9 @@ impl HistoryStorage for FileVoteHistory {
         check_create(&self.node, inner.current.as_ref(), history)?;
         // The owner lock is held, so nobody else can have created the file
         // since it was found missing.
-        inner.slots = Some(slot_access::create(&self.path, &history.encode())?);
+        let slots = slot_access::create(&self.path, &history.encode())?;
+        inner.sequence = slots.sequence();
+        inner.slots = Some(slots);
         inner.current = Some(history.clone());
         Ok(self.receipt(inner.sequence))
     }
