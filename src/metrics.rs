@@ -78,12 +78,17 @@ pub enum RefusalReason {
     AtRaisedMark,
     /// The signing device's own watermark.
     Device,
+    /// A documented limit of the signer (payload size, level range,
+    /// scheme), checked before any watermark moved.
+    SignerLimit,
     /// A failover step that is not safe yet.
     Failover,
     /// This instance no longer owns the identity.
     Fenced,
     /// Another process holds the store.
     Locked,
+    /// An Alpenglow vote the vote history refuses (feature `alpenglow`).
+    AlpenglowVote,
 }
 
 impl RefusalReason {
@@ -103,8 +108,13 @@ impl RefusalReason {
                 W::DifferentPayload => RefusalReason::DifferentPayload,
                 W::AtRaisedMark => RefusalReason::AtRaisedMark,
             },
-            Error::Refused(Refusal::Device(_)) => RefusalReason::Device,
+            Error::Refused(Refusal::Device(_) | Refusal::SignerRefused { .. }) => {
+                RefusalReason::Device
+            }
+            Error::Refused(Refusal::Limit(_)) => RefusalReason::SignerLimit,
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
+            #[cfg(feature = "alpenglow")]
+            Error::Refused(Refusal::Alpenglow(_)) => RefusalReason::AlpenglowVote,
             Error::Fenced { .. } => RefusalReason::Fenced,
             Error::Locked { .. } => RefusalReason::Locked,
             _ => return None,
@@ -121,9 +131,11 @@ impl RefusalReason {
             RefusalReason::DifferentPayload => "different_payload",
             RefusalReason::AtRaisedMark => "at_raised_mark",
             RefusalReason::Device => "device",
+            RefusalReason::SignerLimit => "signer_limit",
             RefusalReason::Failover => "failover",
             RefusalReason::Fenced => "fenced",
             RefusalReason::Locked => "locked",
+            RefusalReason::AlpenglowVote => "alpenglow_vote",
         }
     }
 }

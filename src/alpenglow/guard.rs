@@ -196,9 +196,10 @@ impl<S: HistoryStorage> AlpenglowGuard<S> {
         let node = self.storage.node();
         let backend = self.storage.backend();
         let span = tracing::debug_span!("vote_history_store", %node, backend, votes = votes.len());
-        let applied = tracing::Instrument::instrument(self.storage.apply(&update, self.mode), span)
-            .await
-            .inspect_err(|e| {
+        let result =
+            tracing::Instrument::instrument(self.storage.apply(&update, self.mode), span).await;
+        crate::metrics::note_refusal(&result);
+        let applied = result.inspect_err(|e| {
                 if e.is_refusal() {
                     tracing::warn!(%node, backend, error = %e, "vote history refused: votes withheld");
                 } else {
