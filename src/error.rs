@@ -125,6 +125,12 @@ pub enum Error {
     #[error(transparent)]
     Payload(#[from] PayloadError),
 
+    /// The bytes asked to be signed are not an Alpenglow vote payload
+    /// (feature `alpenglow`).
+    #[cfg(feature = "alpenglow")]
+    #[error(transparent)]
+    AlpenglowPayload(#[from] crate::alpenglow::AlpenglowPayloadError),
+
     /// The request is invalid independently of any stored state (a record of
     /// another node, a bad signature, a key mismatch).
     #[error("invalid request: {0}")]
@@ -223,6 +229,11 @@ pub enum Refusal {
     /// A failover step is not safe yet (the seed's "common mistakes").
     #[error(transparent)]
     Failover(#[from] FailoverRefusal),
+    /// An Alpenglow vote conflicts with the vote history (feature
+    /// `alpenglow`).
+    #[cfg(feature = "alpenglow")]
+    #[error(transparent)]
+    Alpenglow(#[from] crate::alpenglow::AlpenglowRefusal),
     /// The request breaks a documented limit of the signer (payload size,
     /// level range, scheme), found by [`Signer::check`](crate::Signer::check)
     /// before any watermark moved.
@@ -255,6 +266,13 @@ fn stored_text(stored: &Option<Mark>) -> String {
 impl From<SignerLimit> for Error {
     fn from(l: SignerLimit) -> Self {
         Error::Refused(Refusal::Limit(l))
+    }
+}
+
+#[cfg(feature = "alpenglow")]
+impl From<crate::alpenglow::AlpenglowRefusal> for Error {
+    fn from(r: crate::alpenglow::AlpenglowRefusal) -> Self {
+        Error::Refused(Refusal::Alpenglow(r))
     }
 }
 

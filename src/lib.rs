@@ -49,6 +49,8 @@
 #![forbid(unsafe_code)]
 
 pub mod agave;
+#[cfg(feature = "alpenglow")]
+pub mod alpenglow;
 pub mod blocking;
 #[cfg(feature = "bls")]
 pub mod bls;

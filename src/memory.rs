@@ -97,3 +97,72 @@ impl SignerGuard for MemoryWatermarks {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// An Alpenglow vote history kept in memory (feature `alpenglow`).
+#[cfg(feature = "alpenglow")]
+#[derive(Debug)]
+pub struct MemoryVoteHistory {
+    node: NodeId,
+    state: Mutex<(Option<crate::alpenglow::VoteHistory>, u64)>,
+}
+
+#[cfg(feature = "alpenglow")]
+impl MemoryVoteHistory {
+    /// An empty store (no history yet) for `node`.
+    pub fn new(node: NodeId) -> Self {
+        MemoryVoteHistory {
+            node,
+            state: Mutex::new((None, 0)),
+        }
+    }
+}
+
+#[cfg(feature = "alpenglow")]
+#[async_trait]
+impl crate::alpenglow::HistoryStorage for MemoryVoteHistory {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn node(&self) -> NodeId {
+        self.node
+    }
+
+    async fn load(&self) -> Result<Option<crate::alpenglow::VoteHistory>> {
+        Ok(lock(&self.state).0.clone())
+    }
+
+    async fn create(&self, history: &crate::alpenglow::VoteHistory) -> Result<StoreReceipt> {
+        let mut state = lock(&self.state);
+        crate::alpenglow::storage::check_create(&self.node, state.0.as_ref(), history)?;
+        state.0 = Some(history.clone());
+        state.1 += 1;
+        Ok(StoreReceipt {
+            fence: 0,
+            sequence: state.1,
+        })
+    }
+
+    async fn apply(
+        &self,
+        update: &crate::alpenglow::HistoryUpdate,
+        mode: crate::alpenglow::RuleMode,
+    ) -> Result<crate::alpenglow::Applied> {
+        let mut state = lock(&self.state);
+        let (next, checks) =
+            crate::alpenglow::storage::plan(&self.node, state.0.as_ref(), update, mode)?;
+        let wrote = next.is_some();
+        if let Some(next) = next {
+            state.0 = Some(next);
+            state.1 += 1;
+        }
+        Ok(crate::alpenglow::Applied {
+            receipt: StoreReceipt {
+                fence: 0,
+                sequence: state.1,
+            },
+            checks,
+            wrote,
+        })
+    }
+}

@@ -89,6 +89,8 @@ pub enum RefusalReason {
     Locked,
     /// The store went backwards below what this process wrote or saw.
     StoreRegressed,
+    /// An Alpenglow vote the vote history refuses (feature `alpenglow`).
+    AlpenglowVote,
 }
 
 impl RefusalReason {
@@ -113,6 +115,8 @@ impl RefusalReason {
             }
             Error::Refused(Refusal::Limit(_)) => RefusalReason::SignerLimit,
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
+            #[cfg(feature = "alpenglow")]
+            Error::Refused(Refusal::Alpenglow(_)) => RefusalReason::AlpenglowVote,
             Error::Fenced { .. } => RefusalReason::Fenced,
             Error::Locked { .. } => RefusalReason::Locked,
             Error::Regressed { .. } => RefusalReason::StoreRegressed,
@@ -135,6 +139,7 @@ impl RefusalReason {
             RefusalReason::Fenced => "fenced",
             RefusalReason::Locked => "locked",
             RefusalReason::StoreRegressed => "store_regressed",
+            RefusalReason::AlpenglowVote => "alpenglow_vote",
         }
     }
 }

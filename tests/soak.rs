@@ -64,6 +64,7 @@ impl Site {
         let tag = match role {
             Role::Validator => 'v',
             Role::Baker => 'b',
+            Role::Alpenglow => 'a',
         };
         let label = format!("{tag}{}-{}", ["A", "B"][host], self.spawned);
         let spec = NodeSpec {

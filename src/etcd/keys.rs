@@ -9,6 +9,7 @@ use crate::watermark::WatermarkKey;
 /// |---|---|
 /// | `<prefix>/tower/<node>/owner` | the owner claim of the node identity (attached to the owner's lease) |
 /// | `<prefix>/tower/<node>/record` | the node-signed tower record |
+/// | `<prefix>/tower/<node>/alpenglow` | the Alpenglow vote history (CRC'd) |
 /// | `<prefix>/wm/<chain>/<key hash>/<kind>` | one watermark entry (76 bytes, CRC'd) |
 ///
 /// `<node>` is the base58 node public key, `<chain>` the `Net...` chain id,
@@ -43,6 +44,12 @@ impl EtcdKeys {
     /// The tower record of `node`.
     pub fn record(&self, node: &NodeId) -> String {
         format!("{}/tower/{node}/record", self.prefix)
+    }
+
+    /// The Alpenglow vote history of `node` (feature `alpenglow`), fenced
+    /// by the same owner key as its tower.
+    pub fn vote_history(&self, node: &NodeId) -> String {
+        format!("{}/tower/{node}/alpenglow", self.prefix)
     }
 
     /// The watermark of `key`.

@@ -28,6 +28,8 @@ mod keys;
 mod ownership;
 mod policy;
 mod tower;
+#[cfg(feature = "alpenglow")]
+mod vote_history;
 mod watermarks;
 
 pub use claim::MAX_INSTANCE_LEN;
@@ -40,4 +42,6 @@ pub use keys::EtcdKeys;
 pub use ownership::{EtcdIdentity, OwnerStatus, OwnershipOptions, DEFAULT_LEASE_TTL};
 pub use policy::{AcquireMode, EtcdFailover};
 pub use tower::EtcdTowerStorage;
+#[cfg(feature = "alpenglow")]
+pub use vote_history::EtcdVoteHistory;
 pub use watermarks::{EtcdWatermarks, MAX_BATCH};

@@ -342,7 +342,7 @@ impl std::fmt::Debug for EtcdTowerStorage {
 }
 
 /// The key-value of the `i`-th operation, if it is a get that found one.
-fn get_kv(responses: &[TxnOpResponse], i: usize) -> Option<KeyValue> {
+pub(crate) fn get_kv(responses: &[TxnOpResponse], i: usize) -> Option<KeyValue> {
     match responses.get(i) {
         Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
         _ => None,

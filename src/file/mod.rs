@@ -5,11 +5,15 @@
 mod lock;
 mod slots;
 mod tower;
+#[cfg(feature = "alpenglow")]
+mod vote_history;
 mod watermarks;
 mod worker;
 
 pub use lock::OwnerLock;
 pub use slots::Recovery;
 pub use tower::FileTowerStorage;
+#[cfg(feature = "alpenglow")]
+pub use vote_history::FileVoteHistory;
 pub use watermarks::FileWatermarks;
 pub use worker::DEFAULT_DEADLINE;

@@ -736,6 +736,12 @@ impl<M: Medium> SlotFile<M> {
         ))
     }
 
+    /// The sequence number of the current record.
+    #[cfg_attr(not(feature = "alpenglow"), allow(dead_code))]
+    pub(crate) fn sequence(&self) -> u64 {
+        self.seq
+    }
+
     /// Durably replace the current record with `payload`: one write and one
     /// `fdatasync` into the inactive slot. Returns the new sequence.
     pub(crate) fn write(&mut self, payload: &[u8]) -> Result<u64> {

@@ -71,6 +71,10 @@ pub enum Role {
     /// A Tezos baker: shared watermarks in etcd, an attestation for two
     /// keys and a block per level, behind a `BackupGuard`.
     Baker,
+    /// A Solana Alpenglow validator (feature `alpenglow`): the vote history
+    /// in etcd, one Notarize per slot for a block only this process sees
+    /// (so two `VOTED` lines for one slot are a slashable pair).
+    Alpenglow,
 }
 
 /// How a node gets the identity.
@@ -131,6 +135,7 @@ impl NodeSpec {
             match self.role {
                 Role::Validator => "validator",
                 Role::Baker => "baker",
+                Role::Alpenglow => "alpenglow",
             },
             self.instance,
             self.mode,
@@ -151,6 +156,7 @@ impl NodeSpec {
             role: match f[0] {
                 "validator" => Role::Validator,
                 "baker" => Role::Baker,
+                "alpenglow" => Role::Alpenglow,
                 other => panic!("bad role {other}"),
             },
             instance: f[1].to_string(),
@@ -341,7 +347,7 @@ async fn run(spec: NodeSpec) -> String {
         return "no etcd".into();
     };
     let node = match spec.role {
-        Role::Validator => NodeKeypair::from_seed([spec.seed; 32]).node_id(),
+        Role::Validator | Role::Alpenglow => NodeKeypair::from_seed([spec.seed; 32]).node_id(),
         // The baker's identity: any 32 bytes both bakers agree on.
         Role::Baker => NodeKeypair::from_seed([spec.seed.wrapping_add(128); 32]).node_id(),
     };
@@ -358,6 +364,113 @@ async fn run(spec: NodeSpec) -> String {
     match spec.role {
         Role::Validator => validate(&spec, &id, own, &mut cmds).await,
         Role::Baker => bake(&spec, client, own, &mut cmds).await,
+        #[cfg(feature = "alpenglow")]
+        Role::Alpenglow => alpenglow::vote(&spec, &id, own, &mut cmds).await,
+        #[cfg(not(feature = "alpenglow"))]
+        Role::Alpenglow => "built without the alpenglow feature".into(),
+    }
+}
+
+#[cfg(feature = "alpenglow")]
+mod alpenglow {
+    use super::*;
+    use slashguard::alpenglow::{derive_voter_key, AlpenglowGuard, RuleMode, Vote, VoteKind};
+    use slashguard::etcd::EtcdVoteHistory;
+
+    const SHRED_VERSION: u16 = 4242;
+
+    /// Vote one Notarize per slot, for a block derived from the slot and
+    /// this process's variant, until the identity is lost.
+    pub async fn vote(
+        spec: &NodeSpec,
+        id: &EtcdIdentity,
+        own: Ownership,
+        cmds: &mut tmpsc::UnboundedReceiver<Cmd>,
+    ) -> String {
+        let storage = loop {
+            match EtcdVoteHistory::open(id, &own).await {
+                Ok(s) => break s,
+                Err(e) if e.is_unavailable() && !own.is_lost() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => {
+                    emit(format!(
+                        "LOST {} cannot open the vote history: {e}",
+                        now_ms()
+                    ));
+                    return "lost before the first vote".into();
+                }
+            }
+        };
+        let voter = NodeKeypair::from_seed([spec.seed.wrapping_add(64); 32]);
+        let registered = derive_voter_key(&voter).unwrap().public_key();
+        let guard = AlpenglowGuard::new(storage, voter, &registered, RuleMode::Strict).unwrap();
+        match guard.load().await {
+            Ok(Some(_)) => {}
+            // Only the first primary starts the history; a standby never
+            // starts one silently.
+            Ok(None) if spec.mode == Mode::TakeOver => {
+                if let Err(e) = guard.start_history(SHRED_VERSION, 0).await {
+                    emit(format!(
+                        "LOST {} cannot start the vote history: {e}",
+                        now_ms()
+                    ));
+                    return "no history".into();
+                }
+            }
+            Ok(None) => return "no vote history to follow".into(),
+            Err(e) => {
+                emit(format!(
+                    "LOST {} cannot load the vote history: {e}",
+                    now_ms()
+                ));
+                return "lost before the first vote".into();
+            }
+        }
+        let mut last: Option<u64> = None;
+        loop {
+            if let Some(reason) = own.lost_reason() {
+                emit(format!("LOST {} {reason}", now_ms()));
+                return "stopped: identity lost".into();
+            }
+            let slot = spec.slot_at(now_ms());
+            if last.is_none_or(|l| slot > l) {
+                let mut block = [spec.variant; 32];
+                block[..8].copy_from_slice(&slot.to_le_bytes());
+                let vote = Vote {
+                    slot,
+                    kind: VoteKind::Notarize(block),
+                    shred_version: SHRED_VERSION,
+                };
+                match guard.vote(&[vote], slot.checked_sub(32)).await {
+                    Ok(_) => {
+                        emit(format!("VOTED {slot} {}", now_ms()));
+                        last = Some(slot);
+                    }
+                    Err(e) => {
+                        let kind = match &e {
+                            Error::Fenced { .. } => "fenced",
+                            e if e.is_unavailable() => "unavailable",
+                            e if e.is_refusal() => "conflict",
+                            _ => "other",
+                        };
+                        emit(format!("REFUSED {slot} {} {kind} {e}", now_ms()));
+                        if kind == "conflict" {
+                            last = Some(slot);
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = sleep_until_ms(spec.slot_start(slot + 1)) => {}
+                _ = own.lost() => {}
+                cmd = cmds.recv() => if let Some(Cmd::Stop) | None = cmd {
+                    drop(guard);
+                    let _ = id.release(own).await;
+                    return "stopped by the operator".into();
+                },
+            }
+        }
     }
 }
 
