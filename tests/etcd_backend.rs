@@ -410,6 +410,7 @@ async fn damaged_or_foreign_values_are_typed_errors_and_never_overwritten() {
         &Watermark {
             mark: Mark::level(9),
             payload_hash: None,
+            signature: None,
         },
     );
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -422,6 +423,7 @@ async fn damaged_or_foreign_values_are_typed_errors_and_never_overwritten() {
                 &Watermark {
                     mark: Mark::level(1),
                     payload_hash: None,
+                    signature: None,
                 },
             )
             .to_vec(),

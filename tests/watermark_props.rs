@@ -122,6 +122,7 @@ impl Model {
                     Watermark {
                         mark: *mark,
                         payload_hash: bytes.as_deref().map(PayloadHash::of),
+                        signature: None,
                     },
                 )
             })

@@ -420,4 +420,20 @@ impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
         self.inner.set_marks(marks, mode).await
     }
+    fn keeps_signatures(&self) -> bool {
+        self.inner.keeps_signatures()
+    }
+    // A stored signature is of bytes already authorized while this guard
+    // was active (or before); returning it again releases nothing new, but
+    // a standby or fenced backup releases nothing at all.
+    async fn stored_signature(
+        &self,
+        request: &SignRequest,
+    ) -> Result<Option<crate::watermark::StoredSignature>> {
+        match &*self.state.read().await {
+            State::Active(Some(o)) if o.is_lost() => Ok(None),
+            State::Active(_) => self.inner.stored_signature(request).await,
+            State::Standby => Ok(None),
+        }
+    }
 }
