@@ -203,6 +203,9 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         if let Some(stored) = self.guard.stored_signature(&request).await? {
             return Ok(self.release(request, Decision::Repeat, stored.as_bytes().to_vec()));
         }
+        // What the guard already knows it will refuse, the signer is not
+        // asked to sign.
+        self.precheck(&request).await?;
         // A guard that keeps no signature (a device's own watermark) is
         // asked first, as the device moves its mark when it signs.
         if !self.guard.keeps_signatures() {
@@ -239,6 +242,39 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         Ok(self.release(request, decision, signature))
     }
 
+    /// The guard's precheck; a refusal is reported as the authorization's
+    /// would be (metrics outcome, refusal count, log).
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        let start = std::time::Instant::now();
+        let result = self.guard.precheck(request).await;
+        if result.is_err() {
+            self.report_refusal(request, start.elapsed(), &result);
+        }
+        result
+    }
+
+    fn report_refusal<T>(
+        &self,
+        request: &SignRequest,
+        latency: std::time::Duration,
+        result: &Result<T>,
+    ) {
+        let backend = self.guard.backend();
+        if let Some(m) = crate::metrics::installed() {
+            m.authorize(
+                backend,
+                &request.key,
+                latency,
+                crate::metrics::Outcome::of(result),
+            );
+        }
+        crate::metrics::note_refusal(result);
+        if let Err(e) = result {
+            let reason = crate::metrics::RefusalReason::of(e).map(|r| r.as_str());
+            tracing::warn!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, reason, error = %e, "signature withheld");
+        }
+    }
+
     /// `authorize_one` with its span, metrics and refusal log.
     async fn authorize(&self, request: &SignRequest) -> Result<Decision> {
         let key = request.key.key;
@@ -247,19 +283,19 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         let start = std::time::Instant::now();
         let result = tracing::Instrument::instrument(self.guard.authorize_one(request), span).await;
         let latency = start.elapsed();
-        if let Some(m) = crate::metrics::installed() {
-            m.authorize(
-                backend,
-                &request.key,
-                latency,
-                crate::metrics::Outcome::of(&result),
-            );
+        if result.is_ok() {
+            if let Some(m) = crate::metrics::installed() {
+                m.authorize(
+                    backend,
+                    &request.key,
+                    latency,
+                    crate::metrics::Outcome::of(&result),
+                );
+            }
+        } else {
+            self.report_refusal(request, latency, &result);
         }
-        crate::metrics::note_refusal(&result);
-        result.inspect_err(|e| {
-            let reason = crate::metrics::RefusalReason::of(e).map(|r| r.as_str());
-            tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, reason, error = %e, "signature withheld");
-        })
+        result
     }
 
     /// Ask the signer. Its own error passes through unchanged: a device

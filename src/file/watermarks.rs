@@ -133,6 +133,13 @@ impl SignerGuard for FileWatermarks {
         Ok(decisions)
     }
 
+    // The table is this process's own (the lock makes it the only writer),
+    // so a refusal decided on it is final.
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        crate::watermark::decide(lock(&self.inner).table.get(&request.key), request)?;
+        Ok(())
+    }
+
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         Ok(lock(&self.inner).table.get(key).copied())
     }

@@ -74,6 +74,16 @@ pub trait SignerGuard: Send + Sync {
             .and_then(|w| w.signature_of(request)))
     }
 
+    /// Refuse now what [`authorize`](SignerGuard::authorize) would
+    /// certainly refuse, from state this guard holds without a round trip
+    /// (the in-memory table of the memory and file stores), so that a
+    /// signer is not asked to sign bytes that will not be released. `Ok`
+    /// promises nothing: `authorize` decides. The default checks nothing.
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        let _ = request;
+        Ok(())
+    }
+
     /// Authorize one request.
     async fn authorize_one(&self, request: &SignRequest) -> Result<Decision> {
         Ok(self.authorize(std::slice::from_ref(request)).await?[0])
@@ -104,6 +114,9 @@ macro_rules! forward_guard {
             }
             async fn stored_signature(&self, request: &SignRequest) -> Result<Option<StoredSignature>> {
                 (**self).stored_signature(request).await
+            }
+            async fn precheck(&self, request: &SignRequest) -> Result<()> {
+                (**self).precheck(request).await
             }
         }
     )*};
