@@ -327,11 +327,11 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     fn repeat_refused(&self, request: &SignRequest) -> Error {
         WatermarkRefusal {
             key: request.key,
-            stored: Watermark {
+            stored: Box::new(Watermark {
                 mark: request.mark,
                 payload_hash: Some(request.payload_hash),
                 signature: None,
-            },
+            }),
             requested: request.mark,
             reason: RefusalReason::RepeatWithoutSignature,
         }

@@ -263,7 +263,7 @@ fn decide_table() {
             (Err(refusal), Err(reason)) => {
                 assert_eq!(refusal.reason, reason, "row {i}");
                 assert_eq!(refusal.key, key(K::A), "row {i}");
-                assert_eq!(Some(refusal.stored), stored, "row {i}");
+                assert_eq!(Some(*refusal.stored), stored, "row {i}");
                 assert_eq!(refusal.requested, request.mark, "row {i}");
                 // The message names both marks, so the log explains itself.
                 let text = refusal.to_string();

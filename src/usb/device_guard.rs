@@ -120,7 +120,7 @@ impl<T: WatermarkDevice + ?Sized> WatermarkDevice for std::sync::Arc<T> {
 pub(crate) fn device_refusal(key: WatermarkKey, stored: Mark, requested: Mark) -> WatermarkRefusal {
     WatermarkRefusal {
         key,
-        stored: Watermark::raised(stored),
+        stored: Box::new(Watermark::raised(stored)),
         requested,
         reason: if requested < stored {
             RefusalReason::Below

@@ -398,7 +398,7 @@ pub async fn import(
                 tracing::warn!(%key, stored = %b, file = %mark, "import refused: it would lower a watermark");
                 return Err(WatermarkRefusal {
                     key,
-                    stored: stored[&key],
+                    stored: Box::new(stored[&key]),
                     requested: mark,
                     reason: RefusalReason::Below,
                 }

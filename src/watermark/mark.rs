@@ -201,8 +201,9 @@ impl fmt::Display for RefusalReason {
 pub struct WatermarkRefusal {
     /// The watermark's key.
     pub key: WatermarkKey,
-    /// What is stored.
-    pub stored: Watermark,
+    /// What is stored (boxed: a stored watermark carries a signature
+    /// buffer, and errors stay small).
+    pub stored: Box<Watermark>,
     /// What was asked for.
     pub requested: Mark,
     /// Why it was refused.
@@ -220,7 +221,7 @@ pub fn decide(
     };
     let refuse = |reason| WatermarkRefusal {
         key: request.key,
-        stored: *stored,
+        stored: Box::new(*stored),
         requested: request.mark,
         reason,
     };

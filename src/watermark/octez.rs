@@ -74,6 +74,9 @@ fn bad(path: &Path, field: &'static str, detail: impl Into<String>) -> Error {
     )
 }
 
+/// Marks read from one file.
+pub type Marks = Vec<(WatermarkKey, Watermark)>;
+
 /// What an octez-signer import does with entries of a key scheme
 /// slashguard does not sign for (for example tz5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,7 +154,7 @@ pub fn parse_octez_file_with(
     text: &str,
     kind: ConsensusKind,
     path: &Path,
-) -> Result<(Vec<(WatermarkKey, Watermark)>, Vec<SkippedEntry>)> {
+) -> Result<(Marks, Vec<SkippedEntry>)> {
     let mut skipped = Vec::new();
     let value: Value = serde_json::from_str(text).map_err(|e| bad(path, "json", e.to_string()))?;
     let chains = value

@@ -77,7 +77,7 @@ impl WatermarkTable {
                     if *mark < s.mark {
                         return Err(crate::watermark::WatermarkRefusal {
                             key: *key,
-                            stored: *s,
+                            stored: Box::new(*s),
                             requested: *mark,
                             reason: crate::watermark::RefusalReason::Below,
                         }
