@@ -29,7 +29,7 @@ async fn main() -> Result<(), slashguard::Error> {
     // --- Solana: write tower before vote -------------------------------
     let identity = NodeKeypair::generate();
     println!("\nvalidator {}", identity.node_id());
-    let storage = FileTowerStorage::open(dir.path(), identity.node_id())?;
+    let storage = FileTowerStorage::create(dir.path(), identity.node_id())?;
     let validator = VoteGuard::new(storage, identity)?;
     for slot in 100..105u64 {
         let update = TowerUpdate {
@@ -75,7 +75,7 @@ async fn main() -> Result<(), slashguard::Error> {
 
     // --- Tezos: never sign below the high watermark ---------------------
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("watermarks"))?,
+        FileWatermarks::create(dir.path().join("watermarks"))?,
         Ed25519Signer::generate(),
     );
     println!("\nbaker {}", baker.key_hash());

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use crate::failover::FailoverRefusal;
+use crate::limit::SignerLimit;
 use crate::tower::TowerRefusal;
-use crate::watermark::{PayloadError, WatermarkRefusal};
+use crate::watermark::{Mark, PayloadError, WatermarkKey, WatermarkRefusal};
 
 /// A boxed error kept as the source of a failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -40,6 +41,25 @@ pub enum Error {
     #[error("{path} is held by another process (only one instance may own it)")]
     Locked {
         /// The locked file.
+        path: PathBuf,
+    },
+
+    /// No store exists where one was expected: it was never created there,
+    /// or its data file was moved away or lost. Nothing was created: an
+    /// empty store in its place would forget every vote and signature.
+    #[error("no store at {path}: {hint}")]
+    StoreMissing {
+        /// The data file that is absent.
+        path: PathBuf,
+        /// What is known (a lock file that shows a store existed) and what
+        /// the operator can do.
+        hint: String,
+    },
+
+    /// `create` found a store already there: it was not touched.
+    #[error("a store already exists at {path}: open it instead of creating a new one")]
+    StoreExists {
+        /// The existing data file.
         path: PathBuf,
     },
 
@@ -145,6 +165,39 @@ pub enum Refusal {
     /// A failover step is not safe yet (the seed's "common mistakes").
     #[error(transparent)]
     Failover(#[from] FailoverRefusal),
+    /// The request breaks a documented limit of the signer (payload size,
+    /// level range, scheme), found by [`Signer::check`](crate::Signer::check)
+    /// before any watermark moved.
+    #[error(transparent)]
+    Limit(#[from] SignerLimit),
+    /// The signer (a device with its own rules) refused a request that the
+    /// host store had already been asked to authorize. Nothing was signed.
+    /// `stored` is what the host store holds for the key now (`None`: no
+    /// mark), so an operator knows which requests it will refuse next.
+    #[error("{refusal}; nothing was signed, and the {backend} store now holds {} for {key}", stored_text(.stored))]
+    SignerRefused {
+        /// The signer's refusal.
+        refusal: Box<Refusal>,
+        /// The host store's backend (`file`, `etcd`, ...).
+        backend: &'static str,
+        /// The request's watermark key.
+        key: WatermarkKey,
+        /// The host store's mark for `key` after the refusal.
+        stored: Option<Mark>,
+    },
+}
+
+fn stored_text(stored: &Option<Mark>) -> String {
+    match stored {
+        Some(m) => m.to_string(),
+        None => "no mark".into(),
+    }
+}
+
+impl From<SignerLimit> for Error {
+    fn from(l: SignerLimit) -> Self {
+        Error::Refused(Refusal::Limit(l))
+    }
 }
 
 impl From<FailoverRefusal> for Error {

@@ -31,13 +31,13 @@
 //!
 //! // Solana: the tower is durable before the vote is signed.
 //! let identity = NodeKeypair::generate();
-//! let storage = FileTowerStorage::open(dir.path(), identity.node_id())?;
+//! let storage = FileTowerStorage::create(dir.path(), identity.node_id())?;
 //! let validator = VoteGuard::new(storage, identity)?;
 //! let update = TowerUpdate { vote: VoteRef { slot: 7, hash: [1; 32] }, root: None, tower: vec![0; 2048] };
 //! validator.vote(update, b"vote tx message").await?;
 //!
 //! // Tezos: the watermark is durable before the block is signed.
-//! let baker = GuardedSigner::new(FileWatermarks::open(dir.path().join("hwm"))?, Ed25519Signer::generate());
+//! let baker = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm"))?, Ed25519Signer::generate());
 //! // A tz1 attestation as a baker sends it: 0x13, chain id, branch,
 //! // tag 21, slot, level, round, block payload hash (80 bytes).
 //! let mut attestation = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
@@ -56,12 +56,15 @@
 
 pub mod agave;
 pub mod blocking;
+#[cfg(feature = "bls")]
+pub mod bls;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod failover;
 pub mod file;
 mod identity;
+mod limit;
 pub mod memory;
 pub mod metrics;
 mod signer;
@@ -73,6 +76,7 @@ pub mod watermark;
 pub use error::{BoxError, Error, FormatError, Refusal, Result};
 pub use failover::{FailoverPolicy, Ownership};
 pub use identity::{NodeId, NodeKeypair};
+pub use limit::SignerLimit;
 pub use signer::{Ed25519Signer, GuardedSignature, GuardedSigner, Signer};
 pub use tower::TowerStorage;
 pub use watermark::SignerGuard;

@@ -81,6 +81,9 @@ pub enum RefusalReason {
     RepeatWithoutSignature,
     /// The signing device's own watermark.
     Device,
+    /// A documented limit of the signer (payload size, level range,
+    /// scheme), checked before any watermark moved.
+    SignerLimit,
     /// A failover step that is not safe yet.
     Failover,
     /// This instance no longer owns the identity.
@@ -107,7 +110,10 @@ impl RefusalReason {
                 W::AtRaisedMark => RefusalReason::AtRaisedMark,
                 W::RepeatWithoutSignature => RefusalReason::RepeatWithoutSignature,
             },
-            Error::Refused(Refusal::Device(_)) => RefusalReason::Device,
+            Error::Refused(Refusal::Device(_) | Refusal::SignerRefused { .. }) => {
+                RefusalReason::Device
+            }
+            Error::Refused(Refusal::Limit(_)) => RefusalReason::SignerLimit,
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
             Error::Fenced { .. } => RefusalReason::Fenced,
             Error::Locked { .. } => RefusalReason::Locked,
@@ -126,6 +132,7 @@ impl RefusalReason {
             RefusalReason::AtRaisedMark => "at_raised_mark",
             RefusalReason::RepeatWithoutSignature => "repeat_without_signature",
             RefusalReason::Device => "device",
+            RefusalReason::SignerLimit => "signer_limit",
             RefusalReason::Failover => "failover",
             RefusalReason::Fenced => "fenced",
             RefusalReason::Locked => "locked",

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use ed25519_dalek::{Signer as _, SigningKey};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::watermark::{
     Curve, Decision, KeyHash, KeyRole, PayloadError, PayloadHash, RefusalReason, SignRequest,
     SignerGuard, StoredSignature, Watermark, WatermarkRefusal,
@@ -31,6 +31,14 @@ pub trait Signer: Send + Sync {
     /// The default, `false`, is the safe answer.
     fn deterministic(&self) -> bool {
         false
+    }
+
+    /// Cheap pre-check: would this signer refuse this request (size, level range, scheme, kind)? Called before the watermark moves.
+    // Parameter names are part of the documented signature; the default
+    // uses neither.
+    #[allow(unused_variables)]
+    fn check(&self, request: &SignRequest, payload: &[u8]) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -199,6 +207,9 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     /// refused ([`RefusalReason::RepeatWithoutSignature`]).
     pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
         let request = SignRequest::parse_as(payload, self.signer.key_hash(), self.role)?;
+        // What the signer documents it would refuse (size, level range,
+        // scheme) is refused before anything else.
+        self.signer.check(&request, payload)?;
         // 1. The same bytes were signed at this mark: the same signature.
         if let Some(stored) = self.guard.stored_signature(&request).await? {
             return Ok(self.release(request, Decision::Repeat, stored.as_bytes().to_vec()));
@@ -304,9 +315,13 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     async fn sign_unreleased(&self, request: &SignRequest, payload: &[u8]) -> Result<Vec<u8>> {
         let signed = self.signer.sign(payload).await;
         crate::metrics::note_refusal(&signed);
-        signed.inspect_err(|e| {
-            tracing::warn!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed; nothing released");
-        })
+        match signed {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                tracing::warn!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed; nothing released");
+                Err(self.with_stored_mark(request, e).await)
+            }
+        }
     }
 
     /// The signature to release for an authorized repeat: the stored one;
@@ -352,6 +367,27 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
             request,
             decision,
             signature,
+        }
+    }
+
+    /// A refusal by the signer (a device with its own watermark or limits)
+    /// after the store was asked, reported with what the store now holds.
+    /// Other errors pass through unchanged.
+    async fn with_stored_mark(&self, request: &SignRequest, e: Error) -> Error {
+        let Error::Refused(refusal) = e else {
+            return e;
+        };
+        match self.guard.watermark(&request.key).await {
+            Ok(stored) => Error::Refused(Refusal::SignerRefused {
+                refusal: Box::new(refusal),
+                backend: self.guard.backend(),
+                key: request.key,
+                stored: stored.map(|w| w.mark),
+            }),
+            Err(read) => {
+                tracing::warn!(key = %request.key, error = %read, "could not read the store's mark after the signer refused");
+                Error::Refused(refusal)
+            }
         }
     }
 }

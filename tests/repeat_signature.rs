@@ -41,7 +41,7 @@ fn a_repeat_returns_the_stored_signature_without_signing_again() {
     let payload = Consensus::new(MAINNET, 100, 0, [1; 32]).attestation(Curve::Bls);
     let first = {
         let signer = GuardedSigner::new(
-            FileWatermarks::open(&path).unwrap(),
+            FileWatermarks::create(&path).unwrap(),
             NonDeterministicKey::new(1, Curve::Bls),
         );
         let first = rt.block_on(signer.sign(&payload)).unwrap();
@@ -140,7 +140,7 @@ fn never_two_signatures_for_one_position_across_restarts() {
         let curve = [Curve::Ed25519, Curve::Bls][case % 2];
         let mut released: BTreeMap<(ConsensusKind, u64, u32, u32), Vec<u8>> = BTreeMap::new();
         let mut signer = GuardedSigner::new(
-            FileWatermarks::open(&path).unwrap(),
+            FileWatermarks::create(&path).unwrap(),
             NonDeterministicKey::new(3, curve),
         );
         for _ in 0..150 {
@@ -184,7 +184,7 @@ fn an_imported_equal_mark_with_another_hash_leaves_nothing_to_repeat() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hwm");
-    let signer = GuardedSigner::new(FileWatermarks::open(&path).unwrap(), TestKey::tz4(5));
+    let signer = GuardedSigner::new(FileWatermarks::create(&path).unwrap(), TestKey::tz4(5));
     let x = Consensus::new(MAINNET, 300, 0, [0xAA; 32]).attestation(Curve::Bls);
     let y = Consensus::new(MAINNET, 300, 0, [0xBB; 32]).attestation(Curve::Bls);
     let key = WatermarkKey {
