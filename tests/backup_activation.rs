@@ -203,10 +203,11 @@ async fn backup_cannot_start_while_primary_owns_the_watermarks_on_one_host() {
     let primary_owned = primary_policy.acquire().await.unwrap();
     let primary = FileWatermarks::create_owned(&path, &primary_owned).unwrap();
 
-    // The backup's store cannot even be opened, and its policy times out.
+    // The backup's store cannot even be opened (in this one-process test,
+    // the refusal says the store is open here), and its policy times out.
     assert!(matches!(
         FileWatermarks::open(&path),
-        Err(Error::Locked { .. })
+        Err(Error::AlreadyOpen { .. })
     ));
     let backup_policy = LocalLockPolicy::new(FileWatermarks::lock_path(&path), "backup")
         .with_timeout(Duration::from_millis(200))

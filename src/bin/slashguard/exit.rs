@@ -62,6 +62,16 @@ impl Failure {
         self
     }
 
+    /// The signer's hint for a missing watermark file.
+    #[cfg(feature = "signer")]
+    pub fn hint_if_missing(self, missing: bool) -> Self {
+        if missing {
+            self.hint("first start: `slashguard signer serve --create` makes a new watermark file (or import octez-signer's marks: `slashguard watermark import --from-octez DIR --file PATH --create`); a file that disappeared must be restored, not re-created")
+        } else {
+            self
+        }
+    }
+
     /// Replace the hint when the failure has this code.
     pub fn hint_if(self, code: Code, hint: impl Into<String>) -> Self {
         if self.code == code {
@@ -133,6 +143,21 @@ impl From<Error> for Failure {
             Error::Corrupt { .. } => (
                 Code::BadInput,
                 "the data is damaged, of another node or of an unknown version; nothing was overwritten: inspect it, restore it from a backup, or import an export",
+            ),
+            Error::Damaged { recover, .. } => {
+                return Failure {
+                    code: Code::Refused,
+                    message,
+                    hint: Some(format!("nothing was written; to recover: {recover}")),
+                }
+            }
+            Error::AlreadyOpen { .. } => (
+                Code::Refused,
+                "this process already has the store open: share that store instead of opening it twice",
+            ),
+            Error::Aliased { .. } => (
+                Code::Refused,
+                "open the store by its one real path (no symbolic or extra hard links; never delete or replace a lock file while its store is in use)",
             ),
             Error::StoreMissing { .. } => (
                 Code::BadInput,

@@ -37,6 +37,7 @@ pub async fn run(cmd: TowerCommand, settings: &Settings) -> Result<Report, Failu
             force,
             create,
         } => import(&keypair(&kp)?, &from_agave, &store, force, create, settings).await,
+        TowerCommand::AcceptOlder { node, dir } => accept_older(node_id(&node)?, &dir).await,
         TowerCommand::Export {
             keypair: kp,
             store,
@@ -199,6 +200,30 @@ async fn read_store(
         let _ = settings;
         unreachable!("needs_etcd refused")
     }
+}
+
+async fn accept_older(node: NodeId, dir: &Path) -> Result<Report, Failure> {
+    let storage = FileTowerStorage::open(dir, node)?;
+    let was_damaged = storage.is_damaged().await?;
+    let record = storage.accept_older().await?;
+    let vote = record.as_ref().and_then(|r| r.last_vote());
+    let human = if was_damaged {
+        format!(
+            "accepted the loaded tower of {node} in {}: stores are accepted again\nlast vote  {}",
+            dir.display(),
+            vote_text(vote)
+        )
+    } else {
+        format!(
+            "the tower of {node} in {} is not damaged: nothing changed",
+            dir.display()
+        )
+    };
+    Ok(Report::new(
+        human,
+        json!({"node": node.to_string(), "dir": dir.display().to_string(), "was_damaged": was_damaged,
+               "last_vote": vote_json(vote)}),
+    ))
 }
 
 fn mode(force: bool) -> StoreMode {
