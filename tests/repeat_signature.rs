@@ -22,6 +22,7 @@ use slashguard::{Error, GuardedSigner, Refusal, Signer};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap()
 }
