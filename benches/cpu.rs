@@ -65,12 +65,12 @@ fn attestation_tz1(level: u32) -> Vec<u8> {
     b
 }
 
-/// The tz4 form: no slot, no DAL bitset (78 bytes).
+/// The tz4 form: tag 41, no slot, no DAL bitset (78 bytes).
 fn attestation_tz4(level: u32) -> Vec<u8> {
     let mut b = vec![0x13];
     b.extend_from_slice(&MAINNET.0);
     b.extend_from_slice(&filler(32, 3));
-    b.push(21);
+    b.push(41);
     b.extend_from_slice(&level.to_be_bytes());
     b.extend_from_slice(&0u32.to_be_bytes());
     b.extend_from_slice(&filler(32, 4));

@@ -58,7 +58,7 @@ fn attestation(curve: Curve, level: u32) -> Vec<u8> {
     b.extend_from_slice(&MAINNET.0);
     b.extend_from_slice(&common::filler(32, 3)); // branch
     if curve == Curve::Bls {
-        b.push(21); // attestation
+        b.push(41); // tz4 attestation (no slot)
     } else {
         b.push(23); // attestation_with_dal
         b.extend_from_slice(&17u16.to_be_bytes()); // slot

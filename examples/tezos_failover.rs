@@ -73,7 +73,13 @@ fn consensus_payload(magic: u8, level: u32, round: u32, who: &str, bls: bool) ->
     let mut b = vec![magic];
     b.extend_from_slice(&CHAIN.0);
     b.extend_from_slice(&[who.len() as u8; 32]);
-    b.push(if magic == 0x12 { 20 } else { 21 });
+    // The operation tag: 20/21 for tz1..tz3 keys, 40/41 for tz4 keys.
+    b.push(match (magic == 0x12, bls) {
+        (true, false) => 20,
+        (false, false) => 21,
+        (true, true) => 40,
+        (false, true) => 41,
+    });
     if !bls {
         b.extend_from_slice(&[0, 1]);
     }

@@ -38,9 +38,15 @@
 //!
 //! // Tezos: the watermark is durable before the block is signed.
 //! let baker = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm"))?, Ed25519Signer::generate());
-//! let mut attestation = vec![0u8; 80];
-//! attestation[0] = 0x13;
-//! attestation[40..44].copy_from_slice(&1000u32.to_be_bytes());
+//! // A tz1 attestation as a baker sends it: 0x13, chain id, branch,
+//! // tag 21, slot, level, round, block payload hash (80 bytes).
+//! let mut attestation = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+//! attestation.extend_from_slice(&[0x5c; 32]);
+//! attestation.push(21);
+//! attestation.extend_from_slice(&3u16.to_be_bytes());
+//! attestation.extend_from_slice(&1000u32.to_be_bytes());
+//! attestation.extend_from_slice(&0u32.to_be_bytes());
+//! attestation.extend_from_slice(&[0xa1; 32]);
 //! baker.sign(&attestation).await?;
 //! # Ok::<(), slashguard::Error>(())
 //! # }).unwrap();

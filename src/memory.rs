@@ -78,6 +78,10 @@ impl SignerGuard for MemoryWatermarks {
         table.apply(&changes);
         Ok(decisions)
     }
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        crate::watermark::decide(lock(&self.table).get(&request.key), request)?;
+        Ok(())
+    }
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         Ok(lock(&self.table).get(key).copied())
     }

@@ -76,6 +76,9 @@ pub enum RefusalReason {
     DifferentPayload,
     /// At a mark an operator set.
     AtRaisedMark,
+    /// A repeat whose signature is not stored, for a non-deterministic
+    /// signer.
+    RepeatWithoutSignature,
     /// The signing device's own watermark.
     Device,
     /// A documented limit of the signer (payload size, level range,
@@ -109,6 +112,7 @@ impl RefusalReason {
                 W::Below => RefusalReason::WatermarkBelow,
                 W::DifferentPayload => RefusalReason::DifferentPayload,
                 W::AtRaisedMark => RefusalReason::AtRaisedMark,
+                W::RepeatWithoutSignature => RefusalReason::RepeatWithoutSignature,
             },
             Error::Refused(Refusal::Device(_) | Refusal::SignerRefused { .. }) => {
                 RefusalReason::Device
@@ -133,6 +137,7 @@ impl RefusalReason {
             RefusalReason::WatermarkBelow => "watermark_below",
             RefusalReason::DifferentPayload => "different_payload",
             RefusalReason::AtRaisedMark => "at_raised_mark",
+            RefusalReason::RepeatWithoutSignature => "repeat_without_signature",
             RefusalReason::Device => "device",
             RefusalReason::SignerLimit => "signer_limit",
             RefusalReason::Failover => "failover",

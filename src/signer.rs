@@ -8,7 +8,10 @@ use ed25519_dalek::{Signer as _, SigningKey};
 
 use crate::error::{Error, Refusal, Result};
 use crate::failover::Ownership;
-use crate::watermark::{Curve, Decision, KeyHash, PayloadHash, SignRequest, SignerGuard};
+use crate::watermark::{
+    Curve, Decision, KeyHash, KeyRole, PayloadError, PayloadHash, RefusalReason, SignRequest,
+    SignerGuard, StoredSignature, Watermark, WatermarkRefusal,
+};
 
 /// Something that can sign Tezos payloads with one key: a software key, a
 /// remote signer, an HSM or a USB device. Implement it for your backend and
@@ -20,8 +23,18 @@ pub trait Signer: Send + Sync {
     fn key_hash(&self) -> KeyHash;
 
     /// Sign `payload` (the full bytes, magic byte included) the way the key's
-    /// scheme signs Tezos payloads.
+    /// scheme signs Tezos payloads. At most
+    /// [`MAX_SIGNATURE_LEN`](crate::watermark::MAX_SIGNATURE_LEN) bytes.
     async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>>;
+
+    /// Whether signing the same bytes twice always gives the same
+    /// signature (ed25519 and BLS do; ECDSA in an HSM or KMS usually draws
+    /// a random nonce). A repeat whose stored signature is missing is
+    /// re-signed only for a deterministic signer, and refused otherwise.
+    /// The default, `false`, is the safe answer.
+    fn deterministic(&self) -> bool {
+        false
+    }
 
     /// Cheap pre-check: would this signer refuse this request (size, level range, scheme, kind)? Called before the watermark moves.
     // Parameter names are part of the documented signature; the default
@@ -83,6 +96,9 @@ impl Signer for Ed25519Signer {
     fn key_hash(&self) -> KeyHash {
         self.hash
     }
+    fn deterministic(&self) -> bool {
+        true
+    }
     async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let digest = PayloadHash::of(payload);
         Ok(self.key.sign(&digest.0).to_bytes().to_vec())
@@ -101,8 +117,10 @@ pub struct GuardedSignature {
 }
 
 /// A signer behind a watermark guard. The only way to a signature is
-/// [`sign`](GuardedSigner::sign): parse, check and advance the watermark
-/// durably in one atomic step, then sign.
+/// [`sign`](GuardedSigner::sign): parse exactly, sign (nothing released
+/// yet), then advance the watermark durably WITH the signature in one
+/// atomic step, then release. A repeat of the same bytes at the stored mark
+/// returns the signature stored with it, never a second one.
 ///
 /// # Example
 ///
@@ -110,33 +128,64 @@ pub struct GuardedSignature {
 /// use slashguard::memory::MemoryWatermarks;
 /// use slashguard::{Ed25519Signer, GuardedSigner};
 ///
+/// // A tz1 attestation as a baker sends it (formats.md section 1):
+/// // 0x13, chain id, branch, tag 21, slot, level, round, block payload hash.
+/// fn attestation(level: u32, block_payload_hash: u8) -> Vec<u8> {
+///     let mut b = vec![0x13, 0x7a, 0x06, 0xa7, 0x70]; // mainnet
+///     b.extend_from_slice(&[0x5c; 32]); // branch
+///     b.push(21); // attestation
+///     b.extend_from_slice(&3u16.to_be_bytes()); // slot
+///     b.extend_from_slice(&level.to_be_bytes());
+///     b.extend_from_slice(&0u32.to_be_bytes()); // round
+///     b.extend_from_slice(&[block_payload_hash; 32]);
+///     b
+/// }
+///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let signer = GuardedSigner::new(MemoryWatermarks::new(), Ed25519Signer::generate());
-/// let mut attestation = vec![0u8; 80];
-/// attestation[0] = 0x13; // attestation
-/// attestation[40..44].copy_from_slice(&100u32.to_be_bytes()); // level 100, round 0
-/// signer.sign(&attestation).await.unwrap();
-/// // The identical request may be signed again (same message) ...
-/// signer.sign(&attestation).await.unwrap();
+/// let first = signer.sign(&attestation(100, 0xa1)).await.unwrap();
+/// // The identical request returns the signature released the first time ...
+/// let again = signer.sign(&attestation(100, 0xa1)).await.unwrap();
+/// assert_eq!(again.signature, first.signature);
 /// // ... but other bytes at the same (level, round) are refused.
-/// attestation[79] = 1;
-/// assert!(signer.sign(&attestation).await.unwrap_err().is_refusal());
+/// assert!(signer.sign(&attestation(100, 0xb2)).await.unwrap_err().is_refusal());
 /// # });
 /// ```
 pub struct GuardedSigner<G, S> {
     guard: G,
     signer: S,
+    role: KeyRole,
     ownership: Option<Arc<Ownership>>,
 }
 
 impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
-    /// Guard `signer` with the watermarks in `guard`.
+    /// Guard `signer`, a consensus key, with the watermarks in `guard`.
     pub fn new(guard: G, signer: S) -> Self {
         GuardedSigner {
             guard,
             signer,
+            role: KeyRole::Consensus,
             ownership: None,
         }
+    }
+
+    /// Declare what the key signs for. A [`KeyRole::Companion`] key signs
+    /// only tz4 attestations (0x13, tag 41); it must be a tz4 key.
+    ///
+    /// Errors: [`Error::Payload`] ([`PayloadError::CompanionScheme`]) for a
+    /// companion that is not a tz4 key.
+    pub fn with_role(mut self, role: KeyRole) -> Result<Self> {
+        let curve = self.signer.key_hash().curve;
+        if role == KeyRole::Companion && curve != Curve::Bls {
+            return Err(PayloadError::CompanionScheme(curve).into());
+        }
+        self.role = role;
+        Ok(self)
+    }
+
+    /// What the key signs for.
+    pub fn role(&self) -> KeyRole {
+        self.role
     }
 
     /// Sign only while `ownership` (of the baker's identity, from a
@@ -193,59 +242,180 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         self.signer.key_hash()
     }
 
+    /// The wrapped signer (to inspect it; signing through it directly
+    /// bypasses the guard).
+    pub fn signer(&self) -> &S {
+        &self.signer
+    }
+
     /// Sign a consensus payload if, and only if, its watermark advance (or
-    /// repeat) is durable first. Legacy, generic and unknown payloads are
-    /// refused with [`Error::Payload`](crate::Error::Payload).
+    /// repeat) is durable before the signature leaves. Payloads a baker
+    /// does not send are refused with [`Error::Payload`]; a repeat returns
+    /// the stored signature; a repeat whose signature is not stored, for a
+    /// signer that is not [deterministic](Signer::deterministic), is
+    /// refused ([`RefusalReason::RepeatWithoutSignature`]).
     pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
-        let key = self.signer.key_hash();
-        let request = SignRequest::parse(payload, key)?;
+        let request = SignRequest::parse_as(payload, self.signer.key_hash(), self.role)?;
         self.check_ownership(&request, "before authorizing")?;
-        // What the signer documents it would refuse must not move the mark:
-        // a store left ahead of what was signed refuses every normal
-        // request at or below it until an operator lowers it.
+        // What the signer documents it would refuse (size, level range,
+        // scheme) is refused before anything else.
         self.signer.check(&request, payload)?;
-        let backend = self.guard.backend();
-        let span = tracing::debug_span!("authorize", %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend);
+        // 1. The same bytes were signed at this mark: the same signature.
+        if let Some(stored) = self.guard.stored_signature(&request).await? {
+            return self.release(request, Decision::Repeat, stored.as_bytes().to_vec());
+        }
+        // What the guard already knows it will refuse, the signer is not
+        // asked to sign.
+        self.precheck(&request).await?;
+        // A guard that keeps no signature (a device's own watermark) is
+        // asked first, as the device moves its mark when it signs.
+        if !self.guard.keeps_signatures() {
+            let decision = self.authorize(&request).await?;
+            if decision == Decision::Repeat && !self.signer.deterministic() {
+                return Err(self.repeat_refused(&request));
+            }
+            let signature = self.sign_unreleased(&request, payload).await?;
+            return self.release(request, decision, signature);
+        }
+        // 2. Sign; nothing is released yet.
+        let fresh = self.sign_unreleased(&request, payload).await?;
+        let stored = StoredSignature::new(&fresh).ok_or_else(|| Error::Signer {
+            detail: format!(
+                "{} returned a signature of {} bytes; 1 to {} are expected",
+                request.key.key,
+                fresh.len(),
+                crate::watermark::MAX_SIGNATURE_LEN
+            ),
+            source: None,
+        })?;
+        let request = SignRequest {
+            signature: Some(stored),
+            ..request
+        };
+        // 3. One durable step: the mark, the payload hash and the signature.
+        let decision = self.authorize(&request).await?;
+        // 4. Release: the fresh signature after an advance, the stored one
+        // for a repeat.
+        let signature = match decision {
+            Decision::Advanced => fresh,
+            Decision::Repeat => self.repeat_signature(&request, fresh).await?,
+        };
+        self.release(request, decision, signature)
+    }
+
+    /// The guard's precheck; a refusal is reported as the authorization's
+    /// would be (metrics outcome, refusal count, log).
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
         let start = std::time::Instant::now();
-        let result =
-            tracing::Instrument::instrument(self.guard.authorize_one(&request), span).await;
-        let latency = start.elapsed();
+        let result = self.guard.precheck(request).await;
+        if result.is_err() {
+            self.report_refusal(request, start.elapsed(), &result);
+        }
+        result
+    }
+
+    fn report_refusal<T>(
+        &self,
+        request: &SignRequest,
+        latency: std::time::Duration,
+        result: &Result<T>,
+    ) {
+        let backend = self.guard.backend();
         if let Some(m) = crate::metrics::installed() {
             m.authorize(
                 backend,
                 &request.key,
                 latency,
-                crate::metrics::Outcome::of(&result),
+                crate::metrics::Outcome::of(result),
             );
         }
-        crate::metrics::note_refusal(&result);
-        let decision = match result {
-            Ok(d) => d,
-            Err(e) => {
-                let reason = crate::metrics::RefusalReason::of(&e).map(|r| r.as_str());
-                tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, reason, error = %e, "signature withheld");
-                return Err(e);
+        crate::metrics::note_refusal(result);
+        if let Err(e) = result {
+            let reason = crate::metrics::RefusalReason::of(e).map(|r| r.as_str());
+            tracing::warn!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, reason, error = %e, "signature withheld");
+        }
+    }
+
+    /// `authorize_one` with its span, metrics and refusal log.
+    async fn authorize(&self, request: &SignRequest) -> Result<Decision> {
+        let key = request.key.key;
+        let backend = self.guard.backend();
+        let span = tracing::debug_span!("authorize", %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend);
+        let start = std::time::Instant::now();
+        let result = tracing::Instrument::instrument(self.guard.authorize_one(request), span).await;
+        let latency = start.elapsed();
+        if result.is_ok() {
+            if let Some(m) = crate::metrics::installed() {
+                m.authorize(
+                    backend,
+                    &request.key,
+                    latency,
+                    crate::metrics::Outcome::of(&result),
+                );
             }
-        };
-        // The signer's own error passes through unchanged: a device refusing
-        // by its own watermark is a refusal, an unplugged device is
-        // unavailable. The watermark has advanced either way, which is safe:
-        // the same bytes can still be signed later as a repeat.
+        } else {
+            self.report_refusal(request, latency, &result);
+        }
+        result
+    }
+
+    /// Ask the signer. Its own error passes through unchanged: a device
+    /// refusing by its own watermark is a refusal, an unplugged device is
+    /// unavailable. Nothing is released on an error.
+    async fn sign_unreleased(&self, request: &SignRequest, payload: &[u8]) -> Result<Vec<u8>> {
         let signed = self.signer.sign(payload).await;
         crate::metrics::note_refusal(&signed);
-        let signature = match signed {
-            Ok(s) => s,
+        match signed {
+            Ok(s) => Ok(s),
             Err(e) => {
-                tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed after the watermark advanced; nothing released");
-                return Err(self.with_stored_mark(&request, e).await);
+                tracing::warn!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed; nothing released");
+                Err(self.with_stored_mark(request, e).await)
             }
-        };
-        // Lost while authorizing or signing: the signature is dropped.
+        }
+    }
+
+    /// The signature to release for an authorized repeat: the stored one;
+    /// else the fresh one only if the signer is deterministic (then they
+    /// are equal); else a refusal.
+    async fn repeat_signature(&self, request: &SignRequest, fresh: Vec<u8>) -> Result<Vec<u8>> {
+        if let Some(stored) = self.guard.stored_signature(request).await? {
+            return Ok(stored.as_bytes().to_vec());
+        }
+        if self.signer.deterministic() {
+            return Ok(fresh);
+        }
+        let refusal = self.repeat_refused(request);
+        tracing::warn!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %refusal, "signature withheld");
+        Err(refusal)
+    }
+
+    fn repeat_refused(&self, request: &SignRequest) -> Error {
+        WatermarkRefusal {
+            key: request.key,
+            stored: Box::new(Watermark {
+                mark: request.mark,
+                payload_hash: Some(request.payload_hash),
+                signature: None,
+            }),
+            requested: request.mark,
+            reason: RefusalReason::RepeatWithoutSignature,
+        }
+        .into()
+    }
+
+    /// Release a signature, unless the ownership was lost while the store
+    /// was asked or the signer signed: then it is dropped.
+    fn release(
+        &self,
+        request: SignRequest,
+        decision: Decision,
+        signature: Vec<u8>,
+    ) -> Result<GuardedSignature> {
         self.check_ownership(&request, "before releasing the signature")?;
         if let Some(m) = crate::metrics::installed() {
             m.watermark(&request.key, request.mark);
         }
-        tracing::debug!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend, latency_us = latency.as_micros() as u64, ?decision, "signed");
+        tracing::debug!(key = %request.key.key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend = self.guard.backend(), ?decision, "signed");
         Ok(GuardedSignature {
             request,
             decision,

@@ -14,12 +14,16 @@ use slashguard::{Ed25519Signer, Error, FailoverPolicy, GuardedSigner, Ownership,
 
 const CHAIN: ChainId = ChainId([0x7a, 0x06, 0xa7, 0x70]);
 
+/// A tz1 attestation (0x13, tag 21, 80 bytes) as a baker sends it.
 fn attestation(level: u32, round: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 80];
-    b[0] = 0x13;
-    b[1..5].copy_from_slice(&CHAIN.0);
-    b[40..44].copy_from_slice(&level.to_be_bytes());
-    b[44..48].copy_from_slice(&round.to_be_bytes());
+    let mut b = vec![0x13];
+    b.extend_from_slice(&CHAIN.0);
+    b.extend_from_slice(&[0xA5; 32]); // branch
+    b.push(21); // attestation
+    b.extend_from_slice(&7u16.to_be_bytes()); // slot
+    b.extend_from_slice(&level.to_be_bytes());
+    b.extend_from_slice(&round.to_be_bytes());
+    b.extend_from_slice(&[0x5B; 32]); // block payload hash
     b
 }
 

@@ -101,6 +101,7 @@ fn entry(i: u8) -> Vec<u8> {
         &Watermark {
             mark: Mark::level(100),
             payload_hash: Some(PayloadHash([i; 32])),
+            signature: None,
         },
     )
     .to_vec()
@@ -111,9 +112,31 @@ fn entry(i: u8) -> Vec<u8> {
 fn entry_resealed(at: usize, value: u8) -> Vec<u8> {
     let mut e = entry(1);
     e[at] = value;
-    let crc = crc32fast::hash(&e[..72]);
-    e[72..76].copy_from_slice(&crc.to_le_bytes());
+    reseal(e)
+}
+
+fn reseal(mut e: Vec<u8>) -> Vec<u8> {
+    let n = e.len() - 4;
+    let crc = crc32fast::hash(&e[..n]);
+    e[n..].copy_from_slice(&crc.to_le_bytes());
     e
+}
+
+/// A version-1 entry (76 bytes, no signature), written by hand from the
+/// layout builds before the signature field wrote.
+fn entry_v1(i: u8) -> Vec<u8> {
+    let mut e = b"sgWM".to_vec();
+    e.push(1); // version
+    e.extend_from_slice(&[1, 2, 3, 4]); // chain
+    e.push(0); // ed25519
+    e.extend_from_slice(&[i; 20]);
+    e.push(0x11); // block
+    e.extend_from_slice(&100u32.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes());
+    e.push(1);
+    e.extend_from_slice(&[i; 32]);
+    e.extend_from_slice(&[0; 4]);
+    reseal(e)
 }
 
 fn table(count: u32, entries: &[Vec<u8>]) -> Vec<u8> {
@@ -235,12 +258,21 @@ fn bad_watermark_files() {
             |p| *p == UnsupportedVersion { found: 2, supported: 1 }),
         ("table shorter than its count", file_with(WM_MAGIC, &[0, 0], &empty), |p| *p == Truncated { needed: 4, have: 2 }),
         ("count above the entries", file_with(WM_MAGIC, &table(2, &[entry(1)]), &empty),
-            |p| *p == Truncated { needed: 4 + 152, have: 4 + 76 }),
+            |p| *p == Truncated { needed: 4 + 173 + 76, have: 4 + 173 }),
         ("count below the entries", file_with(WM_MAGIC, &table(1, &[entry(1), entry(2)]), &empty),
-            |p| *p == TrailingBytes { count: 76 }),
+            |p| *p == TrailingBytes { count: 173 }),
         ("entry with a bad checksum", file_with(WM_MAGIC, &table(1, &[bad_crc]), &empty), |p| matches!(p, Checksum { .. })),
-        ("entry version 2", file_with(WM_MAGIC, &table(1, &[entry_resealed(4, 2)]), &empty),
-            |p| *p == UnsupportedVersion { found: 2, supported: 1 }),
+        ("entry version 3", file_with(WM_MAGIC, &table(1, &[entry_resealed(4, 3)]), &empty),
+            |p| *p == UnsupportedVersion { found: 3, supported: 2 }),
+        ("entry with a 97-byte signature", file_with(WM_MAGIC, &table(1, &[entry_resealed(72, 97)]), &empty),
+            |p| matches!(p, InvalidField { field: "signature length", .. })),
+        ("entry with a signature but no payload hash",
+            file_with(WM_MAGIC, &table(1, &[reseal(with(with(entry(1), 39, &[0]), 72, &[64]))]), &empty),
+            |p| matches!(p, InvalidField { field: "signature", .. })),
+        ("entry with bytes past its signature", file_with(WM_MAGIC, &table(1, &[entry_resealed(72 + 1 + 95, 1)]), &empty),
+            |p| matches!(p, InvalidField { field: "signature", .. })),
+        ("v1 entry cut to 75 bytes", file_with(WM_MAGIC, &table(1, &[entry_v1(1)[..75].to_vec()]), &empty),
+            |p| matches!(p, Truncated { .. })),
         ("entry with unknown magic", file_with(WM_MAGIC, &table(1, &[entry_resealed(0, b'X')]), &empty),
             |p| matches!(p, BadMagic { .. })),
         ("entry with unknown curve", file_with(WM_MAGIC, &table(1, &[entry_resealed(9, 9)]), &empty),
@@ -263,6 +295,20 @@ fn bad_watermark_files() {
     .unwrap();
     let wm = FileWatermarks::open(&path).unwrap();
     assert_eq!(block_on(wm.watermarks()).unwrap().len(), 2);
+    drop(wm);
+    // A table written before the upgrade (v1 entries), mixed with a v2
+    // one, opens without loss; v1 entries carry no signature.
+    std::fs::write(
+        &path,
+        file_with(WM_MAGIC, &table(2, &[entry_v1(1), entry(2)]), &empty),
+    )
+    .unwrap();
+    let wm = FileWatermarks::open(&path).unwrap();
+    let got = block_on(wm.watermarks()).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1.mark, Mark::level(100));
+    assert_eq!(got[0].1.payload_hash, Some(PayloadHash([1; 32])));
+    assert_eq!(got[0].1.signature, None);
 }
 
 // ---------------------------------------------------------- payloads --
@@ -326,27 +372,27 @@ fn bad_payloads_are_typed_errors_and_change_nothing() {
         ("block: chain id cut", vec![0x11, 1, 2, 3], Curve::Ed25519, too_short(Block, 5, 4)),
         ("block: no fitness length", block(10, 0)[..86].to_vec(), Curve::Ed25519, too_short(Block, 87, 86)),
         ("block: fitness cut", block(10, 0)[..100].to_vec(), Curve::Ed25519, too_short(Block, 120, 100)),
-        ("block: fitness of 0 bytes", block_fitness_len(0), Curve::Ed25519, BadFitness(0)),
-        ("block: fitness of 3 bytes", block_fitness_len(3), Curve::Ed25519, BadFitness(3)),
+        ("block: fitness of 0 bytes", block_fitness_len(0), Curve::Ed25519, BadFitness { offset: 83, value: 0, detail: "length is neither 33 nor 37" }),
+        ("block: fitness of 3 bytes", block_fitness_len(3), Curve::Ed25519, BadFitness { offset: 83, value: 3, detail: "length is neither 33 nor 37" }),
         ("block: fitness longer than the payload", block_fitness_len(u32::MAX), Curve::Ed25519,
-            too_short(Block, 87 + u32::MAX as usize, block(10, 0).len())),
-        ("block: level above i32::MAX", block(1 << 31, 0), Curve::Ed25519, OutOfRange { field: "level", value: 1 << 31 }),
-        ("block: round above i32::MAX", block(10, u32::MAX), Curve::Ed25519, OutOfRange { field: "round", value: u32::MAX }),
+            BadFitness { offset: 83, value: u32::MAX, detail: "length is neither 33 nor 37" }),
+        ("block: level above i32::MAX", block(1 << 31, 0), Curve::Ed25519, OutOfRange { field: "level", offset: 5, value: 1 << 31 }),
+        ("block: round above i32::MAX", block(10, u32::MAX), Curve::Ed25519, OutOfRange { field: "round", offset: 116, value: u32::MAX }),
         ("preattestation tz1 cut", common::consensus(Preattestation, Curve::Ed25519, common::MAINNET, 60, 0, 1)[..79].to_vec(),
             Curve::Ed25519, too_short(Preattestation, 80, 79)),
         ("preattestation tz4 cut", common::consensus(Preattestation, Curve::Bls, common::MAINNET, 60, 0, 1)[..77].to_vec(),
             Curve::Bls, too_short(Preattestation, 78, 77)),
         ("attestation tz1 cut", attestation(Curve::Ed25519, 60, 0)[..79].to_vec(), Curve::Ed25519, too_short(Attestation, 80, 79)),
         ("attestation tz4 cut", attestation(Curve::Bls, 60, 0)[..77].to_vec(), Curve::Bls, too_short(Attestation, 78, 77)),
-        ("attestation: chain id only", attestation(Curve::Ed25519, 60, 0)[..5].to_vec(), Curve::Ed25519, too_short(Attestation, 80, 5)),
+        ("attestation: chain id only", attestation(Curve::Ed25519, 60, 0)[..5].to_vec(), Curve::Ed25519, too_short(Attestation, 38, 5)),
         ("attestation tz1: level above i32::MAX", attestation(Curve::Ed25519, 0x8000_0000, 0), Curve::Ed25519,
-            OutOfRange { field: "level", value: 0x8000_0000 }),
+            OutOfRange { field: "level", offset: 40, value: 0x8000_0000 }),
         ("attestation tz1: round above i32::MAX", attestation(Curve::Ed25519, 60, 0xFFFF_FFFF), Curve::Ed25519,
-            OutOfRange { field: "round", value: 0xFFFF_FFFF }),
+            OutOfRange { field: "round", offset: 44, value: 0xFFFF_FFFF }),
         ("attestation tz4: level above i32::MAX", attestation(Curve::Bls, 0xFFFF_FFFF, 0), Curve::Bls,
-            OutOfRange { field: "level", value: 0xFFFF_FFFF }),
+            OutOfRange { field: "level", offset: 38, value: 0xFFFF_FFFF }),
         ("preattestation tz4: round above i32::MAX", common::consensus(Preattestation, Curve::Bls, common::MAINNET, 60, 1 << 31, 1),
-            Curve::Bls, OutOfRange { field: "round", value: 1 << 31 }),
+            Curve::Bls, OutOfRange { field: "round", offset: 42, value: 1 << 31 }),
     ];
     for (name, bytes, curve, want) in rows {
         let got = if curve == Curve::Bls {

@@ -769,6 +769,51 @@ fn device_list_reports_the_bus_or_its_absence() {
 }
 
 #[test]
+fn octez_entries_of_unknown_key_schemes_are_named_and_skipped_only_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tz1 = tz(Curve::Ed25519, 9);
+    let tz5 = bs58::encode([&[6u8, 161, 169][..], &[3; 20]].concat())
+        .with_check()
+        .into_string();
+    let octez = t.join("tezos-signer");
+    std::fs::create_dir(&octez).unwrap();
+    let hash = "ab".repeat(32);
+    std::fs::write(
+        octez.join("attestation_high_watermarks"),
+        format!(r#"{{"NetXdQprcVkpaWU":{{"{tz1}":{{"level":7001,"round":0,"hash":"{hash}"}},"{tz5}":{{"level":7002,"round":0,"hash":"{hash}"}}}}}}"#),
+    )
+    .unwrap();
+    let hwm = t.join("hwm");
+    FileWatermarks::create(&hwm).unwrap();
+    // Refused whole, naming the entry and its scheme; nothing imported.
+    let v = json(
+        sg().args(["watermark", "import", "--file"])
+            .arg(&hwm)
+            .arg("--from-octez")
+            .arg(&octez),
+        4,
+    );
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains(&tz5) && msg.contains("tz5 (ML-DSA-44)"), "{v}");
+    let shown = json(sg().arg("watermark").arg("show").arg("--file").arg(&hwm), 0);
+    assert_eq!(level_of(&shown, &tz1, "attestation"), None);
+    // Asked to skip: the rest is imported, the skipped entry named.
+    let v = json(
+        sg().args(["watermark", "import", "--skip-unknown-keys", "--file"])
+            .arg(&hwm)
+            .arg("--from-octez")
+            .arg(&octez),
+        0,
+    );
+    let skipped = v["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{v}");
+    assert!(skipped[0].as_str().unwrap().contains(&tz5), "{v}");
+    let shown = json(sg().arg("watermark").arg("show").arg("--file").arg(&hwm), 0);
+    assert_eq!(level_of(&shown, &tz1, "attestation"), Some((7001, 0)));
+}
+
+#[test]
 fn set_level_through_a_link_is_refused_while_a_baker_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();

@@ -410,6 +410,7 @@ async fn damaged_or_foreign_values_are_typed_errors_and_never_overwritten() {
         &Watermark {
             mark: Mark::level(9),
             payload_hash: None,
+            signature: None,
         },
     );
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -422,6 +423,7 @@ async fn damaged_or_foreign_values_are_typed_errors_and_never_overwritten() {
                 &Watermark {
                     mark: Mark::level(1),
                     payload_hash: None,
+                    signature: None,
                 },
             )
             .to_vec(),
@@ -638,4 +640,76 @@ async fn ownership_options_are_checked() {
         let r = slashguard::etcd::EtcdIdentity::new(client.clone(), node, options.clone());
         assert!(matches!(r, Err(Error::Config(_))), "{options:?}");
     }
+}
+
+mod common;
+
+/// Issue 11 item 2 on etcd: the advance stores the signature with the
+/// mark in the same transaction; a repeat returns it (also through a new
+/// handle with an empty cache, as after a restart), and a v1 entry (no
+/// signature, written by an earlier version) is read without loss.
+#[tokio::test]
+async fn etcd_keeps_the_released_signature_and_reads_v1_entries() {
+    use common::tezos::Consensus;
+    use common::NonDeterministicKey;
+    use slashguard::watermark::{Curve, PayloadHash, RefusalReason, WatermarkKey};
+    use slashguard::{GuardedSigner, Refusal, Signer};
+
+    let etcd = EtcdCluster::single();
+    let client = client(&etcd, "/sigs").await;
+    let key = NonDeterministicKey::new(7, Curve::Bls);
+    let k = WatermarkKey {
+        chain: slashguard::watermark::ChainId([0x7a, 0x06, 0xa7, 0x70]),
+        key: key.key_hash(),
+        kind: ConsensusKind::Attestation,
+    };
+    let signer = GuardedSigner::new(EtcdWatermarks::new(client.clone()), key);
+    let bytes = Consensus::new(k.chain, 700, 0, [1; 32]).attestation(Curve::Bls);
+    let first = signer.sign(&bytes).await.unwrap();
+    let again = signer.sign(&bytes).await.unwrap();
+    assert_eq!(again.signature, first.signature);
+    let fresh = GuardedSigner::new(
+        EtcdWatermarks::new(client.clone()),
+        NonDeterministicKey::new(7, Curve::Bls),
+    );
+    let after_restart = fresh.sign(&bytes).await.unwrap();
+    assert_eq!(after_restart.signature, first.signature);
+    let stored = fresh.guard().watermark(&k).await.unwrap().unwrap();
+    assert_eq!(
+        stored.signature.map(|s| s.as_bytes().to_vec()),
+        Some(first.signature.clone())
+    );
+
+    // A v1 entry, written by hand: mark and payload hash, no signature.
+    let v2 = encode_entry(&k, &stored);
+    let mut v1 = v2[..72].to_vec();
+    v1[4] = 1;
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let mut raw = raw(&etcd).await;
+    raw.put(client.keys().watermark(&k), v1, None)
+        .await
+        .unwrap();
+    let read = EtcdWatermarks::new(client.clone());
+    let w = read.watermark(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (w.mark, w.payload_hash, w.signature),
+        (Mark::level(700), Some(PayloadHash::of(&bytes)), None)
+    );
+    // Its repeat: refused for this non-deterministic signer.
+    let nd = GuardedSigner::new(read, NonDeterministicKey::new(7, Curve::Bls));
+    match nd.sign(&bytes).await {
+        Err(Error::Refused(Refusal::Watermark(w))) => {
+            assert_eq!(w.reason, RefusalReason::RepeatWithoutSignature)
+        }
+        other => panic!("{other:?}"),
+    }
+    // The next advance writes a v2 entry again.
+    let next = Consensus::new(k.chain, 701, 0, [1; 32]).attestation(Curve::Bls);
+    let s = nd.sign(&next).await.unwrap();
+    let w = nd.guard().watermark(&k).await.unwrap().unwrap();
+    assert_eq!(
+        w.signature.map(|x| x.as_bytes().to_vec()),
+        Some(s.signature)
+    );
 }

@@ -10,12 +10,17 @@ use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{ChainId, ConsensusKind, Mark, WatermarkKey};
 use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair, Signer};
 
+/// A tz1 attestation (0x13, tag 21, 80 bytes); `last` is the last byte
+/// of its block payload hash.
 fn attestation(level: u32, last: u8) -> Vec<u8> {
-    let mut a = vec![0u8; 80];
-    a[0] = 0x13;
-    a[1..5].copy_from_slice(&[0x7a, 0x06, 0xa7, 0x70]);
-    a[40..44].copy_from_slice(&level.to_be_bytes());
-    a[79] = last;
+    let mut a = vec![0x13, 0x7a, 0x06, 0xa7, 0x70];
+    a.extend_from_slice(&[0xA5; 32]); // branch
+    a.push(21); // attestation
+    a.extend_from_slice(&7u16.to_be_bytes()); // slot
+    a.extend_from_slice(&level.to_be_bytes());
+    a.extend_from_slice(&0u32.to_be_bytes()); // round
+    a.extend_from_slice(&[0x5B; 31]); // block payload hash ...
+    a.push(last);
     a
 }
 

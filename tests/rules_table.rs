@@ -215,6 +215,7 @@ fn req(k: K, level: u32, round: u32, variant: u8) -> SignRequest {
         key: key(k),
         mark: Mark { level, round },
         payload_hash: payload(variant),
+        signature: None,
     }
 }
 
@@ -222,6 +223,7 @@ fn wm(level: u32, round: u32, variant: Option<u8>) -> Watermark {
     Watermark {
         mark: Mark { level, round },
         payload_hash: variant.map(payload),
+        signature: None,
     }
 }
 
@@ -261,7 +263,7 @@ fn decide_table() {
             (Err(refusal), Err(reason)) => {
                 assert_eq!(refusal.reason, reason, "row {i}");
                 assert_eq!(refusal.key, key(K::A), "row {i}");
-                assert_eq!(Some(refusal.stored), stored, "row {i}");
+                assert_eq!(Some(*refusal.stored), stored, "row {i}");
                 assert_eq!(refusal.requested, request.mark, "row {i}");
                 // The message names both marks, so the log explains itself.
                 let text = refusal.to_string();
@@ -454,12 +456,22 @@ fn watermark_rows() -> Vec<Row> {
             expect: Expect::Refused(A, AtRaisedMark),
             after: vec![(A, wm(12, 0, None))],
         },
+        // Issue 10 item 8: setting (or importing) a mark equal to the stored
+        // one knows no payload there, or another one: nothing at it may be
+        // repeated afterwards.
         Row {
-            name: "raising to the stored mark leaves the entry as it is",
+            name: "raising to the stored mark clears its payload",
             setup: vec![s(vec![(A, 10, 0, 1)])],
             act: Op::Raise(vec![(A, 10, 0)]),
             expect: Expect::Ok(vec![]),
-            after: vec![(A, wm(10, 0, Some(1)))],
+            after: vec![(A, wm(10, 0, None))],
+        },
+        Row {
+            name: "after raising to the stored mark, its payload is not repeated",
+            setup: vec![s(vec![(A, 10, 0, 1)]), Op::Raise(vec![(A, 10, 0)])],
+            act: s(vec![(A, 10, 0, 1)]),
+            expect: Expect::Refused(A, AtRaisedMark),
+            after: vec![(A, wm(10, 0, None))],
         },
         Row {
             name: "raise-only refuses to lower, whole batch",
@@ -605,6 +617,11 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+fn with_byte(mut b: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
+    b[at] = value;
+    b
+}
+
 const CHAIN: [u8; 4] = [0x7a, 0x06, 0xa7, 0x70];
 
 fn block_tz1_round0() -> Vec<u8> {
@@ -673,7 +690,7 @@ fn preattestation_tz4() -> Vec<u8> {
         &[0x12],
         &CHAIN,
         &[0xDD; 32],
-        &[0x14],
+        &[0x28],                   // tz4 preattestation tag (40)
         &[0x00, 0x12, 0xd6, 0x87], // level 1 234 567 (no slot for tz4)
         &[0x00, 0x00, 0x00, 0x02], // round 2
         &[0xEE; 32],
@@ -698,12 +715,14 @@ fn attestation_dal_tz1() -> Vec<u8> {
         &[0x13],
         &CHAIN,
         &[0xDD; 32],
-        &[0x17], // attestation with DAL content
+        &[0x17], // attestation with DAL content (23)
         &[0x01, 0x00],
         &[0x00, 0x98, 0x96, 0x80], // level 10 000 000
         &[0x00, 0x00, 0x00, 0x00],
         &[0xEE; 32],
-        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01], // DAL bitset
+        // DAL bitset {0, 7} = 129 as Data_encoding.z: low 6 bits 000001
+        // with the continuation bit (0x81), then 129 >> 6 = 2 (0x02).
+        &[0x81, 0x02],
     ])
 }
 
@@ -712,7 +731,7 @@ fn attestation_tz4() -> Vec<u8> {
         &[0x13],
         &CHAIN,
         &[0xDD; 32],
-        &[0x15],
+        &[0x29],                   // tz4 attestation tag (41)
         &[0x7f, 0xff, 0xff, 0xff], // level i32::MAX (largest allowed)
         &[0x00, 0x00, 0x00, 0x07], // round 7
         &[0xEE; 32],
@@ -741,12 +760,41 @@ fn payload_parser_table() {
         ("attestation tz1",                        attestation_tz1(),         Curve::Ed25519,   Ok((Attestation, 10_000_000, 0))),
         ("attestation with DAL is an attestation", attestation_dal_tz1(),     Curve::Ed25519,   Ok((Attestation, 10_000_000, 0))),
         ("attestation tz4",                        attestation_tz4(),         Curve::Bls,       Ok((Attestation, i32::MAX as u32, 7))),
-        // The scheme decides the offsets: tz4 bytes read with tz1 offsets
-        // are too short, and tz1 bytes read with tz4 offsets give nonsense.
+        // The tag at byte 37 decides the layout, and must be one the key's
+        // scheme signs: tz4 tags for a tz1 key and tz1 tags for a tz4 key
+        // are refused, naming the byte.
         ("tz4 attestation parsed for a tz1 key",   attestation_tz4(),         Curve::Ed25519,
-            Err(PayloadError::TooShort { kind: Attestation, needed: 80, have: 78 })),
+            Err(PayloadError::BadTag { offset: 37, tag: 41, magic: 0x13, curve: Curve::Ed25519 })),
         ("tz1 attestation parsed for a tz4 key",   attestation_tz1(),         Curve::Bls,
-            Err(PayloadError::OutOfRange { field: "round", value: 0x9680_0000 })),
+            Err(PayloadError::BadTag { offset: 37, tag: 21, magic: 0x13, curve: Curve::Bls })),
+        ("tz1 DAL attestation for a tz4 key",      attestation_dal_tz1(),     Curve::Bls,
+            Err(PayloadError::BadTag { offset: 37, tag: 23, magic: 0x13, curve: Curve::Bls })),
+        ("0x13 with a preattestation tag",         cat(&[&[0x13], &preattestation_tz1()[1..]]), Curve::Ed25519,
+            Err(PayloadError::BadTag { offset: 37, tag: 20, magic: 0x13, curve: Curve::Ed25519 })),
+        ("0x12 with an attestation tag",           cat(&[&[0x12], &attestation_tz1()[1..]]), Curve::Ed25519,
+            Err(PayloadError::BadTag { offset: 37, tag: 21, magic: 0x12, curve: Curve::Ed25519 })),
+        ("DAL bitset with a trailing zero group",  cat(&[&attestation_dal_tz1()[..80], &[0x81, 0x00]]), Curve::Ed25519,
+            Err(PayloadError::BadDal { offset: 81, value: 0x00, detail: "not canonical (trailing zero group)" })),
+        ("DAL bitset negative",                    cat(&[&attestation_dal_tz1()[..80], &[0x41]]), Curve::Ed25519,
+            Err(PayloadError::BadDal { offset: 80, value: 0x41, detail: "negative (sign bit set)" })),
+        ("DAL bitset then a byte",                 cat(&[&attestation_dal_tz1(), &[0x00]]), Curve::Ed25519,
+            Err(PayloadError::BadDal { offset: 82, value: 0x00, detail: "bytes after the number" })),
+        ("DAL bitset cut",                         attestation_dal_tz1()[..81].to_vec(), Curve::Ed25519,
+            Err(PayloadError::BadDal { offset: 80, value: 0x81, detail: "number does not end in the payload" })),
+        ("attestation with DAL tag, no bitset",    attestation_dal_tz1()[..80].to_vec(), Curve::Ed25519,
+            Err(PayloadError::BadDal { offset: 80, value: 0x00, detail: "missing" })),
+        ("tz1 attestation with a trailing byte",   cat(&[&attestation_tz1(), &[0x00]]), Curve::Ed25519,
+            Err(PayloadError::WrongLength { kind: Attestation, tag: 21, expected: 80, have: 81 })),
+        ("tz4 attestation with trailing DAL bytes", cat(&[&attestation_tz4(), &[0x81, 0x02]]), Curve::Bls,
+            Err(PayloadError::WrongLength { kind: Attestation, tag: 41, expected: 78, have: 80 })),
+        ("block with fitness version 01",          with_byte(block_tz1_round0(), 91, 0x01), Curve::Ed25519,
+            Err(PayloadError::BadFitness { offset: 91, value: 1, detail: "version is not 02" })),
+        ("block whose fitness level differs",      with_byte(block_tz1_round0(), 99, 0x81), Curve::Ed25519,
+            Err(PayloadError::BadFitness { offset: 96, value: 0x005b_8d81, detail: "level differs from the header's" })),
+        ("block with a non-negative predecessor round", with_byte(block_tz1_round0(), 108, 0x00), Curve::Ed25519,
+            Err(PayloadError::BadFitness { offset: 108, value: 0x00ff_ffff, detail: "-1 - predecessor round is not negative" })),
+        ("block fitness of 33 bytes with a locked round", with_byte(block_tz1_round3_locked(), 86, 0x21), Curve::Ed25519,
+            Err(PayloadError::BadFitness { offset: 100, value: 4, detail: "locked round item has the wrong length" })),
     ];
     for (name, bytes, curve, expect) in rows {
         let got = ConsensusPayload::parse(&bytes, curve);

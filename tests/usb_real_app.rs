@@ -207,11 +207,16 @@ async fn a_device_refusal_names_what_the_host_store_holds() {
     assert!(is_device_refusal(&e), "{e}");
     assert!(e.is_refusal());
     let text = e.to_string();
-    let held = stored(&baker, ConsensusKind::Block).await;
-    assert!(
-        text.contains(&format!("file store now holds {held}")),
-        "{text}"
-    );
+    assert!(text.contains("file store now holds"), "{text}");
+    // The device is asked before the store advances (the store advances
+    // only with a signature to keep): after its refusal the store holds
+    // nothing for the key, and the error says so.
+    let key = WatermarkKey {
+        chain: CHAIN,
+        key: baker.key_hash(),
+        kind: ConsensusKind::Block,
+    };
+    assert_eq!(baker.guard().watermark(&key).await.unwrap(), None);
     match e {
         Error::Refused(Refusal::SignerRefused {
             backend: "file",
@@ -219,7 +224,7 @@ async fn a_device_refusal_names_what_the_host_store_holds() {
             key,
             ..
         }) => {
-            assert_eq!(stored, Some(held));
+            assert_eq!(stored, None);
             assert_eq!(key.kind, ConsensusKind::Block);
         }
         other => panic!("{other:?}"),

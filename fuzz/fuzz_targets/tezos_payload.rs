@@ -4,4 +4,6 @@ use libfuzzer_sys::fuzz_target;
 
 include!("../bodies/tezos_payload.rs");
 
-fuzz_target!(|data: &[u8]| tezos_payload(data));
+fuzz_target!(|data: &[u8]| {
+    tezos_payload(data);
+});

@@ -10,7 +10,7 @@ use crate::watermark::WatermarkKey;
 /// | `<prefix>/tower/<node>/owner` | the owner claim of the node identity (attached to the owner's lease) |
 /// | `<prefix>/tower/<node>/record` | the node-signed tower record |
 /// | `<prefix>/tower/<node>/alpenglow` | the Alpenglow vote history (CRC'd) |
-/// | `<prefix>/wm/<chain>/<key hash>/<kind>` | one watermark entry (76 bytes, CRC'd) |
+/// | `<prefix>/wm/<chain>/<key hash>/<kind>` | one watermark entry (173 bytes, CRC'd; 76-byte v1 entries are still read) |
 ///
 /// `<node>` is the base58 node public key, `<chain>` the `Net...` chain id,
 /// `<key hash>` the `tz1..tz4` address and `<kind>` one of `block`,

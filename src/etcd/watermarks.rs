@@ -24,7 +24,7 @@ const ATTEMPTS: usize = 8;
 pub const MAX_BATCH: usize = 32;
 
 /// Watermarks in etcd, one key per (chain, key, kind):
-/// `<prefix>/wm/<chain>/<key hash>/<kind>`, each value one 76-byte
+/// `<prefix>/wm/<chain>/<key hash>/<kind>`, each value one 173-byte
 /// self-describing, CRC'd entry ([`encode_entry`]).
 ///
 /// - **authorize** decides against the last values seen, then sends ONE
@@ -373,6 +373,20 @@ impl SignerGuard for EtcdWatermarks {
         let keys: Vec<WatermarkKey> = requests.iter().map(|r| r.key).collect();
         self.cas_loop("authorize", &keys, false, |t| t.plan_authorize(requests))
             .await
+    }
+
+    // From the cache only (no round trip on the signing path): a cached
+    // entry with this exact mark and payload hash was authorized once, and
+    // its signature is the one stored for those bytes. Anything else is
+    // decided by `authorize`, which reads etcd.
+    async fn stored_signature(
+        &self,
+        request: &SignRequest,
+    ) -> Result<Option<crate::watermark::StoredSignature>> {
+        Ok(match self.cache().get(&request.key).map(|s| &s.entry) {
+            Some(Entry::Mark(w)) => w.signature_of(request),
+            _ => None,
+        })
     }
 
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {

@@ -189,10 +189,16 @@ enum State {
 /// let guard = BackupGuard::new(MemoryWatermarks::new(), chain).alias("consensus", key.key_hash());
 /// let baker = GuardedSigner::new(&guard, key);
 ///
-/// let mut attestation = vec![0u8; 80];
-/// attestation[0] = 0x13;
-/// attestation[1..5].copy_from_slice(&chain.0);
-/// attestation[40..44].copy_from_slice(&1005u32.to_be_bytes());
+/// // A tz1 attestation (0x13, chain, branch, tag 21, slot, level, round,
+/// // block payload hash): level at bytes 40..44.
+/// let mut attestation = vec![0x13];
+/// attestation.extend_from_slice(&chain.0);
+/// attestation.extend_from_slice(&[0x5c; 32]);
+/// attestation.push(21);
+/// attestation.extend_from_slice(&3u16.to_be_bytes());
+/// attestation.extend_from_slice(&1005u32.to_be_bytes());
+/// attestation.extend_from_slice(&0u32.to_be_bytes());
+/// attestation.extend_from_slice(&[0xa1; 32]);
 /// assert!(baker.sign(&attestation).await.unwrap_err().is_refusal()); // not activated
 ///
 /// // Emergency: primary unreachable, its last signature 3 minutes ago, chain at level 1000.
@@ -434,11 +440,9 @@ impl<G: SignerGuard> BackupGuard<G> {
     }
 }
 
-#[async_trait]
-impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
-    async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
-        let state = self.state.read().await;
-        match &*state {
+impl<G> BackupGuard<G> {
+    fn check_active(&self, state: &State) -> Result<()> {
+        match state {
             State::Standby => Err(FailoverRefusal::NotActivated.into()),
             State::Active(Some(o)) if o.is_lost() => Err(Error::Fenced {
                 identity: self
@@ -449,8 +453,23 @@ impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
                     .join(","),
                 reason: o.lost_reason().unwrap_or_default(),
             }),
-            State::Active(_) => self.inner.authorize(requests).await,
+            State::Active(_) => Ok(()),
         }
+    }
+}
+
+#[async_trait]
+impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
+    async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
+        let state = self.state.read().await;
+        self.check_active(&state)?;
+        self.inner.authorize(requests).await
+    }
+    // A standby or fenced backup refuses before any signer is asked.
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        let state = self.state.read().await;
+        self.check_active(&state)?;
+        self.inner.precheck(request).await
     }
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         self.inner.watermark(key).await
@@ -460,5 +479,21 @@ impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
     }
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
         self.inner.set_marks(marks, mode).await
+    }
+    fn keeps_signatures(&self) -> bool {
+        self.inner.keeps_signatures()
+    }
+    // A stored signature is of bytes already authorized while this guard
+    // was active (or before); returning it again releases nothing new, but
+    // a standby or fenced backup releases nothing at all.
+    async fn stored_signature(
+        &self,
+        request: &SignRequest,
+    ) -> Result<Option<crate::watermark::StoredSignature>> {
+        match &*self.state.read().await {
+            State::Active(Some(o)) if o.is_lost() => Ok(None),
+            State::Active(_) => self.inner.stored_signature(request).await,
+            State::Standby => Ok(None),
+        }
     }
 }

@@ -12,7 +12,6 @@ use crate::alpenglow::{Applied, HistoryStorage, HistoryUpdate, RuleMode, VoteHis
 use crate::error::{Error, Result};
 use crate::file::lock::OwnerLock;
 use crate::file::slots::{Loaded, Recovery, SlotFile};
-use crate::file::tower::lock;
 use crate::file::FileTowerStorage;
 use crate::identity::NodeId;
 use crate::tower::StoreReceipt;
@@ -210,4 +209,11 @@ impl std::fmt::Debug for FileVoteHistory {
             .field("path", &self.path)
             .finish()
     }
+}
+
+/// The history's mutex; a panic while it was held leaves nothing half
+/// written (the slot file is written whole or not at all), so the state is
+/// still the last acknowledged one and the guard can go on.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -307,6 +307,19 @@ impl SignerGuard for FileWatermarks {
             .await
     }
 
+    // The table is this process's own (the lock makes it the only writer),
+    // so a refusal decided on it is final.
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        let request = *request;
+        self.worker
+            .run(move |inner| {
+                inner.refuse_if_damaged()?;
+                crate::watermark::decide(inner.table.get(&request.key), &request)?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         let key = *key;
         self.worker

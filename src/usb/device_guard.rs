@@ -120,10 +120,7 @@ impl<T: WatermarkDevice + ?Sized> WatermarkDevice for std::sync::Arc<T> {
 pub(crate) fn device_refusal(key: WatermarkKey, stored: Mark, requested: Mark) -> WatermarkRefusal {
     WatermarkRefusal {
         key,
-        stored: Watermark {
-            mark: stored,
-            payload_hash: None,
-        },
+        stored: Box::new(Watermark::raised(stored)),
         requested,
         reason: if requested < stored {
             RefusalReason::Below
@@ -169,6 +166,18 @@ impl<D: WatermarkDevice> SignerGuard for DeviceWatermarks<D> {
         "device"
     }
 
+    // The device's own watermark moves when it signs: it is asked first.
+    fn keeps_signatures(&self) -> bool {
+        false
+    }
+
+    async fn stored_signature(
+        &self,
+        _request: &SignRequest,
+    ) -> Result<Option<crate::watermark::StoredSignature>> {
+        Ok(None)
+    }
+
     /// Refuses what the device would certainly refuse; advances nothing
     /// (the device advances when it signs). All or nothing: one refusal
     /// refuses the batch.
@@ -198,10 +207,7 @@ impl<D: WatermarkDevice> SignerGuard for DeviceWatermarks<D> {
             return Ok(None);
         }
         let marks = self.device.read_marks(key.chain).await?;
-        Ok(Some(Watermark {
-            mark: marks.mark(key.kind),
-            payload_hash: None,
-        }))
+        Ok(Some(Watermark::raised(marks.mark(key.kind))))
     }
 
     /// The three marks of the device key on the guard's chain. For a Ledger
@@ -220,10 +226,7 @@ impl<D: WatermarkDevice> SignerGuard for DeviceWatermarks<D> {
                         key: self.device.key_hash(),
                         kind: *kind,
                     },
-                    Watermark {
-                        mark: *mark,
-                        payload_hash: None,
-                    },
+                    Watermark::raised(*mark),
                 )
             })
             .collect())

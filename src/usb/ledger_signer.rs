@@ -374,6 +374,15 @@ impl Signer for LedgerSigner {
         self.inner.key_hash
     }
 
+    /// Ed25519 and BLS signatures are deterministic; ECDSA (tz2, tz3) is
+    /// not assumed to be.
+    fn deterministic(&self) -> bool {
+        matches!(
+            self.inner.key_hash.curve,
+            crate::watermark::Curve::Ed25519 | crate::watermark::Curve::Bls
+        )
+    }
+
     /// Sign on the device. A refusal by the device watermark comes back as
     /// [`Error::Refused`] when the device mark read right after explains it
     /// (request below it), otherwise as [`Error::Signer`] whose source is

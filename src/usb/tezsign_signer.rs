@@ -155,6 +155,15 @@ impl Signer for TezSignSigner {
         self.tz4
     }
 
+    /// Ed25519 and BLS signatures are deterministic; ECDSA (tz2, tz3) is
+    /// not assumed to be.
+    fn deterministic(&self) -> bool {
+        matches!(
+            self.tz4.curve,
+            crate::watermark::Curve::Ed25519 | crate::watermark::Curve::Bls
+        )
+    }
+
     /// Sign on the device. A stale-watermark answer (error 33) comes back
     /// as [`Error::Refused`] when the device mark read right after explains
     /// it, otherwise as [`Error::Signer`] with source

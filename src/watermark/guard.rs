@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::watermark::{Decision, Mark, SignRequest, Watermark, WatermarkKey};
+use crate::watermark::{Decision, Mark, SignRequest, StoredSignature, Watermark, WatermarkKey};
 
 /// How [`SignerGuard::set_marks`] treats a mark below the stored one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,17 +43,45 @@ pub trait SignerGuard: Send + Sync {
     async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>>;
 
     /// Set marks directly (failover `set-level`, import), all or nothing.
-    /// A mark that is set has no payload hash: nothing at exactly that mark
-    /// can be signed afterwards. In [`SetMode::RaiseOnly`], a mark equal to
-    /// the stored one is not set: that entry stays as it is, so a message
-    /// signed at it may still be repeated (the same bytes, not a double
-    /// sign).
+    /// A mark that is set has no payload hash and no signature: nothing at
+    /// exactly that mark can be signed (or repeated) afterwards, including
+    /// when it equals the stored mark (the caller knows no payload there,
+    /// or another one than the store's).
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()>;
 
     /// A short name of the backend for logs and metrics (`file`, `etcd`,
     /// `memory`, `device`; `custom` unless overridden).
     fn backend(&self) -> &'static str {
         "custom"
+    }
+
+    /// Whether [`authorize`](SignerGuard::authorize) stores the signature a
+    /// request carries with the advanced mark (every store: memory, file,
+    /// etcd). A guard that keeps none (a device whose own watermark moves
+    /// when it signs) answers `false`, and is asked before the signer signs.
+    fn keeps_signatures(&self) -> bool {
+        true
+    }
+
+    /// The signature stored for exactly `request`'s message (same mark and
+    /// payload hash), if any: a repeat returns it without signing again.
+    /// A backend may answer from what it last saw (it never returns a
+    /// signature of other bytes); `None` is always safe.
+    async fn stored_signature(&self, request: &SignRequest) -> Result<Option<StoredSignature>> {
+        Ok(self
+            .watermark(&request.key)
+            .await?
+            .and_then(|w| w.signature_of(request)))
+    }
+
+    /// Refuse now what [`authorize`](SignerGuard::authorize) would
+    /// certainly refuse, from state this guard holds without a round trip
+    /// (the in-memory table of the memory and file stores), so that a
+    /// signer is not asked to sign bytes that will not be released. `Ok`
+    /// promises nothing: `authorize` decides. The default checks nothing.
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        let _ = request;
+        Ok(())
     }
 
     /// Authorize one request.
@@ -80,6 +108,15 @@ macro_rules! forward_guard {
             }
             fn backend(&self) -> &'static str {
                 (**self).backend()
+            }
+            fn keeps_signatures(&self) -> bool {
+                (**self).keeps_signatures()
+            }
+            async fn stored_signature(&self, request: &SignRequest) -> Result<Option<StoredSignature>> {
+                (**self).stored_signature(request).await
+            }
+            async fn precheck(&self, request: &SignRequest) -> Result<()> {
+                (**self).precheck(request).await
             }
         }
     )*};

@@ -170,13 +170,65 @@ impl fmt::Debug for KeyHash {
         write!(f, "KeyHash({self})")
     }
 }
+/// A Tezos key hash of a scheme slashguard does not sign for (for
+/// example tz5, ML-DSA-44, which cannot be a consensus key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} is a {scheme} key hash; slashguard guards tz1, tz2, tz3 and tz4 keys only")]
+pub struct UnknownScheme {
+    /// The key hash as written.
+    pub key: String,
+    /// The scheme's name, e.g. `tz5 (ML-DSA-44)`.
+    pub scheme: String,
+}
+
+/// Known key hash prefixes of schemes this crate does not sign for.
+const OTHER_SCHEMES: [([u8; 3], &str); 1] = [([6, 161, 169], "tz5 (ML-DSA-44)")];
+
+impl KeyHash {
+    /// `Some` when `s` is a well-formed Tezos key hash (20 bytes behind a
+    /// 3-byte `06a1..` prefix, checksum valid) of a scheme other than
+    /// tz1..tz4, naming the scheme.
+    pub fn unknown_scheme(s: &str) -> Option<UnknownScheme> {
+        let v = bs58::decode(s).with_check(None).into_vec().ok()?;
+        if v.len() != 23 || v[..2] != [6, 161] {
+            return None;
+        }
+        let prefix = [v[0], v[1], v[2]];
+        if [Curve::Ed25519, Curve::Secp256k1, Curve::P256, Curve::Bls]
+            .iter()
+            .any(|c| c.prefix() == prefix)
+        {
+            return None;
+        }
+        let scheme = OTHER_SCHEMES
+            .iter()
+            .find(|(p, _)| *p == prefix)
+            .map_or_else(
+                || {
+                    format!(
+                        "unknown scheme (prefix {:02x}{:02x}{:02x})",
+                        v[0], v[1], v[2]
+                    )
+                },
+                |(_, name)| (*name).to_string(),
+            );
+        Some(UnknownScheme {
+            key: s.to_string(),
+            scheme,
+        })
+    }
+}
+
 impl FromStr for KeyHash {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         [Curve::Ed25519, Curve::Secp256k1, Curve::P256, Curve::Bls]
             .into_iter()
             .find_map(|curve| from_b58check(s, &curve.prefix()).map(|hash| KeyHash { curve, hash }))
-            .ok_or_else(|| Error::Invalid(format!("{s:?} is not a Tezos key hash (tz1..tz4)")))
+            .ok_or_else(|| match KeyHash::unknown_scheme(s) {
+                Some(u) => Error::Invalid(u.to_string()),
+                None => Error::Invalid(format!("{s:?} is not a Tezos key hash (tz1..tz4)")),
+            })
     }
 }
 
@@ -233,5 +285,15 @@ mod tests {
         assert!("tz1Ke2h7sDdakHJQh8WX4Z372du1KChsksyV"
             .parse::<KeyHash>()
             .is_err());
+        // A tz5 (ML-DSA-44) key hash is reported by its scheme's name.
+        let tz5 = b58check(&[6, 161, 169], &[0; 20]);
+        assert!(tz5.starts_with("tz5"), "{tz5}");
+        let err = tz5.parse::<KeyHash>().unwrap_err().to_string();
+        assert!(err.contains("tz5 (ML-DSA-44)"), "{err}");
+        assert_eq!(
+            KeyHash::unknown_scheme(&tz5).unwrap().scheme,
+            "tz5 (ML-DSA-44)"
+        );
+        assert!(KeyHash::unknown_scheme("tz1Ke2h7sDdakHJQh8WX4Z372du1KChsksyU").is_none());
     }
 }

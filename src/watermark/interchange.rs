@@ -30,7 +30,9 @@
 //! Import ([`import`]) sets the marks in ONE
 //! [`set_marks`](SignerGuard::set_marks) batch, so it is all or nothing.
 //! An imported mark carries no payload hash: nothing at exactly that
-//! (level, round) can be signed afterwards, only above it.
+//! (level, round) can be signed afterwards, only above it. That holds for
+//! a mark equal to the stored one too, unless the file names the same
+//! payload hash the store holds there (then the entry is left as it is).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -337,8 +339,10 @@ pub enum ImportMode {
 pub struct ImportReport {
     /// Marks set: (key, stored before, set to).
     pub set: Vec<(WatermarkKey, Option<Mark>, Mark)>,
-    /// Marks equal to the stored ones (left as they are, with their
-    /// payload hash, so a signed message may still be repeated).
+    /// Marks equal to the stored ones, left as they are: with the same
+    /// payload hash as the file's (that message may still be repeated), or
+    /// already without one. An equal mark with another or no payload hash
+    /// is in [`set`](Self::set): its stored payload is cleared.
     pub unchanged: Vec<WatermarkKey>,
     /// Marks below the stored ones, kept by [`ImportMode::KeepHigher`]:
     /// (key, stored, in the file).
@@ -374,17 +378,27 @@ pub async fn import(
     let stored: BTreeMap<WatermarkKey, Watermark> = guard.watermarks().await?.into_iter().collect();
     let mut report = ImportReport::default();
     let mut batch = Vec::new();
-    for (key, mark) in file.marks() {
+    for entry in &file.watermarks {
+        let (key, mark) = (entry.watermark_key(), entry.mark());
         let before = stored.get(&key).map(|w| w.mark);
+        // An equal mark is left as it is only when the file names the very
+        // payload the store holds there; with another or no payload hash it
+        // is set again, which clears the stored payload hash and signature:
+        // nothing at that mark may then be repeated (issue 10 item 8).
+        let same_payload = stored
+            .get(&key)
+            .is_some_and(|w| w.payload_hash.is_some() && w.payload_hash == entry.payload_hash);
         match (before, mode) {
-            (Some(b), ImportMode::RaiseOnly | ImportMode::KeepHigher) if b == mark => {
+            (Some(b), ImportMode::RaiseOnly | ImportMode::KeepHigher)
+                if b == mark && (same_payload || stored[&key].payload_hash.is_none()) =>
+            {
                 report.unchanged.push(key)
             }
             (Some(b), ImportMode::RaiseOnly) if b > mark => {
                 tracing::warn!(%key, stored = %b, file = %mark, "import refused: it would lower a watermark");
                 return Err(WatermarkRefusal {
                     key,
-                    stored: stored[&key],
+                    stored: Box::new(stored[&key]),
                     requested: mark,
                     reason: RefusalReason::Below,
                 }
@@ -436,6 +450,7 @@ mod tests {
         Watermark {
             mark: Mark { level, round },
             payload_hash: Some(PayloadHash([0xab; 32])),
+            signature: None,
         }
     }
 
@@ -451,6 +466,7 @@ mod tests {
                     Watermark {
                         mark: Mark::level(7),
                         payload_hash: None,
+                        signature: None,
                     },
                 ),
             ],
@@ -550,6 +566,7 @@ mod tests {
                     Watermark {
                         mark: Mark::level(50),
                         payload_hash: None,
+                        signature: None,
                     },
                 ),
                 (b, wm(60, 0)),

@@ -12,9 +12,15 @@ pub mod octez;
 mod payload;
 pub(crate) mod table;
 
-pub use codec::{decode_entry, encode_entry, ENTRY_LEN};
+pub use codec::{decode_entry, encode_entry, entry_len, ENTRY_LEN, ENTRY_V1_LEN};
 pub use guard::{SetMode, SignerGuard};
-pub use ids::{ChainId, ConsensusKind, Curve, KeyHash, WatermarkKey};
-pub use mark::{decide, Decision, Mark, PayloadHash, RefusalReason, Watermark, WatermarkRefusal};
-pub use payload::{ConsensusPayload, PayloadError, SignRequest};
+pub use ids::{ChainId, ConsensusKind, Curve, KeyHash, UnknownScheme, WatermarkKey};
+pub use mark::{
+    decide, Decision, Mark, PayloadHash, RefusalReason, StoredSignature, Watermark,
+    WatermarkRefusal, MAX_SIGNATURE_LEN,
+};
+pub use payload::{
+    check_dal_bitset, ConsensusPayload, KeyRole, OperationTag, PayloadError, SignRequest,
+    BLOCK_FITNESS_AT, BLS_ATTESTATION_LEN, SLOT_ATTESTATION_LEN, TAG_AT,
+};
 pub use table::WatermarkTable;

@@ -36,7 +36,7 @@
 //! exist, the higher mark of each key is taken.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -74,13 +74,88 @@ fn bad(path: &Path, field: &'static str, detail: impl Into<String>) -> Error {
     )
 }
 
+/// Marks read from one file.
+pub type Marks = Vec<(WatermarkKey, Watermark)>;
+
+/// What an octez-signer import does with entries of a key scheme
+/// slashguard does not sign for (for example tz5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownKeys {
+    /// Refuse the whole import, naming every such entry (the default).
+    #[default]
+    Refuse,
+    /// Leave them out, import the rest, and name each one left out.
+    Skip,
+}
+
+/// An entry an import left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Its chain.
+    pub chain: ChainId,
+    /// Its key hash, as written.
+    pub key: String,
+    /// The key's scheme, e.g. `tz5 (ML-DSA-44)`.
+    pub scheme: String,
+    /// Its message kind.
+    pub kind: ConsensusKind,
+}
+
+impl std::fmt::Display for SkippedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}/{}/{} ({})",
+            self.file.display(),
+            self.chain,
+            self.key,
+            self.kind,
+            self.scheme
+        )
+    }
+}
+
+/// What [`read_octez_dir_with`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OctezRead {
+    /// The marks of known key schemes.
+    pub file: WatermarkFile,
+    /// Entries left out ([`UnknownKeys::Skip`]), each named.
+    pub skipped: Vec<SkippedEntry>,
+}
+
 /// Parse one octez watermark file's text into marks of `kind`. `path`
-/// names it in errors.
+/// names it in errors. An entry of a key scheme slashguard does not sign
+/// for (tz5) is an error naming it; see [`parse_octez_file_with`].
 pub fn parse_octez_file(
     text: &str,
     kind: ConsensusKind,
     path: &Path,
 ) -> Result<Vec<(WatermarkKey, Watermark)>> {
+    let (marks, skipped) = parse_octez_file_with(text, kind, path)?;
+    match skipped.first() {
+        Some(first) => Err(bad(path, "key", unknown_detail(first))),
+        None => Ok(marks),
+    }
+}
+
+fn unknown_detail(e: &SkippedEntry) -> String {
+    format!(
+        "{}/{} is a {} key hash, which slashguard does not sign for",
+        e.chain, e.key, e.scheme
+    )
+}
+
+/// As [`parse_octez_file`], returning the entries of unknown key schemes
+/// apart instead of failing on them.
+pub fn parse_octez_file_with(
+    text: &str,
+    kind: ConsensusKind,
+    path: &Path,
+) -> Result<(Marks, Vec<SkippedEntry>)> {
+    let mut skipped = Vec::new();
     let value: Value = serde_json::from_str(text).map_err(|e| bad(path, "json", e.to_string()))?;
     let chains = value
         .as_object()
@@ -98,6 +173,16 @@ pub fn parse_octez_file(
             )
         })?;
         for (pkh, mark) in keys {
+            if let Some(u) = KeyHash::unknown_scheme(pkh) {
+                skipped.push(SkippedEntry {
+                    file: path.to_path_buf(),
+                    chain,
+                    key: u.key,
+                    scheme: u.scheme,
+                    kind,
+                });
+                continue;
+            }
             let key: KeyHash = pkh
                 .parse()
                 .map_err(|_| bad(path, "key", format!("{pkh:?} is not a tz1..tz4 key hash")))?;
@@ -151,11 +236,12 @@ pub fn parse_octez_file(
                 Watermark {
                     mark: Mark { level, round },
                     payload_hash: Some(hash),
+                    signature: None,
                 },
             ));
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Read every octez-signer watermark file in `dir` (its base directory,
@@ -165,9 +251,25 @@ pub fn parse_octez_file(
 /// Errors: [`Error::Invalid`] when `dir` holds none of the files;
 /// [`Error::Corrupt`] naming the file and entry when one is not the
 /// layout in the [module docs](self); [`Error::Io`].
+/// Entries of a key scheme slashguard does not sign for (tz5) refuse the
+/// whole read, naming every one; [`read_octez_dir_with`] can skip them.
 pub fn read_octez_dir(dir: impl AsRef<Path>, aliases: &Aliases) -> Result<WatermarkFile> {
+    Ok(read_octez_dir_with(dir, aliases, UnknownKeys::Refuse)?.file)
+}
+
+/// As [`read_octez_dir`]; with [`UnknownKeys::Skip`], entries of unknown
+/// key schemes are left out and named in [`OctezRead::skipped`].
+///
+/// Errors: those of [`read_octez_dir`]; with [`UnknownKeys::Refuse`],
+/// [`Error::Invalid`] naming every entry of an unknown key scheme.
+pub fn read_octez_dir_with(
+    dir: impl AsRef<Path>,
+    aliases: &Aliases,
+    unknown: UnknownKeys,
+) -> Result<OctezRead> {
     let dir = dir.as_ref();
     let mut marks: BTreeMap<WatermarkKey, Watermark> = BTreeMap::new();
+    let mut skipped = Vec::new();
     let mut found = 0;
     for (kind, name) in OCTEZ_FILES {
         let path = dir.join(name);
@@ -176,7 +278,9 @@ pub fn read_octez_dir(dir: impl AsRef<Path>, aliases: &Aliases) -> Result<Waterm
             None => continue,
         };
         found += 1;
-        for (key, wm) in parse_octez_file(&text, kind, &path)? {
+        let (parsed, left_out) = parse_octez_file_with(&text, kind, &path)?;
+        skipped.extend(left_out);
+        for (key, wm) in parsed {
             match marks.get(&key) {
                 Some(old) if old.mark >= wm.mark => {}
                 _ => {
@@ -192,11 +296,26 @@ pub fn read_octez_dir(dir: impl AsRef<Path>, aliases: &Aliases) -> Result<Waterm
             OCTEZ_FILES.map(|(_, n)| n).join(", ")
         )));
     }
-    Ok(WatermarkFile::new(
-        marks,
-        aliases,
-        Some(format!("octez-signer:{}", dir.display())),
-    ))
+    if unknown == UnknownKeys::Refuse && !skipped.is_empty() {
+        let names: Vec<String> = skipped.iter().map(|e| e.to_string()).collect();
+        return Err(Error::Invalid(format!(
+            "{} holds {} watermark(s) of key schemes slashguard does not sign for: {}; nothing was imported (skip them explicitly to import the rest)",
+            dir.display(),
+            skipped.len(),
+            names.join("; ")
+        )));
+    }
+    for e in &skipped {
+        tracing::warn!(entry = %e, "octez-signer watermark of an unknown key scheme left out");
+    }
+    Ok(OctezRead {
+        file: WatermarkFile::new(
+            marks,
+            aliases,
+            Some(format!("octez-signer:{}", dir.display())),
+        ),
+        skipped,
+    })
 }
 
 fn read_bounded(path: &Path) -> Result<Option<String>> {
@@ -270,6 +389,40 @@ mod tests {
             ]
         );
         assert_eq!(file.watermarks[0].payload_hash, Some(PayloadHash([1; 32])));
+    }
+
+    #[test]
+    fn unknown_key_schemes_are_named_and_skipped_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tz5 = bs58::encode([&[6u8, 161, 169][..], &[7; 20]].concat())
+            .with_check()
+            .into_string();
+        std::fs::write(
+            dir.path().join("attestation_high_watermarks"),
+            format!(
+                r#"{{"NetXdQprcVkpaWU":{{"{TZ1}":{{"level":95,"round":1,"hash":"{}"}},"{tz5}":{{"level":96,"round":0,"hash":"{}"}}}}}}"#,
+                hash(3),
+                hash(4)
+            ),
+        )
+        .unwrap();
+        // By default: refused whole, naming the entry and its scheme.
+        let err = read_octez_dir(dir.path(), &Aliases::new()).unwrap_err();
+        let shown = err.to_string();
+        assert!(matches!(err, Error::Invalid(_)), "{shown}");
+        assert!(
+            shown.contains(&tz5) && shown.contains("tz5 (ML-DSA-44)"),
+            "{shown}"
+        );
+        assert!(shown.contains("attestation_high_watermarks"), "{shown}");
+        // Asked to skip: the rest is read, the skipped entry named.
+        let read = read_octez_dir_with(dir.path(), &Aliases::new(), UnknownKeys::Skip).unwrap();
+        assert_eq!(read.file.watermarks.len(), 1);
+        assert_eq!(read.file.watermarks[0].key.to_string(), TZ1);
+        assert_eq!(read.skipped.len(), 1);
+        assert_eq!(read.skipped[0].key, tz5);
+        assert_eq!(read.skipped[0].scheme, "tz5 (ML-DSA-44)");
+        assert_eq!(read.skipped[0].kind, ConsensusKind::Attestation);
     }
 
     #[test]

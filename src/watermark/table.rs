@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, FormatError, Result};
 use crate::watermark::{
-    decide, decode_entry, encode_entry, Decision, Mark, SetMode, SignRequest, Watermark,
+    decide, decode_entry, encode_entry, entry_len, Decision, Mark, SetMode, SignRequest, Watermark,
     WatermarkKey, ENTRY_LEN,
 };
 
@@ -63,7 +63,10 @@ impl WatermarkTable {
 
     /// Plan setting marks directly (operator raise or import). In
     /// [`SetMode::RaiseOnly`] a mark below the stored one refuses the whole
-    /// batch; an equal one leaves the entry as it is.
+    /// batch. A mark equal to the stored one clears its payload hash and
+    /// signature (the caller knows no payload there, or another one: none
+    /// may be repeated); an entry already without a payload hash is left as
+    /// it is.
     pub fn plan_set(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<Changes> {
         reject_duplicate_keys(marks.iter().map(|(k, _)| k))?;
         let mut changes = Vec::new();
@@ -74,24 +77,18 @@ impl WatermarkTable {
                     if *mark < s.mark {
                         return Err(crate::watermark::WatermarkRefusal {
                             key: *key,
-                            stored: *s,
+                            stored: Box::new(*s),
                             requested: *mark,
                             reason: crate::watermark::RefusalReason::Below,
                         }
                         .into());
                     }
-                    if *mark == s.mark {
+                    if *mark == s.mark && s.payload_hash.is_none() {
                         continue;
                     }
                 }
             }
-            changes.push((
-                *key,
-                Watermark {
-                    mark: *mark,
-                    payload_hash: None,
-                },
-            ));
+            changes.push((*key, Watermark::raised(*mark)));
         }
         Ok(changes)
     }
@@ -125,27 +122,30 @@ impl WatermarkTable {
                 have: bytes.len(),
             });
         }
-        let count = u32::from_le_bytes(bytes[..4].try_into().expect("length checked")) as usize;
-        let body = &bytes[4..];
-        let needed = count
-            .checked_mul(ENTRY_LEN)
-            .ok_or(FormatError::InvalidField {
-                field: "count",
-                detail: format!("{count}"),
-            })?;
-        if body.len() < needed {
-            return Err(FormatError::Truncated {
-                needed: needed + 4,
-                have: bytes.len(),
-            });
-        }
-        if body.len() > needed {
-            return Err(FormatError::TrailingBytes {
-                count: body.len() - needed,
-            });
-        }
+        let count = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        // Entries of version 1 (76 bytes) and 2 (173 bytes) may be mixed: a
+        // table written before the upgrade holds only v1 entries, and is
+        // rewritten whole (as v2) on its next change.
+        let mut body = &bytes[4..];
         let mut map = BTreeMap::new();
-        for chunk in body.chunks_exact(ENTRY_LEN) {
+        for _ in 0..count {
+            let len = match entry_len(body) {
+                Err(FormatError::Empty) => {
+                    return Err(FormatError::Truncated {
+                        needed: bytes.len() + crate::watermark::ENTRY_V1_LEN,
+                        have: bytes.len(),
+                    })
+                }
+                other => other?,
+            };
+            if body.len() < len {
+                return Err(FormatError::Truncated {
+                    needed: bytes.len() - body.len() + len,
+                    have: bytes.len(),
+                });
+            }
+            let (chunk, rest) = body.split_at(len);
+            body = rest;
             let (k, w) = decode_entry(chunk, None)?;
             if map.insert(k, w).is_some() {
                 return Err(FormatError::InvalidField {
@@ -153,6 +153,9 @@ impl WatermarkTable {
                     detail: format!("{k} appears twice"),
                 });
             }
+        }
+        if !body.is_empty() {
+            return Err(FormatError::TrailingBytes { count: body.len() });
         }
         Ok(WatermarkTable { map })
     }

@@ -125,6 +125,7 @@ pub fn request(key: WatermarkKey, level: u32, round: u32, p: u8) -> SignRequest 
         key,
         mark: Mark { level, round },
         payload_hash: PayloadHash([p; 32]),
+        signature: None,
     }
 }
 

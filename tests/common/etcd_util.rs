@@ -122,6 +122,7 @@ pub fn request(key: WatermarkKey, level: u32, round: u32, payload: &[u8]) -> Sig
         key,
         mark: Mark { level, round },
         payload_hash: PayloadHash::of(payload),
+        signature: None,
     }
 }
 

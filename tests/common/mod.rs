@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod tezos;
+
 use async_trait::async_trait;
 use slashguard::watermark::{ChainId, ConsensusKind, Curve, KeyHash};
 use slashguard::{Ed25519Signer, Error, Signer};
@@ -89,11 +91,64 @@ impl Signer for TestKey {
     async fn sign(&self, payload: &[u8]) -> slashguard::Result<Vec<u8>> {
         self.inner.sign(payload).await
     }
+    fn deterministic(&self) -> bool {
+        true
+    }
 }
 
-/// A well-formed consensus payload of `kind` at (level, round) for a key of
-/// `curve`. `variant` changes the block payload hash, so two variants at one
-/// (level, round) are two different messages (a double sign if both signed).
+/// A signer whose signatures are NOT deterministic, like ECDSA with a
+/// random nonce in an HSM: every call signs `nonce ‖ payload` with a fresh
+/// random 32-byte nonce and returns `nonce ‖ signature` (96 bytes, the BLS
+/// budget). Two calls on the same bytes give two different signatures, so
+/// a test sees every second signature that is released.
+pub struct NonDeterministicKey {
+    inner: Ed25519Signer,
+    hash: KeyHash,
+    /// How many times the key signed.
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl NonDeterministicKey {
+    pub fn new(seed: u8, curve: Curve) -> Self {
+        let inner = Ed25519Signer::from_seed([seed; 32]);
+        let hash = KeyHash {
+            curve,
+            hash: inner.key_hash().hash,
+        };
+        NonDeterministicKey {
+            inner,
+            hash,
+            calls: Default::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Signer for NonDeterministicKey {
+    fn key_hash(&self) -> KeyHash {
+        self.hash
+    }
+    async fn sign(&self, payload: &[u8]) -> slashguard::Result<Vec<u8>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut nonce = [0u8; 32];
+        getrandom_nonce(&mut nonce);
+        let mut msg = nonce.to_vec();
+        msg.extend_from_slice(payload);
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&self.inner.sign(&msg).await?);
+        Ok(out)
+    }
+}
+
+fn getrandom_nonce(out: &mut [u8; 32]) {
+    use rand_core::RngCore;
+    rand_core::OsRng.fill_bytes(out);
+}
+
+/// A consensus payload of `kind` at (level, round) for a key of `curve`,
+/// as a baker sends it (tags 20/21 for tz1..tz3, 40/41 for tz4). `variant`
+/// changes the block payload hash, so two variants at one (level, round)
+/// are two different messages (a double sign if both signed).
 pub fn consensus(
     kind: ConsensusKind,
     curve: Curve,
@@ -102,53 +157,15 @@ pub fn consensus(
     round: u32,
     variant: u8,
 ) -> Vec<u8> {
-    let mut b = vec![kind.magic()];
-    b.extend_from_slice(&chain.0);
     match kind {
-        ConsensusKind::Block => {
-            b.extend_from_slice(&level.to_be_bytes());
-            b.push(23); // proto level
-            b.extend_from_slice(&[0xB1; 32]); // predecessor
-            b.extend_from_slice(&1_700_000_000u64.to_be_bytes()); // timestamp
-            b.push(4); // validation passes
-            b.extend_from_slice(&[0xB2; 32]); // operations hash
-                                              // Tenderbake fitness: version, level, locked round (none),
-                                              // predecessor round, round; each with a 4-byte length.
-            let mut fitness = Vec::new();
-            for item in [
-                &[0x02][..],
-                &level.to_be_bytes()[..],
-                &[][..],
-                &u32::MAX.to_be_bytes()[..],
-                &round.to_be_bytes()[..],
-            ] {
-                fitness.extend_from_slice(&(item.len() as u32).to_be_bytes());
-                fitness.extend_from_slice(item);
-            }
-            b.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
-            b.extend_from_slice(&fitness);
-            b.extend_from_slice(&[variant; 32]); // payload hash
-            b.extend_from_slice(&0u32.to_be_bytes()); // payload round
-            b.extend_from_slice(&[0; 8]); // proof of work nonce
-            b.push(0); // no seed nonce hash
-            b.push(0); // per-block votes
+        ConsensusKind::Block => tezos::Block::new(chain, level, round, [variant; 32]).encode(),
+        ConsensusKind::Preattestation => {
+            tezos::Consensus::new(chain, level, round, [variant; 32]).preattestation(curve)
         }
-        ConsensusKind::Preattestation | ConsensusKind::Attestation => {
-            b.extend_from_slice(&[0xA5; 32]); // branch
-            b.push(if kind == ConsensusKind::Attestation {
-                0x15
-            } else {
-                0x14
-            });
-            if curve != Curve::Bls {
-                b.extend_from_slice(&7u16.to_be_bytes()); // slot
-            }
-            b.extend_from_slice(&level.to_be_bytes());
-            b.extend_from_slice(&round.to_be_bytes());
-            b.extend_from_slice(&[variant; 32]); // block payload hash
+        ConsensusKind::Attestation => {
+            tezos::Consensus::new(chain, level, round, [variant; 32]).attestation(curve)
         }
     }
-    b
 }
 
 /// A temporary directory in memory (`/dev/shm`) when the host has one, else

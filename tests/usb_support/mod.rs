@@ -29,7 +29,7 @@ pub fn block(chain: ChainId, level: u32, round: u32, salt: u8) -> Vec<u8> {
     fitness.extend_from_slice(&[0, 0, 0, 4]);
     fitness.extend_from_slice(&level.to_be_bytes());
     fitness.extend_from_slice(&[0, 0, 0, 0]);
-    fitness.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0]);
+    fitness.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]); // -1 - predecessor round 0
     fitness.extend_from_slice(&[0, 0, 0, 4]);
     fitness.extend_from_slice(&round.to_be_bytes());
     v.extend_from_slice(&(fitness.len() as u32).to_be_bytes());
@@ -70,14 +70,14 @@ pub fn preattestation(chain: ChainId, level: u32, round: u32, salt: u8) -> Vec<u
     consensus(0x12, 20, chain, level, round, false, salt)
 }
 
-/// An attestation for a tz4 key (no slot).
+/// An attestation for a tz4 key (tag 41, no slot).
 pub fn bls_attestation(chain: ChainId, level: u32, round: u32, salt: u8) -> Vec<u8> {
-    consensus(0x13, 21, chain, level, round, true, salt)
+    consensus(0x13, 41, chain, level, round, true, salt)
 }
 
-/// A preattestation for a tz4 key (no slot).
+/// A preattestation for a tz4 key (tag 40, no slot).
 pub fn bls_preattestation(chain: ChainId, level: u32, round: u32, salt: u8) -> Vec<u8> {
-    consensus(0x12, 20, chain, level, round, true, salt)
+    consensus(0x12, 40, chain, level, round, true, salt)
 }
 
 /// A block for a tz4 key (same layout as any block).

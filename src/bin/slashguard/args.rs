@@ -401,6 +401,11 @@ pub enum WatermarkCommand {
         /// octez-signer's base directory (block_high_watermarks, ...).
         #[arg(long, value_name = "DIR")]
         from_octez: Option<PathBuf>,
+        /// With --from-octez: leave out (and name) entries of key schemes
+        /// slashguard does not sign for (tz5) and import the rest. Without
+        /// it such entries refuse the whole import.
+        #[arg(long, requires = "from_octez")]
+        skip_unknown_keys: bool,
         #[command(flatten)]
         store: WatermarkStore,
         /// Keep stored marks that are higher than the file's; import the rest.

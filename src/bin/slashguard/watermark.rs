@@ -82,6 +82,7 @@ pub async fn run(cmd: WatermarkCommand, settings: &mut Settings) -> Result<Repor
         WatermarkCommand::Import {
             input,
             from_octez,
+            skip_unknown_keys,
             store,
             keep_higher,
             force,
@@ -93,9 +94,15 @@ pub async fn run(cmd: WatermarkCommand, settings: &mut Settings) -> Result<Repor
             } else {
                 ImportMode::RaiseOnly
             };
+            let unknown = if skip_unknown_keys {
+                octez::UnknownKeys::Skip
+            } else {
+                octez::UnknownKeys::Refuse
+            };
             import(
                 input.as_deref(),
                 from_octez.as_deref(),
+                unknown,
                 &store,
                 mode,
                 settings,
@@ -585,6 +592,7 @@ async fn export(
             Watermark {
                 mark: r.mark,
                 payload_hash: r.payload_hash,
+                signature: None,
             },
         ));
     }
@@ -632,12 +640,30 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 async fn import(
     input: Option<&Path>,
     from_octez: Option<&Path>,
+    unknown: octez::UnknownKeys,
     store: &WatermarkStore,
     mode: ImportMode,
     settings: &mut Settings,
 ) -> Result<Report, Failure> {
+    let mut skipped = Vec::new();
     let file = match (input, from_octez) {
-        (_, Some(dir)) => octez::read_octez_dir(dir, &settings.aliases.by_key())?,
+        (_, Some(dir)) => {
+            let read = octez::read_octez_dir_with(dir, &settings.aliases.by_key(), unknown)
+                .map_err(|e| {
+                    let unknown_scheme = e.to_string().contains("slashguard does not sign for");
+                    let f = Failure::from(e);
+                    if unknown_scheme {
+                        f.hint_if(
+                            Code::BadInput,
+                            "pass --skip-unknown-keys to import the other entries and leave these out",
+                        )
+                    } else {
+                        f
+                    }
+                })?;
+            skipped = read.skipped;
+            read.file
+        }
         (Some(p), None) => {
             let (text, what) = if p == Path::new("-") {
                 let mut t = String::new();
@@ -688,6 +714,9 @@ async fn import(
             }
         ));
     }
+    for e in &skipped {
+        human.push_str(&format!("  skipped {e}\n"));
+    }
     for (k, stored, in_file) in &report.kept_higher {
         human.push_str(&format!(
             "  {k}: kept {}/{} (file: {}/{})\n",
@@ -702,6 +731,7 @@ async fn import(
     Ok(Report::new(
         human,
         json!({"target": target, "source": file.source, "set": set, "unchanged": report.unchanged.len(),
-               "kept_higher": report.kept_higher.len(), "lowered": report.lowered().count(), "mode": format!("{mode:?}")}),
+               "kept_higher": report.kept_higher.len(), "lowered": report.lowered().count(), "mode": format!("{mode:?}"),
+               "skipped": skipped.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
     ))
 }

@@ -213,6 +213,7 @@ mod tests {
             },
             mark: m(level, 0),
             payload_hash: PayloadHash([0; 32]),
+            signature: None,
         };
         assert!(check_request(key, &req(5, key), 235).is_ok());
         assert_eq!(
