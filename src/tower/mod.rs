@@ -6,6 +6,7 @@ mod record;
 mod rules;
 mod storage;
 mod vote_guard;
+pub mod vote_tx;
 
 pub(crate) use record::Reader;
 pub use record::{TowerRecord, VoteRef, MAX_TOWER_BYTES};
