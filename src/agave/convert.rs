@@ -10,7 +10,7 @@ use crate::agave::envelope::SavedTower;
 use crate::agave::error::AgaveError;
 use crate::agave::tower::{AgaveTower, TowerLayout};
 use crate::identity::NodeKeypair;
-use crate::tower::{TowerRecord, TowerUpdate, VoteRef};
+use crate::tower::{TowerBytesKind, TowerRecord, TowerUpdate, VoteRef};
 
 fn describe_vote(vote: Option<VoteRef>) -> String {
     match vote {
@@ -63,8 +63,15 @@ impl SavedTower {
         } else {
             tower.encode(TowerLayout::V1_14_11)?
         };
-        TowerRecord::sign(identity, tower.last_vote_ref(), tower.root(), data)
-            .map_err(AgaveError::Record)
+        TowerRecord::sign_as(
+            identity,
+            tower.last_vote_ref(),
+            tower.root(),
+            data,
+            TowerBytesKind::AgaveTowerData,
+            None,
+        )
+        .map_err(AgaveError::Record)
     }
 
     /// Rebuild the Agave file from a tower record, signed by `identity` in
