@@ -103,9 +103,10 @@ async fn identity_take_over_release_status_and_towers_in_etcd() {
     let prefix = "/cli-identity";
     let args = etcd_args(&etcd, prefix);
     let tmp = tempfile::tempdir().unwrap();
-    let kp = NodeKeypair::generate();
+    let seed = NodeKeypair::generate().node_id().0;
+    let kp = NodeKeypair::from_seed(seed);
     let node = kp.node_id().to_string();
-    let kpf = keypair_file(tmp.path(), &kp);
+    let kpf = keypair_file(tmp.path(), seed);
     let agave_new = agave_dir(tmp.path(), "agave", &agave_tower(&kp, 100, 1, 60));
     let c = client(&etcd, prefix).await;
 

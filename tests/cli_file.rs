@@ -50,9 +50,10 @@ fn usage_errors_exit_4_and_help_documents_exit_codes() {
 fn tower_import_show_export_and_every_refusal() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let kp = NodeKeypair::generate();
+    let seed = NodeKeypair::generate().node_id().0;
+    let kp = NodeKeypair::from_seed(seed);
     let node = kp.node_id().to_string();
-    let kpf = keypair_file(t, &kp);
+    let kpf = keypair_file(t, seed);
     let newer = agave_tower(&kp, 100, 1, 60);
     let older = agave_tower(&kp, 50, 2, 20);
     let agave_new = agave_dir(t, "agave-new", &newer);
