@@ -13,13 +13,19 @@ use crate::watermark::SignerGuard;
 /// ```
 /// use slashguard::blocking::Blocking;
 /// use slashguard::memory::MemoryTowerStorage;
+/// use slashguard::tower::vote_tx::CastVote;
 /// use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
-/// use slashguard::NodeKeypair;
+/// use slashguard::{NodeId, NodeKeypair};
 ///
 /// let id = NodeKeypair::generate();
-/// let guard = Blocking::new(VoteGuard::new(MemoryTowerStorage::new(id.node_id()), id)?)?;
+/// let node = id.node_id();
+/// let account = NodeId([9; 32]);
+/// let guard = Blocking::new(
+///     VoteGuard::new(MemoryTowerStorage::new(node), id)?.with_vote_account(account),
+/// )?;
 /// let update = TowerUpdate { vote: VoteRef { slot: 1, hash: [0; 32] }, root: None, tower: vec![] };
-/// let signed = guard.vote(update, b"message")?;
+/// let message = CastVote::tower_sync_for(update.vote, None, account, node).to_legacy_message(node, [0; 32])?;
+/// let signed = guard.vote(update, &message)?;
 /// assert_eq!(signed.vote().slot, 1);
 /// # Ok::<(), slashguard::Error>(())
 /// ```
@@ -59,6 +65,10 @@ impl<S: TowerStorage> Blocking<VoteGuard<S>> {
     /// [`VoteGuard::vote`], blocking.
     pub fn vote(&self, update: TowerUpdate, message: &[u8]) -> Result<SignedVote> {
         self.block_on(self.inner.vote(update, message))?
+    }
+    /// [`VoteGuard::sign_vote_message`], blocking.
+    pub fn sign_vote_message(&self, message: &[u8]) -> Result<SignedVote> {
+        self.block_on(self.inner.sign_vote_message(message))?
     }
     /// [`VoteGuard::save`], blocking.
     pub fn save(&self, update: TowerUpdate, mode: StoreMode) -> Result<StoreReceipt> {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::failover::FailoverRefusal;
-use crate::tower::TowerRefusal;
+use crate::tower::{TowerRefusal, VoteRefusal};
 use crate::watermark::{PayloadError, WatermarkRefusal};
 
 /// A boxed error kept as the source of a failure.
@@ -145,6 +145,16 @@ pub enum Refusal {
     /// A failover step is not safe yet (the seed's "common mistakes").
     #[error(transparent)]
     Failover(#[from] FailoverRefusal),
+    /// A vote message does not cast exactly the vote of the stored tower
+    /// (or is not a vote message this guard may sign).
+    #[error(transparent)]
+    Vote(#[from] VoteRefusal),
+}
+
+impl From<VoteRefusal> for Error {
+    fn from(r: VoteRefusal) -> Self {
+        Error::Refused(Refusal::Vote(r))
+    }
 }
 
 impl From<FailoverRefusal> for Error {

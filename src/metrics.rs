@@ -84,6 +84,8 @@ pub enum RefusalReason {
     Fenced,
     /// Another process holds the store.
     Locked,
+    /// A vote message that does not cast the stored tower's vote.
+    VoteMessage,
 }
 
 impl RefusalReason {
@@ -105,6 +107,7 @@ impl RefusalReason {
             },
             Error::Refused(Refusal::Device(_)) => RefusalReason::Device,
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
+            Error::Refused(Refusal::Vote(_)) => RefusalReason::VoteMessage,
             Error::Fenced { .. } => RefusalReason::Fenced,
             Error::Locked { .. } => RefusalReason::Locked,
             _ => return None,
@@ -123,6 +126,7 @@ impl RefusalReason {
             RefusalReason::Device => "device",
             RefusalReason::Failover => "failover",
             RefusalReason::Fenced => "fenced",
+            RefusalReason::VoteMessage => "vote_message",
             RefusalReason::Locked => "locked",
         }
     }

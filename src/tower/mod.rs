@@ -5,6 +5,7 @@
 mod record;
 mod rules;
 mod storage;
+mod vote_binding;
 mod vote_guard;
 pub mod vote_tx;
 
@@ -13,4 +14,5 @@ pub use record::{message_hash, TowerBytesKind, TowerRecord, VoteRef, MAX_TOWER_B
 pub(crate) use rules::check_order;
 pub use rules::{check_store, StoreMode, TowerRefusal};
 pub use storage::{StoreReceipt, TowerStorage};
+pub use vote_binding::{check_message, check_vote, VoteBinding, VoteRefusal};
 pub use vote_guard::{SignedVote, TowerUpdate, VoteGuard};
