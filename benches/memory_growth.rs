@@ -93,12 +93,23 @@ fn child(backend: &str, dir: &Path, first: u64, total: u64) {
     let node = identity.node_id();
     let mut op: Box<dyn FnMut(u64)> = match backend {
         "file_tower" => Box::new(tower_ops(
-            FileTowerStorage::open(dir, node).expect("open"),
+            // A later child continues the store an earlier one created.
+            if FileTowerStorage::data_path(dir, &node).exists() {
+                FileTowerStorage::open(dir, node)
+            } else {
+                FileTowerStorage::create(dir, node)
+            }
+            .expect("open"),
             identity,
         )),
         "memory_tower" => Box::new(tower_ops(MemoryTowerStorage::new(node), identity)),
         "file_watermarks" => Box::new(watermark_ops(
-            FileWatermarks::open(dir.join("hwm")).expect("open"),
+            if dir.join("hwm").exists() {
+                FileWatermarks::open(dir.join("hwm"))
+            } else {
+                FileWatermarks::create(dir.join("hwm"))
+            }
+            .expect("open"),
         )),
         "memory_watermarks" => Box::new(watermark_ops(MemoryWatermarks::new())),
         other => panic!("unknown backend {other}"),

@@ -223,7 +223,7 @@ fn tower_store(c: &mut Criterion) {
 
     let file_dir = scratch.sub("file");
     let open_file =
-        |kp: &NodeKeypair| FileTowerStorage::open(&file_dir, kp.node_id()).expect("open");
+        |kp: &NodeKeypair| FileTowerStorage::create(&file_dir, kp.node_id()).expect("create");
     let (id_a, id_b) = (
         NodeKeypair::from_seed([11; 32]),
         NodeKeypair::from_seed([12; 32]),

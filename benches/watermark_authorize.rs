@@ -178,7 +178,7 @@ fn watermark_authorize(c: &mut Criterion) {
 
     let dir = scratch.sub("file");
     let mut ops = guard_ops(&rt, "file", |name| {
-        FileWatermarks::open(dir.join(format!("{name}.hwm"))).expect("open")
+        FileWatermarks::create(dir.join(format!("{name}.hwm"))).expect("create")
     });
     let mut floor = baseline::FloorPage::create(&scratch.sub("baseline-c")).expect("floor page");
     ops.push(Op::new(

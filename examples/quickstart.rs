@@ -33,7 +33,7 @@ async fn main() -> Result<(), slashguard::Error> {
     let node = identity.node_id();
     let vote_account = NodeId([0x5a; 32]);
     println!("\nvalidator {node}, vote account {vote_account}");
-    let storage = FileTowerStorage::open(dir.path(), node)?;
+    let storage = FileTowerStorage::create(dir.path(), node)?;
     let validator = VoteGuard::new(storage, identity)?.with_vote_account(vote_account);
     // The TowerSync vote transaction a validator sends for `slot` (its
     // message: what the identity signs). The guard reads the tower from it.
@@ -90,7 +90,7 @@ async fn main() -> Result<(), slashguard::Error> {
 
     // --- Tezos: never sign below the high watermark ---------------------
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("watermarks"))?,
+        FileWatermarks::create(dir.path().join("watermarks"))?,
         Ed25519Signer::generate(),
     );
     println!("\nbaker {}", baker.key_hash());

@@ -386,6 +386,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Site::Local(dir.path().into())
     };
     let node = NodeKeypair::from_seed(IDENTITY_SEED).node_id();
+    if let Site::Local(dir) = &site {
+        // Provisioning: the node's tower store is created once, before any
+        // instance starts; instances only open it (a missing store is an
+        // error, never silently a new, empty tower).
+        drop(FileTowerStorage::create(dir, node)?);
+    }
     let secondary_id = NodeKeypair::from_seed([7; 32]).node_id();
     let cluster = Cluster {
         start: Instant::now(),

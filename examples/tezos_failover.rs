@@ -413,7 +413,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let owned = LocalLockPolicy::new(FileWatermarks::lock_path(&path), "primary")
                 .acquire()
                 .await?;
-            let store = FileWatermarks::open_owned(&path, &owned)?;
+            // The primary's first start: it creates the store.
+            let store = FileWatermarks::create_owned(&path, &owned)?;
             (owned, Box::new(store))
         }
         #[cfg(feature = "etcd")]
@@ -574,7 +575,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let emergency_store: Box<dyn SignerGuard> = match &site {
         Site::Local { dir } => {
             chain.say("operator", "EMERGENCY: the active baker is unreachable (fire, theft); a spare machine with an empty store takes over");
-            Box::new(FileWatermarks::open(
+            Box::new(FileWatermarks::create(
                 dir.path().join("emergency-watermarks"),
             )?)
         }

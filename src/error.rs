@@ -43,6 +43,25 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// No store exists where one was expected: it was never created there,
+    /// or its data file was moved away or lost. Nothing was created: an
+    /// empty store in its place would forget every vote and signature.
+    #[error("no store at {path}: {hint}")]
+    StoreMissing {
+        /// The data file that is absent.
+        path: PathBuf,
+        /// What is known (a lock file that shows a store existed) and what
+        /// the operator can do.
+        hint: String,
+    },
+
+    /// `create` found a store already there: it was not touched.
+    #[error("a store already exists at {path}: open it instead of creating a new one")]
+    StoreExists {
+        /// The existing data file.
+        path: PathBuf,
+    },
+
     /// The store could not be reached or did not answer within its deadline.
     /// Nothing was acknowledged; the same request may be retried.
     #[error("{backend} store unavailable: {detail}")]

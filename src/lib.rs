@@ -32,7 +32,7 @@
 //!
 //! // Solana: the tower is durable before the vote is signed.
 //! let identity = NodeKeypair::generate();
-//! let storage = FileTowerStorage::open(dir.path(), identity.node_id())?;
+//! let storage = FileTowerStorage::create(dir.path(), identity.node_id())?;
 //! let node = identity.node_id();
 //! let vote_account = slashguard::NodeId([9; 32]);
 //! let validator = VoteGuard::new(storage, identity)?.with_vote_account(vote_account);
@@ -43,7 +43,7 @@
 //! validator.vote(update, &message).await?;
 //!
 //! // Tezos: the watermark is durable before the block is signed.
-//! let baker = GuardedSigner::new(FileWatermarks::open(dir.path().join("hwm"))?, Ed25519Signer::generate());
+//! let baker = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm"))?, Ed25519Signer::generate());
 //! let mut attestation = vec![0u8; 80];
 //! attestation[0] = 0x13;
 //! attestation[40..44].copy_from_slice(&1000u32.to_be_bytes());
@@ -56,6 +56,8 @@
 
 pub mod agave;
 pub mod blocking;
+#[cfg(feature = "bls")]
+pub mod bls;
 mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;

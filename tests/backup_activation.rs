@@ -197,7 +197,7 @@ async fn backup_cannot_start_while_primary_owns_the_watermarks_on_one_host() {
     let path = dir.path().join("watermarks");
     let primary_policy = LocalLockPolicy::new(FileWatermarks::lock_path(&path), "primary");
     let primary_owned = primary_policy.acquire().await.unwrap();
-    let primary = FileWatermarks::open_owned(&path, &primary_owned).unwrap();
+    let primary = FileWatermarks::create_owned(&path, &primary_owned).unwrap();
 
     // The backup's store cannot even be opened, and its policy times out.
     assert!(matches!(

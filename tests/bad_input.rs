@@ -301,7 +301,7 @@ fn bad_payloads_are_typed_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hwm");
     let tz1 = GuardedSigner::new(
-        FileWatermarks::open(&path).unwrap(),
+        FileWatermarks::create(&path).unwrap(),
         Ed25519Signer::from_seed([1; 32]),
     );
     // Something stored first, to see that nothing changes.
@@ -383,7 +383,7 @@ fn bad_payloads_are_typed_errors_and_change_nothing() {
 fn invalid_tower_updates_are_refused_before_any_store() {
     let dir = tempfile::tempdir().unwrap();
     let id = kp();
-    let storage = FileTowerStorage::open(dir.path(), id.node_id()).unwrap();
+    let storage = FileTowerStorage::create(dir.path(), id.node_id()).unwrap();
     let guard = VoteGuard::new(storage, id)
         .unwrap()
         .with_vote_account(common::VOTE_ACCOUNT);

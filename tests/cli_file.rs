@@ -72,9 +72,17 @@ fn tower_import_show_export_and_every_refusal() {
     assert_eq!(v["tower"]["root"], 60);
     assert_eq!(v["tower"]["signature_valid"], true);
 
-    // Nothing stored yet: ok, and says so.
-    let v = json(sg().args(["tower", "show", "--node", &node, "--dir", s]), 0);
-    assert_eq!(v["tower"], Value::Null);
+    // No store yet: a read-only command is a configuration error (4), not
+    // "nothing stored", and an import without --create creates nothing.
+    json(sg().args(["tower", "show", "--node", &node, "--dir", s]), 4);
+    json(
+        sg().args(["tower", "import", "--dir", s, "--keypair"])
+            .arg(&kpf)
+            .arg("--from-agave")
+            .arg(&agave_new),
+        4,
+    );
+    assert!(std::fs::read_dir(&store).unwrap().next().is_none());
     // Nothing to export: bad input, nothing written.
     let out_dir = t.join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -87,9 +95,9 @@ fn tower_import_show_export_and_every_refusal() {
     );
     assert!(std::fs::read_dir(&out_dir).unwrap().next().is_none());
 
-    // Import the newer tower; show it from the store.
+    // Import the newer tower into a new store; show it from the store.
     json(
-        sg().args(["tower", "import", "--dir", s, "--keypair"])
+        sg().args(["tower", "import", "--create", "--dir", s, "--keypair"])
             .arg(&kpf)
             .arg("--from-agave")
             .arg(&agave_new),
@@ -287,12 +295,31 @@ fn watermarks_import_set_level_export_and_every_refusal() {
         ),
     )
     .unwrap();
-    let v = json(
+    // No store there yet: read-only commands exit 4, an import without
+    // --create is refused, and nothing is created.
+    json(
+        sg().args(["watermark", "show", "--file", "/no/such/dir/hwm"]),
+        4,
+    );
+    json(sg().args(["watermark", "show", "--file", h]), 4);
+    json(
         sg().args(["watermark", "import", "--file", h, "--in"])
+            .arg(&f1),
+        4,
+    );
+    assert!(!hwm.exists() && !t.join("hwm.lock").exists());
+    let v = json(
+        sg().args(["watermark", "import", "--create", "--file", h, "--in"])
             .arg(&f1),
         0,
     );
     assert_eq!(v["set"].as_array().unwrap().len(), 3, "{v}");
+    // --create on an existing store is refused and changes nothing.
+    json(
+        sg().args(["watermark", "import", "--create", "--file", h, "--in"])
+            .arg(&f1),
+        4,
+    );
     let v = json(sg().args(["watermark", "show", "--file", h]), 0);
     assert_eq!(level_of(&v, &consensus, "block"), Some((1000, 2)));
     assert!(
@@ -437,7 +464,7 @@ fn watermarks_import_set_level_export_and_every_refusal() {
     assert!(text.contains("\"alias\": \"consensus\""), "{text}");
     let hwm2 = t.join("hwm2");
     json(
-        sg().args(["watermark", "import", "--file"])
+        sg().args(["watermark", "import", "--create", "--file"])
             .arg(&hwm2)
             .arg("--in")
             .arg(&exported),
@@ -584,7 +611,7 @@ fn octez_signer_marks_are_imported() {
     let hwm = t.join("hwm");
     // A store already ahead for one kind: refused, then merged.
     {
-        let store = FileWatermarks::open(&hwm).unwrap();
+        let store = FileWatermarks::create(&hwm).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -663,7 +690,7 @@ fn config_file_and_environment_give_the_same_settings() {
     .unwrap();
     // The chain and the alias come from the config file.
     json(
-        sg().args(["watermark", "set-level", "--file"])
+        sg().args(["watermark", "set-level", "--create", "--file"])
             .arg(&hwm)
             .args(["--level", "50", "--key", "consensus", "--config"])
             .arg(&config),

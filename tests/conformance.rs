@@ -21,7 +21,7 @@ async fn memory_backends_meet_the_contract() {
 async fn file_backends_meet_the_contract_and_persist() {
     let dir = tempfile::tempdir().unwrap();
     let id = NodeKeypair::from_seed([1; 32]);
-    let store = FileTowerStorage::open(dir.path(), id.node_id()).unwrap();
+    let store = FileTowerStorage::create(dir.path(), id.node_id()).unwrap();
     conformance::tower_storage_contract(&store, &id).await;
     let last = store.load().await.unwrap();
     drop(store);
@@ -33,7 +33,7 @@ async fn file_backends_meet_the_contract_and_persist() {
     );
 
     let path = dir.path().join("wm");
-    let guard = Arc::new(FileWatermarks::open(&path).unwrap());
+    let guard = Arc::new(FileWatermarks::create(&path).unwrap());
     conformance::signer_guard_contract(guard.clone(), 8).await;
     let before = guard.watermarks().await.unwrap();
     drop(guard);

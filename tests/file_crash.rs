@@ -195,6 +195,10 @@ fn parse(line: &str, word: &str) -> Option<u64> {
 fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
     let mut rng = Rng::from_env(role);
     let dir = tempfile::tempdir().unwrap();
+    // The stores exist before the first child: opening never creates.
+    let kp = NodeKeypair::from_seed(NODE_SEED);
+    drop(FileTowerStorage::create(dir.path(), kp.node_id()).unwrap());
+    drop(FileWatermarks::create(dir.path().join("hwm")).unwrap());
     let kills = kills();
     let began = Instant::now();
     let (mut previous, mut in_flight, mut torn, mut stores, mut early) = (0u64, 0, 0, 0u64, 0);

@@ -41,7 +41,7 @@ fn batch(keys: usize, level: u32) -> Vec<SignRequest> {
 fn tower_grows_and_keeps_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let kp = NodeKeypair::from_seed([4; 32]);
-    let storage = FileTowerStorage::open(dir.path(), kp.node_id()).unwrap();
+    let storage = FileTowerStorage::create(dir.path(), kp.node_id()).unwrap();
     let path = storage.path().to_path_buf();
     let initial = std::fs::metadata(&path).unwrap().len();
     let mut last_seq = 0;
@@ -100,8 +100,8 @@ fn tower_grows_and_keeps_every_record() {
 #[test]
 fn growing_a_store_touches_no_other_file() {
     let dir = tempfile::tempdir().unwrap();
-    let a = FileWatermarks::open(dir.path().join("signer.a")).unwrap();
-    let b = FileWatermarks::open(dir.path().join("signer.b")).unwrap();
+    let a = FileWatermarks::create(dir.path().join("signer.a")).unwrap();
+    let b = FileWatermarks::create(dir.path().join("signer.b")).unwrap();
     let bystander = dir.path().join("signer.grow");
     std::fs::write(&bystander, b"someone else's file").unwrap();
 

@@ -52,6 +52,12 @@ fn open_tower(dir: &Path) -> slashguard::Result<FileTowerStorage> {
     FileTowerStorage::open(dir, NodeKeypair::from_seed(NODE_SEED).node_id())
 }
 
+/// Create the tower and watermark stores the children open.
+fn create_stores(dir: &Path) {
+    drop(FileTowerStorage::create(dir, NodeKeypair::from_seed(NODE_SEED).node_id()).unwrap());
+    drop(FileWatermarks::create(dir.join("hwm")).unwrap());
+}
+
 fn open_wm(dir: &Path) -> slashguard::Result<FileWatermarks> {
     FileWatermarks::open(dir.join("hwm"))
 }
@@ -142,6 +148,7 @@ fn ask_child(role: &str, dir: &Path) -> String {
 #[test]
 fn second_process_is_refused_until_the_holder_exits_or_is_killed() {
     let dir = tempfile::tempdir().unwrap();
+    create_stores(dir.path());
     let kp = NodeKeypair::from_seed(NODE_SEED);
     let lock_name = format!("slashguard-tower-{}.lock", kp.node_id());
 
@@ -182,6 +189,7 @@ fn second_process_is_refused_until_the_holder_exits_or_is_killed() {
 #[test]
 fn watermark_file_is_owned_by_one_process() {
     let dir = tempfile::tempdir().unwrap();
+    create_stores(dir.path());
     let (mut holder, _) = spawn_holder("hold-wm", dir.path());
     assert_locked(open_wm(dir.path()), "hwm.lock");
     assert!(holder.sigkill(), "holder ended before it was killed");
@@ -209,6 +217,7 @@ fn watermark_file_is_owned_by_one_process() {
 #[test]
 fn second_open_in_one_process_is_refused() {
     let dir = tempfile::tempdir().unwrap();
+    create_stores(dir.path());
     let kp = NodeKeypair::from_seed(NODE_SEED);
 
     let tower = open_retrying(OPEN_LIMIT, || open_tower(dir.path()));
@@ -221,8 +230,8 @@ fn second_open_in_one_process_is_refused() {
 
     // Distinct stores in one directory do not share a lock: another
     // node's tower, another watermark file.
-    let other = FileTowerStorage::open(dir.path(), NodeKeypair::from_seed([3; 32]).node_id());
-    let other_wm = FileWatermarks::open(dir.path().join("hwm2"));
+    let other = FileTowerStorage::create(dir.path(), NodeKeypair::from_seed([3; 32]).node_id());
+    let other_wm = FileWatermarks::create(dir.path().join("hwm2"));
     assert!(other.is_ok() && other_wm.is_ok());
 
     // Dropping releases.

@@ -80,7 +80,7 @@ fn tower_subject() -> Subject {
     let node = kp.node_id();
     let mut states: Vec<Option<TowerRecord>> = vec![None];
     let mut snapshots = Vec::new();
-    let storage = FileTowerStorage::open(&root, node).unwrap();
+    let storage = FileTowerStorage::create(&root, node).unwrap();
     let data = storage.path().to_path_buf();
     snapshots.push(std::fs::read(&data).unwrap());
     for n in 1..=3u64 {
@@ -124,7 +124,7 @@ fn watermark_subject() -> Subject {
     let data = root.join("hwm");
     let mut states: Vec<Vec<(WatermarkKey, Watermark)>> = vec![vec![]];
     let mut snapshots = Vec::new();
-    let wm = FileWatermarks::open(&data).unwrap();
+    let wm = FileWatermarks::create(&data).unwrap();
     snapshots.push(std::fs::read(&data).unwrap());
     // Write n advances n keys, so that every state has its own length.
     for n in 1..=3u32 {

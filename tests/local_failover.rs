@@ -21,7 +21,7 @@ async fn handover_tells_the_owner_and_waits_for_its_release() {
     let id = NodeKeypair::from_seed([3; 32]);
     let primary = policy(dir.path(), "primary");
     let owned = primary.acquire().await.unwrap();
-    let store = FileTowerStorage::open_owned(dir.path(), id.node_id(), &owned).unwrap();
+    let store = FileTowerStorage::create_owned(dir.path(), id.node_id(), &owned).unwrap();
     let rec = TowerRecord::sign(
         &id,
         Some(VoteRef {

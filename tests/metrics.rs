@@ -46,7 +46,7 @@ async fn guards_report_latency_refusals_and_marks() {
 
     let dir = tempfile::tempdir().unwrap();
     let kp = NodeKeypair::generate();
-    let storage = FileTowerStorage::open(dir.path(), kp.node_id()).unwrap();
+    let storage = FileTowerStorage::create(dir.path(), kp.node_id()).unwrap();
     let guard = VoteGuard::new(storage, kp)
         .unwrap()
         .with_vote_account(VOTE_ACCOUNT);
@@ -76,7 +76,7 @@ async fn guards_report_latency_refusals_and_marks() {
         kind: ConsensusKind::Attestation,
     };
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         signer,
     );
     baker.sign(&attestation(100, 0)).await.unwrap();

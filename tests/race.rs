@@ -126,7 +126,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn tasks_racing_on_one_file_store_sign_once_per_mark() {
     let dir = tempfile::tempdir().unwrap();
-    let wm = Arc::new(FileWatermarks::open(dir.path().join("hwm")).unwrap());
+    let wm = Arc::new(FileWatermarks::create(dir.path().join("hwm")).unwrap());
     runtime().block_on(race_tasks(Arc::clone(&wm)));
     // And that is what is on disk.
     let stored = runtime().block_on(wm.watermarks()).unwrap();
@@ -204,6 +204,7 @@ fn unhex(s: &str) -> Vec<u8> {
 fn processes_racing_on_one_file_sign_once_per_level() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
+    drop(FileWatermarks::create(dir.path().join("hwm")).unwrap());
     let began = Instant::now();
     let mut children: Vec<_> = (0..PROCESSES)
         .map(|who| {

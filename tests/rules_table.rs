@@ -154,7 +154,7 @@ fn tower_ordering_table() {
 
         // File backend, then reopened: the outcome is what is on disk.
         let dir = tempfile::tempdir().unwrap();
-        let file = FileTowerStorage::open(dir.path(), own.node_id()).unwrap();
+        let file = FileTowerStorage::create(dir.path(), own.node_id()).unwrap();
         let (got, want, now) = rt.block_on(run_tower_row(&file, &own, &other, stored, offer, mode));
         assert_eq!(got, expect, "file: {name}");
         assert_eq!(now, want, "file, stored after: {name}");
@@ -588,7 +588,7 @@ fn watermark_rule_table() {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hwm");
-        let file = FileWatermarks::open(&path).unwrap();
+        let file = FileWatermarks::create(&path).unwrap();
         rt.block_on(check_row(&file, &row, "file"));
         drop(file);
         // The outcome, refusals included, is exactly what is on disk.

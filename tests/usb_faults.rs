@@ -110,7 +110,7 @@ async fn hid_baker(
     let signer = LedgerSigner::connect(HidApdu::new(hid), config())
         .await
         .unwrap();
-    let store = FileWatermarks::open(dir.path().join(name)).unwrap();
+    let store = FileWatermarks::create(dir.path().join(name)).unwrap();
     (GuardedSigner::new(store, signer), sim, switch)
 }
 
@@ -162,7 +162,7 @@ async fn unknown_status_word_during_a_sign() {
     let (apdu, switch) = FaultyApdu::new(HidApdu::new(sim.hid()));
     let signer = LedgerSigner::connect(apdu, config()).await.unwrap();
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         signer,
     );
     run_case(
@@ -194,7 +194,7 @@ async fn unplugged_during_a_sign_over_hid() {
     sim.replug();
     sim.unlock();
     sim.open_app(SimApp::Baking);
-    let store = FileWatermarks::open(tempfile::tempdir().unwrap().path().join("fresh")).unwrap();
+    let store = FileWatermarks::create(tempfile::tempdir().unwrap().path().join("fresh")).unwrap();
     let again = GuardedSigner::new(store, ledger_signer(&sim).await);
     // Even with a store that forgot everything, the device refuses level 11.
     let e = again.sign(&block(CHAIN, 11, 0, 3)).await.unwrap_err();
@@ -211,7 +211,7 @@ async fn unplugged_during_a_sign_over_speculos() {
         .await
         .unwrap();
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         signer,
     );
     run_case(
@@ -238,7 +238,7 @@ async fn speculos_reply_timeout() {
         .await
         .unwrap();
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         signer,
     );
     // A person must approve a reset; nobody does; meanwhile a sign times
@@ -274,7 +274,7 @@ async fn tezsign_unplugged_during_a_sign() {
     let (sim, dev) = tezsign().await;
     let s = dev.signer("consensus").await.unwrap();
     let tz4 = s.key_hash();
-    let baker = GuardedSigner::new(FileWatermarks::open(dir.path().join("hwm")).unwrap(), s);
+    let baker = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm")).unwrap(), s);
     baker.sign(&bls_attestation(CHAIN, 10, 0, 1)).await.unwrap();
     sim.unplug_after_next_sign();
     let e = baker
@@ -309,7 +309,7 @@ async fn tezsign_unplugged_during_a_sign() {
     dev2.unlock(&["consensus"], PASS).await.unwrap();
     let s2 = dev2.signer("consensus").await.unwrap();
     // The repeat of the same bytes passes the store but not the device.
-    let again = GuardedSigner::new(FileWatermarks::open(dir.path().join("hwm2")).unwrap(), s2);
+    let again = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm2")).unwrap(), s2);
     let e = again
         .sign(&bls_attestation(CHAIN, 11, 0, 1))
         .await

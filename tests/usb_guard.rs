@@ -36,7 +36,7 @@ async fn device_refuses_when_its_mark_is_higher() {
     let ledger = ledger_signer(&sim).await;
     let k = ledger.key_hash();
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         ledger,
     );
 
@@ -69,7 +69,7 @@ async fn local_mark_advanced_but_device_never_signed_is_safe() {
     let sim = ledger_at(100);
     let ledger = ledger_signer(&sim).await;
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         ledger,
     );
     let a = attestation(CHAIN, 101, 0, 1);
@@ -104,7 +104,7 @@ async fn the_store_protects_what_a_power_cut_takes_from_the_ledger() {
     sim.set_hwm_in_ram_only(true);
     {
         let baker = GuardedSigner::new(
-            FileWatermarks::open(&path).unwrap(),
+            FileWatermarks::create(&path).unwrap(),
             ledger_signer(&sim).await,
         );
         baker.sign(&block(CHAIN, 150, 0, 1)).await.unwrap();
@@ -181,7 +181,7 @@ async fn tezsign_behind_a_file_store() {
     let tz4 = consensus.key_hash();
     consensus.raise_to(CHAIN, 300).await.unwrap();
     let baker = GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         consensus,
     );
     let e = baker
@@ -207,7 +207,7 @@ async fn tezsign_behind_a_file_store() {
 #[tokio::test]
 async fn failover_raises_every_alias_and_the_store_in_one_call() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FileWatermarks::open(dir.path().join("hwm")).unwrap();
+    let store = FileWatermarks::create(dir.path().join("hwm")).unwrap();
     let (sim, dev) = tezsign().await;
     let consensus = dev.signer("consensus").await.unwrap();
     let companion = dev.signer("companion").await.unwrap();
@@ -256,7 +256,7 @@ async fn failover_raises_every_alias_and_the_store_in_one_call() {
 #[tokio::test]
 async fn failover_refuses_when_the_store_is_ahead() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FileWatermarks::open(dir.path().join("hwm")).unwrap();
+    let store = FileWatermarks::create(dir.path().join("hwm")).unwrap();
     let (sim, dev) = tezsign().await;
     let consensus = dev.signer("consensus").await.unwrap();
     store
@@ -332,7 +332,7 @@ async fn guarded_sign_with_many_tasks_signs_each_mark_once() {
     let dir = tempfile::tempdir().unwrap();
     let sim = ledger_at(0);
     let baker = Arc::new(GuardedSigner::new(
-        FileWatermarks::open(dir.path().join("hwm")).unwrap(),
+        FileWatermarks::create(dir.path().join("hwm")).unwrap(),
         ledger_signer(&sim).await,
     ));
     let mut tasks = Vec::new();

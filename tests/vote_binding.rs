@@ -93,7 +93,7 @@ fn instructions_at(bytes: &[u8]) -> usize {
 fn with_guard(f: impl AsyncFnOnce(&VoteGuard<FileTowerStorage>)) {
     let dir = tempfile::tempdir().unwrap();
     let id = identity();
-    let storage = FileTowerStorage::open(dir.path(), id.node_id()).unwrap();
+    let storage = FileTowerStorage::create(dir.path(), id.node_id()).unwrap();
     let guard = VoteGuard::new(storage, id)
         .unwrap()
         .with_authorized_voter(voter())
@@ -265,7 +265,7 @@ fn an_allowed_program_may_accompany_the_vote() {
     let dir = tempfile::tempdir().unwrap();
     let id = identity();
     let node = id.node_id();
-    let storage = FileTowerStorage::open(dir.path(), node).unwrap();
+    let storage = FileTowerStorage::create(dir.path(), node).unwrap();
     let guard = VoteGuard::new(storage, id)
         .unwrap()
         .with_vote_account(ACCOUNT)

@@ -197,7 +197,15 @@ impl Backend {
     fn open(&self) -> Arc<dyn SignerGuard> {
         match self {
             Backend::Memory => Arc::new(MemoryWatermarks::new()),
-            Backend::File(dir) => Arc::new(FileWatermarks::open(dir.path().join("hwm")).unwrap()),
+            // Reopened after a simulated restart: the first open creates.
+            Backend::File(dir) => {
+                let path = dir.path().join("hwm");
+                Arc::new(if path.exists() {
+                    FileWatermarks::open(path).unwrap()
+                } else {
+                    FileWatermarks::create(path).unwrap()
+                })
+            }
         }
     }
 }

@@ -44,7 +44,7 @@ pub enum Takeover {
 /// let id = NodeKeypair::generate();
 /// let primary = LocalLockPolicy::for_tower(dir.path(), id.node_id(), "primary");
 /// let owned = primary.acquire().await?;
-/// let _store = FileTowerStorage::open_owned(dir.path(), id.node_id(), &owned)?;
+/// let _store = FileTowerStorage::create_owned(dir.path(), id.node_id(), &owned)?;
 ///
 /// // A secondary asks for a handover: the primary is told, and steps down.
 /// let secondary = LocalLockPolicy::for_tower(dir.path(), id.node_id(), "secondary")

@@ -86,3 +86,33 @@ impl OwnerLock {
         &self.path
     }
 }
+
+/// The lock file's generation, read without creating or locking anything:
+/// `None` when there is no lock file.
+pub(crate) fn peek_generation(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(
+        bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .unwrap_or(0),
+    )
+}
+
+/// The refusal for a data file that is absent where a store was opened:
+/// says whether the lock file shows that a store existed there.
+pub(crate) fn store_missing(data: &Path, lock: &Path, create_with: &str) -> Error {
+    let hint = match peek_generation(lock) {
+        Some(g) if g > 0 => format!(
+            "its lock file {} shows a store was opened there {g} time(s): the data file was moved away or lost; restore it (or import an export); creating a new, empty store ({create_with}) would forget every signature and vote",
+            lock.display()
+        ),
+        _ => format!(
+            "no store was ever created there; check the path, or create one explicitly ({create_with})"
+        ),
+    };
+    Error::StoreMissing {
+        path: data.to_path_buf(),
+        hint,
+    }
+}

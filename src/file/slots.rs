@@ -164,6 +164,17 @@ fn decode_slot(slot: &[u8], magic: [u8; 4]) -> Result<(u64, &[u8]), FormatError>
     Ok((seq, &slot[HEADER..end]))
 }
 
+/// Refuse to create a store over anything already at `path`.
+pub(crate) fn exists_refusal(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Err(Error::StoreExists {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 fn sync_dir(path: &Path) -> Result<()> {
     let dir = path
         .parent()
@@ -175,21 +186,17 @@ fn sync_dir(path: &Path) -> Result<()> {
 }
 
 impl SlotFile {
-    /// Open `path`, or create it holding `initial` if it does not exist.
-    /// The caller must hold the owner lock for `path`.
-    pub(crate) fn open_or_create(
+    /// Create a new file at `path` holding `initial`; refuses with
+    /// [`Error::StoreExists`] when something is already there. The caller
+    /// must hold the owner lock for `path`.
+    pub(crate) fn create_new(
         path: &Path,
         magic: [u8; 4],
         initial: &[u8],
     ) -> Result<(Self, Loaded)> {
-        match std::fs::metadata(path) {
-            Ok(_) => Self::open(path, magic),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self::create(path, magic, initial, 0, slot_size_for(initial.len()))?;
-                Self::open(path, magic)
-            }
-            Err(e) => Err(Error::io(path, e)),
-        }
+        exists_refusal(path)?;
+        Self::create(path, magic, initial, 0, slot_size_for(initial.len()))?;
+        Self::open(path, magic)
     }
 
     /// Write a fresh file beside `path` and rename it into place: used at
@@ -257,13 +264,21 @@ impl SlotFile {
         Ok(Some(loaded))
     }
 
-    fn open(path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
+    /// Open the existing file at `path`. The caller must hold the owner
+    /// lock for `path`.
+    pub(crate) fn open(path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
         let what = path.display().to_string();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| Error::io(path, e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::StoreMissing {
+                    path: path.to_path_buf(),
+                    hint: "the data file vanished while opening it".into(),
+                },
+                _ => Error::io(path, e),
+            })?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
         if len == 0 {
             return Err(Error::corrupt(what, FormatError::Empty));

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::file::lock::OwnerLock;
-use crate::file::slots::{Recovery, SlotFile};
+use crate::file::lock::{store_missing, OwnerLock};
+use crate::file::slots::{exists_refusal, Loaded, Recovery, SlotFile};
 use crate::identity::NodeId;
 use crate::tower::{check_store, StoreMode, StoreReceipt, TowerRecord, TowerStorage};
 
@@ -32,18 +32,32 @@ struct Inner {
 }
 
 impl FileTowerStorage {
-    /// Open (or create) the tower file of `node` in `dir`, taking the owner
-    /// lock. Fails with [`Error::Locked`] if another process (or another
-    /// open store in this one) holds it, and with [`Error::Corrupt`] if the
-    /// file holds no intact record, a record of another node, or a slot of a
-    /// format version this build does not read.
+    /// Create a new, empty tower file for `node` in `dir`, taking the owner
+    /// lock. Refuses with [`Error::StoreExists`] when a tower file is
+    /// already there (open it instead) and with [`Error::Locked`] when
+    /// another owner holds the lock.
+    pub fn create(dir: impl AsRef<Path>, node: NodeId) -> Result<Self> {
+        let dir = dir.as_ref();
+        exists_refusal(&Self::data_path(dir, &node))?;
+        let lock = OwnerLock::try_acquire(Self::lock_path(dir, &node))?;
+        Self::create_locked(dir, node, Arc::new(lock))
+    }
+
+    /// Open the existing tower file of `node` in `dir`, taking the owner
+    /// lock. Fails with [`Error::StoreMissing`] when there is no tower file
+    /// (nothing is created: see [`create`](Self::create)), with
+    /// [`Error::Locked`] if another process (or another open store in this
+    /// one) holds it, and with [`Error::Corrupt`] if the file holds no
+    /// intact record, a record of another node, or a slot of a format
+    /// version this build does not read.
     pub fn open(dir: impl AsRef<Path>, node: NodeId) -> Result<Self> {
         let dir = dir.as_ref();
+        Self::missing_refusal(dir, &node)?;
         let lock = OwnerLock::try_acquire(Self::lock_path(dir, &node))?;
         Self::open_locked(dir, node, Arc::new(lock))
     }
 
-    /// Open the tower file under an ownership granted by a
+    /// [`open`](Self::open) under an ownership granted by a
     /// [`LocalLockPolicy`](crate::failover::LocalLockPolicy) for the same
     /// directory and node: the store shares the policy's lock, so it stays
     /// locked for as long as either the store or the ownership lives.
@@ -53,13 +67,50 @@ impl FileTowerStorage {
         ownership: &crate::Ownership,
     ) -> Result<Self> {
         let dir = dir.as_ref();
-        let expected = Self::lock_path(dir, &node);
+        Self::missing_refusal(dir, &node)?;
+        let lock = Self::owned_lock(dir, &node, ownership)?;
+        Self::open_locked(dir, node, lock)
+    }
+
+    /// [`create`](Self::create) under an ownership granted by a
+    /// [`LocalLockPolicy`](crate::failover::LocalLockPolicy) for the same
+    /// directory and node.
+    pub fn create_owned(
+        dir: impl AsRef<Path>,
+        node: NodeId,
+        ownership: &crate::Ownership,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        exists_refusal(&Self::data_path(dir, &node))?;
+        let lock = Self::owned_lock(dir, &node, ownership)?;
+        Self::create_locked(dir, node, lock)
+    }
+
+    fn owned_lock(
+        dir: &Path,
+        node: &NodeId,
+        ownership: &crate::Ownership,
+    ) -> Result<Arc<OwnerLock>> {
+        let expected = Self::lock_path(dir, node);
         match ownership.backing::<OwnerLock>() {
-            Some(lock) if lock.path() == expected => Self::open_locked(dir, node, lock),
+            Some(lock) if lock.path() == expected => Ok(lock),
             _ => Err(Error::Invalid(format!(
                 "ownership is not the local lock {} of node {node}",
                 expected.display()
             ))),
+        }
+    }
+
+    fn missing_refusal(dir: &Path, node: &NodeId) -> Result<()> {
+        let path = Self::data_path(dir, node);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(store_missing(
+                &path,
+                &Self::lock_path(dir, node),
+                "`FileTowerStorage::create`, or `tower import --create` on the command line",
+            )),
+            Err(e) => Err(Error::io(&path, e)),
         }
     }
 
@@ -68,9 +119,24 @@ impl FileTowerStorage {
         dir.join(format!("slashguard-tower-{node}.lock"))
     }
 
+    fn create_locked(dir: &Path, node: NodeId, lock: Arc<OwnerLock>) -> Result<Self> {
+        let path = Self::data_path(dir, &node);
+        let opened = SlotFile::create_new(&path, MAGIC, &[])?;
+        Self::from_opened(path, node, lock, opened)
+    }
+
     fn open_locked(dir: &Path, node: NodeId, lock: Arc<OwnerLock>) -> Result<Self> {
         let path = Self::data_path(dir, &node);
-        let (slots, loaded) = SlotFile::open_or_create(&path, MAGIC, &[])?;
+        let opened = SlotFile::open(&path, MAGIC)?;
+        Self::from_opened(path, node, lock, opened)
+    }
+
+    fn from_opened(
+        path: PathBuf,
+        node: NodeId,
+        lock: Arc<OwnerLock>,
+        (slots, loaded): (SlotFile, Loaded),
+    ) -> Result<Self> {
         let current = if loaded.payload.is_empty() {
             None
         } else {
@@ -91,14 +157,20 @@ impl FileTowerStorage {
     /// Read `node`'s tower from `dir` without taking the owner lock and
     /// without writing (for inspection while the validator runs). The
     /// record is verified like [`load`](TowerStorage::load) does.
-    /// `Ok(None)` when no tower was ever stored there.
+    /// `Ok(None)` when the store holds no tower yet.
     ///
-    /// Errors: [`Error::Corrupt`] as for [`open`](Self::open);
+    /// Errors: [`Error::StoreMissing`] when there is no tower file;
+    /// [`Error::Corrupt`] as for [`open`](Self::open);
     /// [`Error::Io`] when the file cannot be read.
     pub fn read_unlocked(dir: impl AsRef<Path>, node: NodeId) -> Result<Option<TowerRecord>> {
-        let path = Self::data_path(dir.as_ref(), &node);
+        let dir = dir.as_ref();
+        let path = Self::data_path(dir, &node);
         let Some(loaded) = SlotFile::read_snapshot(&path, MAGIC)? else {
-            return Ok(None);
+            return Err(store_missing(
+                &path,
+                &Self::lock_path(dir, &node),
+                "`FileTowerStorage::create`, or `tower import --create` on the command line",
+            ));
         };
         if loaded.payload.is_empty() {
             return Ok(None);

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::file::lock::OwnerLock;
-use crate::file::slots::{Recovery, SlotFile};
+use crate::file::lock::{store_missing, OwnerLock};
+use crate::file::slots::{exists_refusal, Loaded, Recovery, SlotFile};
 use crate::file::tower::lock;
 use crate::watermark::{
     Decision, Mark, SetMode, SignRequest, SignerGuard, Watermark, WatermarkKey, WatermarkTable,
@@ -35,29 +35,68 @@ struct Inner {
 }
 
 impl FileWatermarks {
-    /// Open (or create) the watermark file at `path`, taking its lock.
-    /// Fails with [`Error::Locked`] if another process (or another open
-    /// store in this one) holds it, and with [`Error::Corrupt`] if the file
-    /// holds no intact table or a slot of a format version this build does
-    /// not read.
+    /// Create a new, empty watermark file at `path`, taking its lock.
+    /// Refuses with [`Error::StoreExists`] when a file is already there
+    /// (open it instead) and with [`Error::Locked`] when another owner
+    /// holds the lock.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        exists_refusal(path)?;
+        let lock = OwnerLock::try_acquire(Self::lock_path(path))?;
+        Self::create_locked(path, Arc::new(lock))
+    }
+
+    /// Open the existing watermark file at `path`, taking its lock.
+    /// Fails with [`Error::StoreMissing`] when there is no data file (nothing
+    /// is created: see [`create`](Self::create)), with [`Error::Locked`] if
+    /// another process (or another open store in this one) holds it, and
+    /// with [`Error::Corrupt`] if the file holds no intact table or a slot
+    /// of a format version this build does not read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        Self::missing_refusal(path)?;
         let lock = OwnerLock::try_acquire(Self::lock_path(path))?;
         Self::open_locked(path, Arc::new(lock))
     }
 
-    /// Open under an ownership granted by a
+    /// [`open`](Self::open) under an ownership granted by a
     /// [`LocalLockPolicy`](crate::failover::LocalLockPolicy) built with
     /// [`lock_path`](Self::lock_path): the store shares the policy's lock.
     pub fn open_owned(path: impl AsRef<Path>, ownership: &crate::Ownership) -> Result<Self> {
         let path = path.as_ref();
+        Self::missing_refusal(path)?;
+        Self::open_locked(path, Self::owned_lock(path, ownership)?)
+    }
+
+    /// [`create`](Self::create) under an ownership granted by a
+    /// [`LocalLockPolicy`](crate::failover::LocalLockPolicy) built with
+    /// [`lock_path`](Self::lock_path).
+    pub fn create_owned(path: impl AsRef<Path>, ownership: &crate::Ownership) -> Result<Self> {
+        let path = path.as_ref();
+        exists_refusal(path)?;
+        Self::create_locked(path, Self::owned_lock(path, ownership)?)
+    }
+
+    fn owned_lock(path: &Path, ownership: &crate::Ownership) -> Result<Arc<OwnerLock>> {
         let expected = Self::lock_path(path);
         match ownership.backing::<OwnerLock>() {
-            Some(lock) if lock.path() == expected => Self::open_locked(path, lock),
+            Some(lock) if lock.path() == expected => Ok(lock),
             _ => Err(Error::Invalid(format!(
                 "ownership is not the local lock {}",
                 expected.display()
             ))),
+        }
+    }
+
+    fn missing_refusal(path: &Path) -> Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(store_missing(
+                path,
+                &Self::lock_path(path),
+                "`FileWatermarks::create`, or `--create` on the command line",
+            )),
+            Err(e) => Err(Error::io(path, e)),
         }
     }
 
@@ -68,10 +107,23 @@ impl FileWatermarks {
         PathBuf::from(name)
     }
 
-    fn open_locked(path: &Path, lock_file: Arc<OwnerLock>) -> Result<Self> {
-        let path = path.to_path_buf();
+    fn create_locked(path: &Path, lock_file: Arc<OwnerLock>) -> Result<Self> {
         let empty = WatermarkTable::new().encode_with(&Vec::new());
-        let (slots, loaded) = SlotFile::open_or_create(&path, MAGIC, &empty)?;
+        let opened = SlotFile::create_new(path, MAGIC, &empty)?;
+        Self::from_opened(path, lock_file, opened)
+    }
+
+    fn open_locked(path: &Path, lock_file: Arc<OwnerLock>) -> Result<Self> {
+        let opened = SlotFile::open(path, MAGIC)?;
+        Self::from_opened(path, lock_file, opened)
+    }
+
+    fn from_opened(
+        path: &Path,
+        lock_file: Arc<OwnerLock>,
+        (slots, loaded): (SlotFile, Loaded),
+    ) -> Result<Self> {
+        let path = path.to_path_buf();
         let table = WatermarkTable::decode(&loaded.payload)
             .map_err(|p| Error::corrupt(path.display().to_string(), p))?;
         Ok(FileWatermarks {
@@ -84,14 +136,19 @@ impl FileWatermarks {
 
     /// Read every watermark in the file at `path` without taking its lock
     /// and without writing (for inspection and export while a baker runs).
-    /// A file that does not exist holds no watermark (empty table).
     ///
-    /// Errors: [`Error::Corrupt`] as for [`open`](Self::open);
+    /// Errors: [`Error::StoreMissing`] when there is no file (a read-only
+    /// command must not report "no watermark" for a store that is not
+    /// there); [`Error::Corrupt`] as for [`open`](Self::open);
     /// [`Error::Io`] when the file cannot be read.
     pub fn read_unlocked(path: impl AsRef<Path>) -> Result<WatermarkTable> {
         let path = path.as_ref();
         match SlotFile::read_snapshot(path, MAGIC)? {
-            None => Ok(WatermarkTable::new()),
+            None => Err(store_missing(
+                path,
+                &Self::lock_path(path),
+                "`FileWatermarks::create`, or `--create` on the command line",
+            )),
             Some(loaded) => WatermarkTable::decode(&loaded.payload)
                 .map_err(|p| Error::corrupt(path.display().to_string(), p)),
         }

@@ -218,6 +218,11 @@ pub enum TowerCommand {
         /// Store even if the stored tower is newer (operator recovery only).
         #[arg(long)]
         force: bool,
+        /// Create a new file store in --dir (refused if one exists there).
+        /// Without it, a missing tower file is an error, never silently
+        /// replaced by an empty one.
+        #[arg(long, requires = "dir")]
+        create: bool,
     },
     /// Export a stored tower to an Agave tower file, signed with the
     /// identity, for a validator started with --require-tower.
@@ -309,12 +314,17 @@ pub struct WatermarkSource {
 #[derive(Debug, Args, Clone)]
 #[command(group(ArgGroup::new("wm_store").required(true).args(["file", "etcd"])))]
 pub struct WatermarkStore {
-    /// The file store: a slashguard watermark file (created if absent).
+    /// The file store: a slashguard watermark file.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
     /// The etcd store.
     #[arg(long)]
     pub etcd: bool,
+    /// Create a new watermark file at --file (refused if one exists).
+    /// Without it, a missing file is an error, never silently replaced by
+    /// an empty one.
+    #[arg(long, requires = "file")]
+    pub create: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +359,9 @@ pub enum WatermarkCommand {
         /// Lower marks if needed (stores only; operator recovery only).
         #[arg(long)]
         force: bool,
+        /// Create a new watermark file at --file (refused if one exists).
+        #[arg(long, requires = "file")]
+        create: bool,
     },
     /// Write the watermarks of a store or device to an interchange file.
     Export {

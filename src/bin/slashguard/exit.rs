@@ -134,6 +134,14 @@ impl From<Error> for Failure {
                 Code::BadInput,
                 "the data is damaged, of another node or of an unknown version; nothing was overwritten: inspect it, restore it from a backup, or import an export",
             ),
+            Error::StoreMissing { .. } => (
+                Code::BadInput,
+                "check the path; nothing was created: a store is created only with --create, and a store whose data file is gone must be restored, not re-created",
+            ),
+            Error::StoreExists { .. } => (
+                Code::BadInput,
+                "a store is already there: drop --create to use it (nothing was changed)",
+            ),
             Error::Config(_) => (
                 Code::BadInput,
                 "fix the setting named above (flags, SLASHGUARD_* variables or the config file)",

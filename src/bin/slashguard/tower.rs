@@ -35,7 +35,8 @@ pub async fn run(cmd: TowerCommand, settings: &Settings) -> Result<Report, Failu
             from_agave,
             store,
             force,
-        } => import(&keypair(&kp)?, &from_agave, &store, force, settings).await,
+            create,
+        } => import(&keypair(&kp)?, &from_agave, &store, force, create, settings).await,
         TowerCommand::Export {
             keypair: kp,
             store,
@@ -213,6 +214,7 @@ async fn import(
     from: &Path,
     store: &TowerStoreArgs,
     force: bool,
+    create: bool,
     settings: &Settings,
 ) -> Result<Report, Failure> {
     let node = kp.node_id();
@@ -221,7 +223,7 @@ async fn import(
             .hint("give the validator's tower directory (its --tower path, by default the ledger directory)")
     })?;
     let record = saved.to_record(kp).map_err(slashguard::Error::from)?;
-    let target = store_record(&record, store, force, settings).await?;
+    let target = store_record(&record, store, force, create, settings).await?;
     let human = format!(
         "imported the tower of {node} from {} into {target}\nlast vote  {}\nroot       {}",
         from.display(),
@@ -239,11 +241,16 @@ async fn store_record(
     record: &TowerRecord,
     store: &TowerStoreArgs,
     force: bool,
+    create: bool,
     settings: &Settings,
 ) -> Result<String, Failure> {
     let node = record.node();
     if let Some(dir) = &store.dir {
-        let storage = FileTowerStorage::open(dir, node)?;
+        let storage = if create {
+            FileTowerStorage::create(dir, node)?
+        } else {
+            FileTowerStorage::open(dir, node)?
+        };
         storage.store(record, mode(force)).await?;
         return Ok(format!("file:{}", dir.display()));
     }

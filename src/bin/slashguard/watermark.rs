@@ -61,9 +61,10 @@ pub async fn run(cmd: WatermarkCommand, settings: &mut Settings) -> Result<Repor
             key,
             all,
             force,
+            create,
         } => {
             let chain = settings.require_chain(&chain, "set-level sets the marks of one chain")?;
-            set_level(&source, chain, level, &key, all, force, settings).await
+            set_level(&source, chain, level, &key, all, force, create, settings).await
         }
         WatermarkCommand::Export { source, chain, out } => {
             let chain = settings.chain(&chain)?;
@@ -104,14 +105,21 @@ fn count_sources(s: &WatermarkSource) -> usize {
 }
 
 /// Open a store for writing: the file store takes its lock (a running
-/// baker holding it is a refusal), etcd needs no lock.
+/// baker holding it is a refusal), etcd needs no lock. A file store is
+/// created only when `create` says so.
 async fn open_store(
     file: Option<&Path>,
     etcd: bool,
+    create: bool,
     settings: &Settings,
 ) -> Result<Option<(Box<dyn SignerGuard>, String)>, Failure> {
     if let Some(path) = file {
-        let store = FileWatermarks::open(path).map_err(|e| {
+        let opened = if create {
+            FileWatermarks::create(path)
+        } else {
+            FileWatermarks::open(path)
+        };
+        let store = opened.map_err(|e| {
             Failure::from(e).hint_if(
                 Code::Refused,
                 "a running signer or baker holds this watermark file: stop it first (reading works while it runs: `watermark show`)",
@@ -154,7 +162,9 @@ async fn read_rows(
             format!("file:{}", path.display()),
         ))
     } else if source.etcd {
-        let (store, from) = open_store(None, true, settings).await?.expect("etcd asked");
+        let (store, from) = open_store(None, true, false, settings)
+            .await?
+            .expect("etcd asked");
         Some((store.watermarks().await?, from))
     } else {
         None
@@ -240,6 +250,7 @@ async fn set_level(
     keys: &[String],
     all: bool,
     force: bool,
+    create: bool,
     settings: &Settings,
 ) -> Result<Report, Failure> {
     if level > i32::MAX as u32 {
@@ -265,7 +276,7 @@ async fn set_level(
         #[cfg(feature = "usb")]
         return set_level_with_device(source, chain, level, keys, all, settings).await;
     }
-    let (store, target) = open_store(source.file.as_deref(), source.etcd, settings)
+    let (store, target) = open_store(source.file.as_deref(), source.etcd, create, settings)
         .await?
         .expect("one store named");
     let before: BTreeMap<WatermarkKey, Watermark> = store.watermarks().await?.into_iter().collect();
@@ -370,7 +381,7 @@ async fn set_level_with_device(
     use slashguard::usb::{raise_for_failover, WatermarkDevice};
 
     let dev = device::open(source).await?.expect("a device is named");
-    let store = open_store(source.file.as_deref(), source.etcd, settings).await?;
+    let store = open_store(source.file.as_deref(), source.etcd, false, settings).await?;
     let mut tezsign_keys = Vec::new();
     let device_list: Vec<&dyn WatermarkDevice> = match &dev {
         device::Device::Ledger(l) => {
@@ -555,7 +566,7 @@ async fn import(
         (None, None) => return Err(Failure::bad_input("give --in FILE or --from-octez DIR")),
     };
     settings.aliases.absorb(&file.aliases());
-    let (guard, target) = open_store(store.file.as_deref(), store.etcd, settings)
+    let (guard, target) = open_store(store.file.as_deref(), store.etcd, store.create, settings)
         .await?
         .expect("one store named");
     let report = interchange::import(guard.as_ref(), &file, mode).await.map_err(|e| {
