@@ -1,5 +1,6 @@
 //! A blocking facade for synchronous validators (Agave's own tower storage
-//! trait is synchronous). Each wrapper owns a small current-thread runtime.
+//! trait is synchronous). Each wrapper owns a runtime with one worker
+//! thread.
 
 use crate::error::{Error, Result};
 use crate::signer::{GuardedSignature, GuardedSigner, Signer};
@@ -9,6 +10,16 @@ use crate::tower::{
 use crate::watermark::SignerGuard;
 
 /// Runs an async guard from synchronous code.
+///
+/// Each `Blocking` owns a runtime with one worker thread of its own, so
+/// that the background tasks of what runs on it (an etcd client's
+/// connection, an ownership's lease keep-alive) keep running between
+/// calls, while the calling thread waits. Build values that spawn such
+/// tasks on that runtime with [`Blocking::build`]: a client created on a
+/// runtime nobody drives any more (a current-thread runtime that returned
+/// from `block_on`) cannot answer; an etcd client built on a
+/// current-thread runtime and used from the facade refuses every request
+/// with [`Error::Config`] saying so, instead of timing out.
 ///
 /// ```
 /// use slashguard::blocking::Blocking;
@@ -34,13 +45,49 @@ pub struct Blocking<T> {
     rt: tokio::runtime::Runtime,
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("slashguard-blocking")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start a runtime: {e}")))
+}
+
 impl<T> Blocking<T> {
-    /// Wrap `inner` with its own runtime.
+    /// Wrap `inner` with a runtime of its own.
     pub fn new(inner: T) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Config(format!("cannot start a runtime: {e}")))?;
+        Ok(Blocking {
+            inner,
+            rt: runtime()?,
+        })
+    }
+
+    /// Build the inner value on the facade's own runtime (connect an etcd
+    /// client, take over an identity, open a store), so that its
+    /// background tasks run on the thread the facade keeps running.
+    ///
+    /// ```
+    /// use slashguard::blocking::Blocking;
+    /// use slashguard::memory::MemoryTowerStorage;
+    /// use slashguard::NodeKeypair;
+    ///
+    /// let node = NodeKeypair::generate().node_id();
+    /// let storage = Blocking::build(|| async move { Ok(MemoryTowerStorage::new(node)) })?;
+    /// # Ok::<(), slashguard::Error>(())
+    /// ```
+    pub fn build<F, Fut>(make: F) -> Result<Self>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Config(
+                "Blocking::build called from inside an async runtime; use the async API".into(),
+            ));
+        }
+        let rt = runtime()?;
+        let inner = rt.block_on(make())?;
         Ok(Blocking { inner, rt })
     }
 

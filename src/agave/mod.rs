@@ -45,6 +45,7 @@ mod envelope;
 mod error;
 mod files;
 mod last_vote;
+mod storage;
 mod tower;
 mod vote_state;
 mod wire;
@@ -59,6 +60,7 @@ pub use files::{
 };
 pub(crate) use last_vote::{read_vote_body, write_vote_body};
 pub use last_vote::{LastVote, TowerSync, Vote, VoteStateUpdate};
+pub use storage::{AgaveStorageError, AgaveTowerStorage};
 pub use tower::{AgaveTower, F64Bits, TowerLayout, THRESHOLD_DEPTH};
 pub use vote_state::{
     BlockTimestamp, EpochCredits, Lockout, PriorVoter, PriorVoters, VoteState, PRIOR_VOTERS_LEN,

@@ -299,7 +299,9 @@ async fn export(
         Failure::bad_input(format!("no tower stored for node {node} in {source}"))
             .hint("check --node/--keypair and the store; nothing was written")
     })?;
-    let saved = SavedTower::from_record(&record, kp).map_err(slashguard::Error::from)?;
+    // The stored Agave file as it was, or one rebuilt from Agave tower
+    // data; a record in the validator's own format is refused with why.
+    let saved = SavedTower::from_stored(&record, kp).map_err(slashguard::Error::from)?;
     if !to.is_dir() {
         return Err(
             Failure::bad_input(format!("{} is not a directory", to.display()))
