@@ -470,6 +470,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The (bank hash, message) pairs signed for one slot.
+type Released = BTreeSet<([u8; 32], Vec<u8>)>;
+
 fn stamped(slot: u64, hash: u8, stamp: u8) -> Vec<u8> {
     let mut vote = sync(slot, hash, None, identity().node_id());
     if let LastVote::TowerSync(s) = &mut vote.vote {
@@ -492,7 +495,7 @@ proptest! {
         let mut guard = new_guard();
         let rt = rt();
         // slot -> (hash, message) of every signature that left.
-        let mut released: BTreeMap<u64, BTreeSet<([u8; 32], Vec<u8>)>> = BTreeMap::new();
+        let mut released: BTreeMap<u64, Released> = BTreeMap::new();
         for op in ops {
             let outcome = match op {
                 Op::Vote { slot, hash, msg_slot, msg_hash, stamp } => {
