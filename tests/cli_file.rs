@@ -753,3 +753,57 @@ fn device_list_reports_the_bus_or_its_absence() {
         assert!(v["hint"].as_str().unwrap().contains("--features"), "{v}");
     }
 }
+
+/// A tower stored through `VoteGuard::vote` holds the validator's own
+/// format: `tower export` refuses it and says why, instead of calling it a
+/// corrupt Agave tower.
+#[test]
+fn tower_export_refuses_an_opaque_record_and_says_why() {
+    use slashguard::tower::vote_tx::CastVote;
+    use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let seed = [0x61; 32];
+    let kp = NodeKeypair::from_seed(seed);
+    let node = kp.node_id();
+    let kpf = keypair_file(t, seed);
+    let store = t.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let account = slashguard::NodeId([0x5a; 32]);
+    {
+        let guard = VoteGuard::new(FileTowerStorage::create(&store, node).unwrap(), kp)
+            .unwrap()
+            .with_vote_account(account);
+        let update = TowerUpdate {
+            vote: VoteRef {
+                slot: 5,
+                hash: [1; 32],
+            },
+            root: None,
+            tower: vec![0xAB; 288],
+        };
+        let message = CastVote::tower_sync_for(update.vote, None, account, node)
+            .to_legacy_message(node, [0; 32])
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(guard.vote(update, &message))
+            .unwrap();
+    }
+    let out_dir = t.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let v = json(
+        sg().args(["tower", "export", "--dir"])
+            .arg(&store)
+            .arg("--keypair")
+            .arg(&kpf)
+            .arg("--to-agave")
+            .arg(&out_dir),
+        4,
+    );
+    let text = v.to_string();
+    assert!(text.contains("validator's own format"), "{v}");
+    assert!(!text.contains("trailing bytes"), "{v}");
+    assert!(std::fs::read_dir(&out_dir).unwrap().next().is_none());
+}
