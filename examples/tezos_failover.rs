@@ -12,7 +12,7 @@
 //! cargo run --example tezos_failover -- --block-ms 50       # faster
 //! cargo run --features etcd --example tezos_failover -- --etcd 127.0.0.1:2379 \
 //!   [--etcd-cacert-file F --etcd-cert-file F --etcd-key-file F --etcd-domain NAME]
-//! cargo run --features usb --example tezos_failover -- --device ledger    # or tezsign
+//! cargo run --features sim --example tezos_failover -- --device ledger    # or tezsign
 //! ```
 //!
 //! `--etcd` shares the watermarks (`EtcdWatermarks`) and the baker's
@@ -86,6 +86,13 @@ impl Signer for DynSigner {
     async fn sign(&self, payload: &[u8]) -> slashguard::Result<Vec<u8>> {
         self.0.sign(payload).await
     }
+    fn check(
+        &self,
+        request: &slashguard::watermark::SignRequest,
+        payload: &[u8],
+    ) -> slashguard::Result<()> {
+        self.0.check(request, payload)
+    }
 }
 
 /// An alias, its signer, and its device if it has one.
@@ -96,14 +103,14 @@ struct Keys {
     bls: bool,
     aliases: Vec<Alias>,
     /// The operator's handle on a Ledger (to deauthorize it).
-    #[cfg(feature = "usb")]
+    #[cfg(feature = "sim")]
     ledger: Option<slashguard::usb::LedgerSigner>,
 }
 
 impl Keys {
     fn software() -> Keys {
         Keys {
-            #[cfg(feature = "usb")]
+            #[cfg(feature = "sim")]
             ledger: None,
             bls: false,
             aliases: vec![
@@ -144,9 +151,9 @@ impl Keys {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum KeyKind {
     Software,
-    #[cfg(feature = "usb")]
+    #[cfg(feature = "sim")]
     Ledger,
-    #[cfg(feature = "usb")]
+    #[cfg(feature = "sim")]
     TezSign,
 }
 
@@ -157,7 +164,7 @@ async fn keys(kind: KeyKind, role: &str, pre_authorized: bool) -> Result<Keys, E
     let _ = (role, pre_authorized);
     match kind {
         KeyKind::Software => Ok(Keys::software()),
-        #[cfg(feature = "usb")]
+        #[cfg(feature = "sim")]
         KeyKind::Ledger => {
             use slashguard::usb::ledger::{BipPath, DerivationType, LedgerHwm};
             use slashguard::usb::sim::LedgerSim;
@@ -186,7 +193,7 @@ async fn keys(kind: KeyKind, role: &str, pre_authorized: bool) -> Result<Keys, E
                 ledger: Some(ledger),
             })
         }
-        #[cfg(feature = "usb")]
+        #[cfg(feature = "sim")]
         KeyKind::TezSign => {
             use slashguard::usb::sim::TezSignSim;
             use slashguard::usb::TezSignDevice;
@@ -350,19 +357,19 @@ async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
 fn key_kind() -> Result<KeyKind, Box<dyn std::error::Error>> {
     match arg("--device").as_deref() {
         None => Ok(KeyKind::Software),
-        #[cfg(feature = "usb")]
+        #[cfg(feature = "sim")]
         Some("ledger") => Ok(KeyKind::Ledger),
-        #[cfg(feature = "usb")]
+        #[cfg(feature = "sim")]
         Some("tezsign") => Ok(KeyKind::TezSign),
-        #[cfg(not(feature = "usb"))]
+        #[cfg(not(feature = "sim"))]
         Some(_) => {
             eprintln!(
                 "--device needs the `usb` feature (the simulated devices); rebuild with it:\n  \
-                 cargo run --features usb --example tezos_failover -- --device ledger"
+                 cargo run --features sim --example tezos_failover -- --device ledger"
             );
             std::process::exit(2);
         }
-        #[cfg(feature = "usb")]
+        #[cfg(feature = "sim")]
         Some(other) => Err(format!("--device {other}: use ledger or tezsign").into()),
     }
 }
@@ -495,7 +502,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (evidence, Box::new(store))
         }
     };
-    #[cfg(feature = "usb")]
+    #[cfg(feature = "sim")]
     let backup_ledger = backup_keys.ledger.take();
     let (guard, signers) = backup_keys.guard(backup_store);
     let backup: Vec<_> = signers
@@ -528,7 +535,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "backup",
                     format!("REFUSED (pre-authorized backup signer): {e}"),
                 );
-                #[cfg(feature = "usb")]
+                #[cfg(feature = "sim")]
                 if let Some(ledger) = &backup_ledger {
                     ledger.deauthorize().await?;
                     chain.say("operator", "deauthorizes the backup Ledger");

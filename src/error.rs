@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use crate::failover::FailoverRefusal;
+use crate::limit::SignerLimit;
 use crate::tower::{TowerRefusal, VoteRefusal};
-use crate::watermark::{PayloadError, WatermarkRefusal};
+use crate::watermark::{Mark, PayloadError, WatermarkKey, WatermarkRefusal};
 
 /// A boxed error kept as the source of a failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -164,10 +165,43 @@ pub enum Refusal {
     /// A failover step is not safe yet (the seed's "common mistakes").
     #[error(transparent)]
     Failover(#[from] FailoverRefusal),
+    /// The request breaks a documented limit of the signer (payload size,
+    /// level range, scheme), found by [`Signer::check`](crate::Signer::check)
+    /// before any watermark moved.
+    #[error(transparent)]
+    Limit(#[from] SignerLimit),
+    /// The signer (a device with its own rules) refused a request that the
+    /// host store had already been asked to authorize. Nothing was signed.
+    /// `stored` is what the host store holds for the key now (`None`: no
+    /// mark), so an operator knows which requests it will refuse next.
+    #[error("{refusal}; nothing was signed, and the {backend} store now holds {} for {key}", stored_text(.stored))]
+    SignerRefused {
+        /// The signer's refusal.
+        refusal: Box<Refusal>,
+        /// The host store's backend (`file`, `etcd`, ...).
+        backend: &'static str,
+        /// The request's watermark key.
+        key: WatermarkKey,
+        /// The host store's mark for `key` after the refusal.
+        stored: Option<Mark>,
+    },
     /// A vote message does not cast exactly the vote of the stored tower
     /// (or is not a vote message this guard may sign).
     #[error(transparent)]
     Vote(#[from] VoteRefusal),
+}
+
+fn stored_text(stored: &Option<Mark>) -> String {
+    match stored {
+        Some(m) => m.to_string(),
+        None => "no mark".into(),
+    }
+}
+
+impl From<SignerLimit> for Error {
+    fn from(l: SignerLimit) -> Self {
+        Error::Refused(Refusal::Limit(l))
+    }
 }
 
 impl From<VoteRefusal> for Error {

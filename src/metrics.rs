@@ -78,6 +78,9 @@ pub enum RefusalReason {
     AtRaisedMark,
     /// The signing device's own watermark.
     Device,
+    /// A documented limit of the signer (payload size, level range,
+    /// scheme), checked before any watermark moved.
+    SignerLimit,
     /// A failover step that is not safe yet.
     Failover,
     /// This instance no longer owns the identity.
@@ -105,7 +108,10 @@ impl RefusalReason {
                 W::DifferentPayload => RefusalReason::DifferentPayload,
                 W::AtRaisedMark => RefusalReason::AtRaisedMark,
             },
-            Error::Refused(Refusal::Device(_)) => RefusalReason::Device,
+            Error::Refused(Refusal::Device(_) | Refusal::SignerRefused { .. }) => {
+                RefusalReason::Device
+            }
+            Error::Refused(Refusal::Limit(_)) => RefusalReason::SignerLimit,
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
             Error::Refused(Refusal::Vote(_)) => RefusalReason::VoteMessage,
             Error::Fenced { .. } => RefusalReason::Fenced,
@@ -124,6 +130,7 @@ impl RefusalReason {
             RefusalReason::DifferentPayload => "different_payload",
             RefusalReason::AtRaisedMark => "at_raised_mark",
             RefusalReason::Device => "device",
+            RefusalReason::SignerLimit => "signer_limit",
             RefusalReason::Failover => "failover",
             RefusalReason::Fenced => "fenced",
             RefusalReason::VoteMessage => "vote_message",

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use ed25519_dalek::{Signer as _, SigningKey};
 
-use crate::error::Result;
+use crate::error::{Error, Refusal, Result};
 use crate::watermark::{Curve, Decision, KeyHash, PayloadHash, SignRequest, SignerGuard};
 
 /// Something that can sign Tezos payloads with one key: a software key, a
@@ -19,6 +19,14 @@ pub trait Signer: Send + Sync {
     /// Sign `payload` (the full bytes, magic byte included) the way the key's
     /// scheme signs Tezos payloads.
     async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>>;
+
+    /// Cheap pre-check: would this signer refuse this request (size, level range, scheme, kind)? Called before the watermark moves.
+    // Parameter names are part of the documented signature; the default
+    // uses neither.
+    #[allow(unused_variables)]
+    fn check(&self, request: &SignRequest, payload: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A software ed25519 (tz1) key, for tests, examples and remote-signer
@@ -139,6 +147,10 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
         let key = self.signer.key_hash();
         let request = SignRequest::parse(payload, key)?;
+        // What the signer documents it would refuse must not move the mark:
+        // a store left ahead of what was signed refuses every normal
+        // request at or below it until an operator lowers it.
+        self.signer.check(&request, payload)?;
         let backend = self.guard.backend();
         let span = tracing::debug_span!("authorize", %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, backend);
         let start = std::time::Instant::now();
@@ -168,9 +180,13 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         // the same bytes can still be signed later as a repeat.
         let signed = self.signer.sign(payload).await;
         crate::metrics::note_refusal(&signed);
-        let signature = signed.inspect_err(|e| {
-            tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed after the watermark advanced; nothing released");
-        })?;
+        let signature = match signed {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, error = %e, "signer failed after the watermark advanced; nothing released");
+                return Err(self.with_stored_mark(&request, e).await);
+            }
+        };
         if let Some(m) = crate::metrics::installed() {
             m.watermark(&request.key, request.mark);
         }
@@ -180,5 +196,26 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
             decision,
             signature,
         })
+    }
+
+    /// A refusal by the signer (a device with its own watermark or limits)
+    /// after the store was asked, reported with what the store now holds.
+    /// Other errors pass through unchanged.
+    async fn with_stored_mark(&self, request: &SignRequest, e: Error) -> Error {
+        let Error::Refused(refusal) = e else {
+            return e;
+        };
+        match self.guard.watermark(&request.key).await {
+            Ok(stored) => Error::Refused(Refusal::SignerRefused {
+                refusal: Box::new(refusal),
+                backend: self.guard.backend(),
+                key: request.key,
+                stored: stored.map(|w| w.mark),
+            }),
+            Err(read) => {
+                tracing::warn!(key = %request.key, error = %read, "could not read the store's mark after the signer refused");
+                Error::Refused(refusal)
+            }
+        }
     }
 }

@@ -270,3 +270,25 @@ async fn unplugged_and_unknown_alias() {
     fresh.unlock(&["consensus"], PASS).await.unwrap();
     s.sign(&bls_attestation(CHAIN, 1, 0, 1)).await.unwrap();
 }
+
+#[tokio::test]
+async fn tezsign_checks_the_scheme_before_anything_moves() {
+    use slashguard::watermark::{Curve, KeyHash, SignRequest};
+    use slashguard::{Refusal, SignerLimit};
+    let (_sim, dev) = tezsign().await;
+    let s = dev.signer("consensus").await.unwrap();
+    let payload = bls_attestation(CHAIN, 5, 0, 1);
+    let own = SignRequest::parse(&payload, s.key_hash()).unwrap();
+    s.check(&own, &payload).unwrap();
+    // A tz1 request (another key, another scheme) is refused by the check.
+    let tz1 = KeyHash {
+        curve: Curve::Ed25519,
+        hash: [3; 20],
+    };
+    let other = attestation(CHAIN, 5, 0, 1);
+    let req = SignRequest::parse(&other, tz1).unwrap();
+    assert!(matches!(
+        s.check(&req, &other),
+        Err(Error::Refused(Refusal::Limit(SignerLimit::Scheme { .. })))
+    ));
+}

@@ -84,14 +84,19 @@ fn every_baking_app_apdu() {
         "01 02 05 00 9000".to_string(),  // version
         pk_reply.clone(),                // get public key
         pk_reply.clone(),                // authorize
+        format!("00 {PATH} 9000"),       // ... read back
         format!("{PATH} 9000"),          // query auth key
         format!("00 {PATH} 9000"),       // ... with curve
         "00001392 00000002 9000".into(), // main hwm
         "00001392 00000002 00000000 00000000 7a06a770 9000".into(),
         "00001392 00000000 7a06a770 9000".into(), // old 12-byte reply
         "9000".into(),                            // reset
+        "000003e8 00000000 000003e8 00000000 7a06a770 9000".into(), // ... read back
         pk_reply.clone(),                         // setup
+        "00001392 00000000 00001392 00000000 7a06a770 9000".into(), // ... read back
+        format!("00 {PATH} 9000"),                // ... and the key
         "9000".into(),                            // deauthorize
+        "00 00 9000".into(),                      // ... read back
         "9000".into(),                            // sign: path
         format!("{} 9000", "cd".repeat(64)),      // sign: message
         "9000".into(),                            // sign with hash: path
@@ -149,14 +154,19 @@ fn every_baking_app_apdu() {
         "80 00 00 00 00".to_string(),
         format!("80 02 00 00 11 {PATH}"),
         format!("80 01 00 00 11 {PATH}"),
+        "80 0d 00 00 00".into(),
         "80 07 00 00 00".into(),
         "80 0d 00 00 00".into(),
         "80 08 00 00 00".into(),
         "80 0b 00 00 00".into(),
         "80 0b 00 00 00".into(),
         "80 06 00 00 04 000003e8".into(),
+        "80 0b 00 00 00".into(),
         format!("80 0a 00 00 1d 7a06a770 00001392 00001392 {PATH}"),
+        "80 0b 00 00 00".into(),
+        "80 0d 00 00 00".into(),
         "80 0c 00 00 00".into(),
+        "80 0d 00 00 00".into(),
         format!("80 04 00 00 11 {PATH}"),
         "80 04 81 00 03 13 01 02".into(),
         format!("80 0f 00 01 11 {PATH}"),
@@ -169,19 +179,117 @@ fn every_baking_app_apdu() {
 }
 
 #[test]
-fn long_messages_are_sent_in_255_byte_packets() {
+fn sign_takes_one_data_packet_of_at_most_235_bytes() {
     let mut s = Script::default();
-    for r in ["9000", "9000", &format!("{} 9000", "cd".repeat(64))] {
+    for r in ["9000", &format!("{} 9000", "cd".repeat(64))] {
         s.replies.push_back(hex(r));
     }
-    let msg: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let msg: Vec<u8> = (0..235u32).map(|i| i as u8).collect();
     app(&mut s)
         .sign(&BipPath::tezos_default(), DerivationType::Ed25519, &msg)
         .unwrap();
-    assert_eq!(s.sent[1][..5], hex("80 04 01 00 ff"));
-    assert_eq!(s.sent[1][5..], msg[..255]);
-    assert_eq!(s.sent[2][..5], hex("80 04 81 00 2d"));
-    assert_eq!(s.sent[2][5..], msg[255..]);
+    assert_eq!(s.sent.len(), 2);
+    assert_eq!(s.sent[1][..5], hex("80 04 81 00 eb"));
+    assert_eq!(s.sent[1][5..], msg[..]);
+    // 236 bytes: refused before anything is sent (the app answers 0x917E).
+    let mut s = Script::default();
+    let e = app(&mut s)
+        .sign(
+            &BipPath::tezos_default(),
+            DerivationType::Ed25519,
+            &[0x11; 236],
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        DeviceError::Limit(slashguard::SignerLimit::PayloadTooLong {
+            signer: "the Ledger Tezos Baking app",
+            len: 236,
+            max: 235
+        })
+    );
+    assert!(s.sent.is_empty());
+}
+
+#[test]
+fn a_reply_that_does_not_fit_its_command_forces_a_resync() {
+    let path = BipPath::tezos_default();
+    let ed = DerivationType::Ed25519;
+    let mut s = Script::default();
+    for r in [
+        // A stale 96-byte reply answers the sign path packet.
+        format!("{} 9000", "ab".repeat(96)),
+        // Resync: the path packet's own late 9000, then VERSION's reply.
+        "9000".into(),
+        "01 02 05 01 9000".into(),
+        // DEAUTHORIZE answered with data: a protocol error.
+        "00 9000".into(),
+        // Resync, then a late 9000 taken for DEAUTHORIZE's: the read-back
+        // shows the key still authorized.
+        "01 02 05 01 9000".into(),
+        "9000".into(),
+        format!("00 {PATH} 9000"),
+        // Resync, then a signature of the wrong length.
+        "01 02 05 01 9000".into(),
+        "9000".into(),
+        format!("{} 9000", "cd".repeat(63)),
+    ] {
+        s.replies.push_back(hex(&r));
+    }
+    let mut a = app(&mut s);
+    let e = a.sign(&path, ed, &[0x13, 1, 2]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceError::Protocol(ProtocolError::BadReply {
+                what: "sign (path)",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert!(a.needs_resync());
+    let e = a.deauthorize().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceError::Protocol(ProtocolError::BadReply {
+                what: "deauthorize",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    let e = a.deauthorize().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DeviceError::Protocol(ProtocolError::NotApplied {
+                command: "deauthorize",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    let e = a.sign(&path, ed, &[0x13, 1, 2]).unwrap_err();
+    assert!(matches!(e, DeviceError::Protocol(_)), "{e:?}");
+    assert!(a.needs_resync());
+    let expect = [
+        format!("80 04 00 00 11 {PATH}"),
+        "80 00 00 00 00".into(),
+        "80 00 00 00 00".into(),
+        "80 0c 00 00 00".into(),
+        "80 00 00 00 00".into(),
+        "80 0c 00 00 00".into(),
+        "80 0d 00 00 00".into(),
+        "80 00 00 00 00".into(),
+        format!("80 04 00 00 11 {PATH}"),
+        "80 04 81 00 03 13 01 02".into(),
+    ];
+    assert_eq!(s.sent.len(), expect.len(), "{:02x?}", s.sent);
+    for (i, (sent, want)) in s.sent.iter().zip(expect.iter()).enumerate() {
+        assert_eq!(*sent, hex(want), "APDU #{i}");
+    }
 }
 
 #[test]

@@ -89,9 +89,12 @@ pub enum DeviceError {
         detail: String,
     },
 
-    /// The Ledger answered 0x6982: the key asked for is not the key
-    /// authorized for baking, or the device is locked.
-    #[error("security status not satisfied (0x6982): the key is not authorized for baking on this Ledger, or the device is locked")]
+    /// The Ledger answered 0x6982: no key, or another key, is authorized
+    /// for baking. Retrying does not help: an operator must authorize the
+    /// key on the device ([`LedgerSigner::authorize`](crate::usb::LedgerSigner::authorize)
+    /// or [`setup`](crate::usb::LedgerSigner::setup), approved on the
+    /// device).
+    #[error("the Ledger answered 0x6982: this key is not authorized for baking on it (no key, or another key, is); retrying will not help: an operator must authorize the key (LedgerSigner::authorize or setup, approved on the device), after unlocking the device if it is locked")]
     NotAuthorized,
 
     /// A person rejected the request on the device.
@@ -174,6 +177,11 @@ pub enum DeviceError {
     #[error("invalid device request: {0}")]
     Invalid(String),
 
+    /// A request the device documents it refuses (payload too long, level
+    /// out of range, another scheme). Nothing was sent.
+    #[error(transparent)]
+    Limit(#[from] crate::limit::SignerLimit),
+
     /// Another USB or I/O failure.
     #[error("USB I/O failed: {detail}")]
     Io {
@@ -231,6 +239,18 @@ pub enum ProtocolError {
     /// A TezSign protobuf payload that does not decode.
     #[error("tezsign message does not decode: {0}")]
     Decode(String),
+    /// A state-changing command was answered with success, but reading the
+    /// state back shows it was not applied: the success was a late reply to
+    /// an earlier command. The host resynchronises before its next command.
+    #[error(
+        "the device did not apply {command}: {detail} (the success read for it was not its reply)"
+    )]
+    NotApplied {
+        /// The command.
+        command: &'static str,
+        /// What the device reports instead.
+        detail: String,
+    },
 }
 
 impl DeviceError {
@@ -254,8 +274,9 @@ impl DeviceError {
     }
 
     /// `true` for states that time or a person can clear (unplugged, busy,
-    /// locked, timeout, wrong app, key not authorized): the request may
-    /// succeed later.
+    /// locked, timeout, wrong app): the request may succeed later.
+    /// [`NotAuthorized`](DeviceError::NotAuthorized) is not one: it waits
+    /// for an operator, see [`needs_operator`](Self::needs_operator).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -266,8 +287,30 @@ impl DeviceError {
                 | DeviceError::ApprovalTimeout { .. }
                 | DeviceError::WrongApp { .. }
                 | DeviceError::Locked { .. }
-                | DeviceError::NotAuthorized
                 | DeviceError::NotReady { .. }
+        )
+    }
+
+    /// `true` when only an operator can clear it (a key to authorize on
+    /// the device, a udev rule to add): retrying alone will not help.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::NotAuthorized | DeviceError::PermissionDenied { .. }
+        )
+    }
+
+    /// `true` when the host may have lost step with the device (a reply
+    /// missed, late, or of the wrong shape): the next command must
+    /// resynchronise first.
+    pub fn desyncs(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::Timeout { .. }
+                | DeviceError::ApprovalTimeout { .. }
+                | DeviceError::Protocol(_)
+                | DeviceError::Unplugged { .. }
+                | DeviceError::Io { .. }
         )
     }
 }
@@ -279,7 +322,11 @@ impl DeviceError {
 ///   [`Error::Unavailable`] with backend `"device"`;
 /// - [`DeviceError::PermissionDenied`] becomes [`Error::Config`] (an
 ///   operator must add the udev rule);
+/// - [`DeviceError::NotAuthorized`] becomes [`Error::Signer`], not
+///   `Unavailable`: an operator must authorize the key, a retry alone
+///   will not;
 /// - [`DeviceError::Invalid`] becomes [`Error::Invalid`];
+/// - [`DeviceError::Limit`] becomes [`Refusal::Limit`](crate::Refusal::Limit);
 /// - a refusal by the device watermark becomes
 ///   [`Refusal::Device`](crate::Refusal::Device) (the device signers report
 ///   [`Error::Refused`] with the watermark detail themselves when they can
@@ -290,6 +337,7 @@ impl From<DeviceError> for Error {
         match e {
             DeviceError::PermissionDenied { .. } => Error::Config(e.to_string()),
             DeviceError::Invalid(ref m) => Error::Invalid(m.clone()),
+            DeviceError::Limit(l) => Error::Refused(crate::Refusal::Limit(l)),
             ref r if r.is_watermark_refusal() => {
                 Error::Refused(crate::Refusal::Device(e.to_string()))
             }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::signer::Signer;
 use crate::usb::device_guard::{device_refusal, DeviceMarks, DeviceRule, WatermarkDevice};
 use crate::usb::error::DeviceError;
+use crate::usb::ledger::rule::check_request;
 use crate::usb::ledger::{
     apdu, tezos_signature, AllHwm, AppVersion, BakingApp, BipPath, DerivationType, DeviceMark,
     LedgerPublicKey, LedgerTimeouts,
@@ -378,8 +379,15 @@ impl Signer for LedgerSigner {
     /// (request below it), otherwise as [`Error::Signer`] whose source is
     /// [`DeviceError::RefusedByDeviceWatermark`];
     /// [`is_device_refusal`](crate::usb::is_device_refusal) recognizes both.
+    /// The app's documented limits ([`check_request`]): one data packet of
+    /// at most 235 bytes, levels below 0x40000000, this signer's key.
+    fn check(&self, request: &SignRequest, payload: &[u8]) -> Result<()> {
+        Ok(check_request(self.inner.key_hash, request, payload.len())?)
+    }
+
     async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let request = SignRequest::parse(payload, self.inner.key_hash)?;
+        self.check(&request, payload)?;
         let cfg = self.inner.config.clone();
         let bytes = payload.to_vec();
         let inner = self.inner.clone();

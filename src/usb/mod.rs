@@ -8,7 +8,8 @@
 //! - [`transport`]: the traits every transport implements
 //!   ([`ApduTransport`], [`HidReports`], [`BulkTransport`]). Shipped:
 //!   [`RusbLedger`] and [`RusbTezSign`] (libusb), [`SpeculosTransport`]
-//!   (TCP to the Speculos emulator), and the simulators in [`sim`].
+//!   (TCP to the Speculos emulator), and, with feature `sim`, the
+//!   simulators in `sim`.
 //! - [`ledger`] and [`tezsign`]: framing, messages and blocking clients.
 //! - [`LedgerSigner`], [`TezSignSigner`]: the crate's
 //!   [`Signer`](crate::Signer); [`DeviceWatermarks`]: a
@@ -46,6 +47,7 @@ mod failover;
 pub mod ledger;
 mod ledger_signer;
 mod rusb_transport;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod speculos;
 pub mod tezsign;
@@ -74,10 +76,15 @@ use crate::error::{Error, Refusal};
 pub fn is_device_refusal(err: &Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(Error::Refused(Refusal::Watermark(_) | Refusal::Device(_))) =
-            e.downcast_ref::<Error>()
-        {
-            return true;
+        match e.downcast_ref::<Error>() {
+            Some(Error::Refused(Refusal::Watermark(_) | Refusal::Device(_))) => return true,
+            // Reported by `GuardedSigner` with the host store's mark.
+            Some(Error::Refused(Refusal::SignerRefused { refusal, .. }))
+                if matches!(**refusal, Refusal::Watermark(_) | Refusal::Device(_)) =>
+            {
+                return true
+            }
+            _ => {}
         }
         if e.downcast_ref::<DeviceError>()
             .is_some_and(DeviceError::is_watermark_refusal)

@@ -96,6 +96,13 @@ impl ApduTransport for SpeculosTransport {
         }
         r
     }
+
+    /// Drop the connection: Speculos sends every reply to its newest
+    /// client, so whatever it still had for this one goes nowhere.
+    fn resync(&mut self) -> Result<(), DeviceError> {
+        self.stream = None;
+        Ok(())
+    }
 }
 
 fn read_full(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::limit::SignerLimit;
 use crate::signer::Signer;
 use crate::usb::device_guard::{device_refusal, DeviceMarks, DeviceRule, WatermarkDevice};
 use crate::usb::error::DeviceError;
@@ -158,8 +159,22 @@ impl Signer for TezSignSigner {
     /// as [`Error::Refused`] when the device mark read right after explains
     /// it, otherwise as [`Error::Signer`] with source
     /// [`DeviceError::RefusedByDeviceWatermark`].
+    /// TezSign holds tz4 (BLS) keys only, and this signer signs with one.
+    fn check(&self, request: &SignRequest, _payload: &[u8]) -> Result<()> {
+        if request.key.key != self.tz4 || request.key.key.curve != Curve::Bls {
+            return Err(SignerLimit::Scheme {
+                signer: "TezSign",
+                key: request.key.key,
+                accepts: format!("tz4 keys only, here {} (alias {:?})", self.tz4, self.alias),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let request = SignRequest::parse(payload, self.tz4)?;
+        self.check(&request, payload)?;
         let tz4 = self.tz4;
         let alias = self.alias.clone();
         let bytes = payload.to_vec();

@@ -49,11 +49,22 @@ impl ApduReply {
 pub trait ApduTransport: Send {
     /// Send `apdu` (CLA INS P1 P2 Lc data) and wait for the reply.
     fn exchange(&mut self, apdu: &[u8], timeout: Duration) -> Result<ApduReply, DeviceError>;
+
+    /// Get back in step after a reply that did not fit its command: discard
+    /// whatever the device has already sent (drain queued reports, drop the
+    /// connection and open a new one at the next exchange). The caller then
+    /// re-queries the device. The default does nothing.
+    fn resync(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
 }
 
 impl<T: ApduTransport + ?Sized> ApduTransport for Box<T> {
     fn exchange(&mut self, apdu: &[u8], timeout: Duration) -> Result<ApduReply, DeviceError> {
         (**self).exchange(apdu, timeout)
+    }
+    fn resync(&mut self) -> Result<(), DeviceError> {
+        (**self).resync()
     }
 }
 

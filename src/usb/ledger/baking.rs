@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use crate::usb::error::DeviceError;
+use crate::limit::SignerLimit;
+use crate::usb::error::{DeviceError, ProtocolError};
+use crate::usb::ledger::apdu;
 use crate::usb::ledger::apdu::{check_status, ins, Apdu, CommandKind, P1_FIRST, P1_LAST, P1_NEXT};
-use crate::usb::ledger::keys::LedgerPublicKey;
-use crate::usb::ledger::rule::LEVEL_LIMIT;
+use crate::usb::ledger::keys::{tezos_signature, LedgerPublicKey};
+use crate::usb::ledger::rule::{LEDGER_SIGNER, LEVEL_LIMIT, MAX_SIGN_DATA};
 use crate::usb::ledger::{BipPath, DerivationType};
 use crate::usb::transport::{ApduReply, ApduTransport};
 use crate::watermark::{ChainId, PayloadHash};
@@ -89,12 +91,22 @@ impl Default for LedgerTimeouts {
 
 /// The Tezos Baking app over a transport. Every method is one or more
 /// blocking APDU exchanges, each bounded by [`LedgerTimeouts`].
+///
+/// Replies are checked against their command: a reply of the wrong shape
+/// (length, data where none is due) is a [`ProtocolError`], and every
+/// state-changing command (authorize, setup, reset, deauthorize) is
+/// verified by reading the state back before it is reported done. After any
+/// such error, a timeout or an unplug, the next command first
+/// resynchronises: the transport drops what the device already sent
+/// ([`ApduTransport::resync`]) and VERSION must come back as VERSION.
 pub struct BakingApp<T> {
     transport: T,
     timeouts: LedgerTimeouts,
+    needs_resync: bool,
 }
 
-const MAX_CHUNK: usize = 255;
+/// How many times a resynchronisation re-queries before giving up.
+const RESYNC_TRIES: usize = 4;
 
 impl<T: ApduTransport> BakingApp<T> {
     /// Talk to the app through `transport`.
@@ -102,7 +114,63 @@ impl<T: ApduTransport> BakingApp<T> {
         BakingApp {
             transport,
             timeouts,
+            needs_resync: false,
         }
+    }
+
+    /// Whether the next command resynchronises first.
+    pub fn needs_resync(&self) -> bool {
+        self.needs_resync
+    }
+
+    /// Run `f`, resynchronising first if an earlier command left the host
+    /// out of step, and marking the link for resynchronisation if `f`
+    /// fails in a way that may have.
+    fn synced<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, DeviceError>,
+    ) -> Result<R, DeviceError> {
+        if self.needs_resync {
+            self.resync()?;
+        }
+        let r = f(self);
+        if let Err(e) = &r {
+            if e.desyncs() {
+                self.needs_resync = true;
+            }
+        }
+        r
+    }
+
+    /// Drain or reconnect, then ask VERSION until VERSION answers: a late
+    /// reply still on its way is consumed here, and recognised as not
+    /// VERSION's (its shape differs: VERSION alone answers 4 bytes with
+    /// app kind 1).
+    pub fn resync(&mut self) -> Result<(), DeviceError> {
+        let mut last = None;
+        for _ in 0..RESYNC_TRIES {
+            self.transport.resync()?;
+            let apdu = Apdu::baking(ins::VERSION, 0, 0, vec![]).encode()?;
+            let reply = self.transport.exchange(&apdu, self.timeouts.command)?;
+            if reply.status == apdu::sw::OK && reply.data.len() == 4 && reply.data[0] == 1 {
+                tracing::debug!("resynchronised with the Ledger");
+                self.needs_resync = false;
+                return Ok(());
+            }
+            tracing::warn!(
+                len = reply.data.len(),
+                status = reply.status,
+                "discarded a reply that is not VERSION's while resynchronising with the Ledger"
+            );
+            last = Some(reply);
+        }
+        Err(DeviceError::bad_reply(
+            "resynchronise",
+            format!(
+                "the device kept answering VERSION with other replies (last: {:?})",
+                last
+            ),
+        ))
     }
 
     /// The deadlines in use.
@@ -135,15 +203,19 @@ impl<T: ApduTransport> BakingApp<T> {
 
     /// VERSION: which app, which version.
     pub fn version(&mut self) -> Result<AppVersion, DeviceError> {
+        self.synced(|app| app.version_once())
+    }
+
+    fn version_once(&mut self) -> Result<AppVersion, DeviceError> {
         let d = self.run(
             Apdu::baking(ins::VERSION, 0, 0, vec![]),
             CommandKind::Other,
             "version",
         )?;
-        if d.len() < 4 {
+        if d.len() != 4 {
             return Err(DeviceError::bad_reply(
                 "version",
-                format!("{} bytes", d.len()),
+                format!("{} bytes (expected 4)", d.len()),
             ));
         }
         let kind = match d[0] {
@@ -180,43 +252,107 @@ impl<T: ApduTransport> BakingApp<T> {
         path: &BipPath,
         derivation: DerivationType,
     ) -> Result<LedgerPublicKey, DeviceError> {
-        let d = self.run(
-            Apdu::baking(ins::GET_PUBLIC_KEY, 0, derivation.p2(), path.encode()),
-            CommandKind::Other,
-            "get public key",
-        )?;
-        public_key_reply(&d, derivation, "get public key")
+        self.synced(|app| {
+            let d = app.run(
+                Apdu::baking(ins::GET_PUBLIC_KEY, 0, derivation.p2(), path.encode()),
+                CommandKind::Other,
+                "get public key",
+            )?;
+            public_key_reply(&d, derivation, "get public key")
+        })
     }
 
     /// AUTHORIZE_BAKING: make `path` the baking key. A person must approve
-    /// on the device within the approval timeout.
+    /// on the device within the approval timeout. Done only once the device
+    /// reports `path` as its authorized key.
     pub fn authorize_baking(
         &mut self,
         path: &BipPath,
         derivation: DerivationType,
     ) -> Result<LedgerPublicKey, DeviceError> {
-        let d = self.run(
-            Apdu::baking(ins::AUTHORIZE_BAKING, 0, derivation.p2(), path.encode()),
-            CommandKind::Approval,
-            "authorize baking",
-        )?;
-        public_key_reply(&d, derivation, "authorize baking")
+        self.synced(|app| {
+            let d = app.run(
+                Apdu::baking(ins::AUTHORIZE_BAKING, 0, derivation.p2(), path.encode()),
+                CommandKind::Approval,
+                "authorize baking",
+            )?;
+            let pk = public_key_reply(&d, derivation, "authorize baking")?;
+            app.expect_key("authorize baking", Some((derivation, path.clone())))?;
+            Ok(pk)
+        })
+    }
+
+    /// Read the authorized key back after `command`.
+    fn expect_key(
+        &mut self,
+        command: &'static str,
+        want: Option<(DerivationType, BipPath)>,
+    ) -> Result<(), DeviceError> {
+        let now = self.query_auth_key_with_curve_once()?;
+        if now != want {
+            return Err(ProtocolError::NotApplied {
+                command,
+                detail: format!(
+                    "the authorized key is {}, expected {}",
+                    describe_key(&now),
+                    describe_key(&want)
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Read both watermarks back after `command`: each at least (level, 0)
+    /// (higher if a signature came in between).
+    fn expect_hwm(
+        &mut self,
+        command: &'static str,
+        main_level: u32,
+        test_level: u32,
+        chain: Option<ChainId>,
+    ) -> Result<AllHwm, DeviceError> {
+        let now = self.query_all_hwm_once()?;
+        let short = |m: DeviceMark, level: u32| m.level < level;
+        let wrong_chain = chain.is_some_and(|c| c != now.main_chain);
+        if short(now.main, main_level) || short(now.test, test_level) || wrong_chain {
+            return Err(ProtocolError::NotApplied {
+                command,
+                detail: format!(
+                    "the device reports main level {} and test level {} on main chain {}, expected at least {main_level} and {test_level}{}",
+                    now.main.level,
+                    now.test.level,
+                    now.main_chain,
+                    chain.map(|c| format!(" on {c}")).unwrap_or_default()
+                ),
+            }
+            .into());
+        }
+        Ok(now)
     }
 
     /// QUERY_AUTH_KEY: the authorized key's path (`None` when no key is
     /// authorized).
     pub fn query_auth_key(&mut self) -> Result<Option<BipPath>, DeviceError> {
-        let d = self.run(
-            Apdu::baking(ins::QUERY_AUTH_KEY, 0, 0, vec![]),
-            CommandKind::Other,
-            "query authorized key",
-        )?;
-        path_reply(&d, "query authorized key")
+        self.synced(|app| {
+            let d = app.run(
+                Apdu::baking(ins::QUERY_AUTH_KEY, 0, 0, vec![]),
+                CommandKind::Other,
+                "query authorized key",
+            )?;
+            path_reply(&d, "query authorized key")
+        })
     }
 
     /// QUERY_AUTH_KEY_WITH_CURVE: the authorized key's derivation type and
     /// path (`None` when no key is authorized).
     pub fn query_auth_key_with_curve(
+        &mut self,
+    ) -> Result<Option<(DerivationType, BipPath)>, DeviceError> {
+        self.synced(|app| app.query_auth_key_with_curve_once())
+    }
+
+    fn query_auth_key_with_curve_once(
         &mut self,
     ) -> Result<Option<(DerivationType, BipPath)>, DeviceError> {
         let d = self.run(
@@ -238,6 +374,10 @@ impl<T: ApduTransport> BakingApp<T> {
 
     /// QUERY_MAIN_HWM: the main chain's (level, round).
     pub fn query_main_hwm(&mut self) -> Result<DeviceMark, DeviceError> {
+        self.synced(|app| app.query_main_hwm_once())
+    }
+
+    fn query_main_hwm_once(&mut self) -> Result<DeviceMark, DeviceError> {
         let d = self.run(
             Apdu::baking(ins::QUERY_MAIN_HWM, 0, 0, vec![]),
             CommandKind::Other,
@@ -262,6 +402,10 @@ impl<T: ApduTransport> BakingApp<T> {
     /// QUERY_ALL_HWM: both watermarks and the main chain id. Reads the
     /// 20-byte reply of current apps and the 12-byte reply of old ones.
     pub fn query_all_hwm(&mut self) -> Result<AllHwm, DeviceError> {
+        self.synced(|app| app.query_all_hwm_once())
+    }
+
+    fn query_all_hwm_once(&mut self) -> Result<AllHwm, DeviceError> {
         let d = self.run(
             Apdu::baking(ins::QUERY_ALL_HWM, 0, 0, vec![]),
             CommandKind::Other,
@@ -273,15 +417,20 @@ impl<T: ApduTransport> BakingApp<T> {
     /// RESET: set the main and test watermarks to (level, 0). A person must
     /// approve on the device. The app lets RESET lower the watermark; this
     /// method does not check, [`LedgerSigner`](crate::usb::LedgerSigner)
-    /// and the failover helper do.
+    /// and the failover helper do. Done only once both watermarks read back
+    /// at (level, 0) or above.
     pub fn reset(&mut self, level: u32) -> Result<(), DeviceError> {
         check_level(level)?;
-        self.run(
-            Apdu::baking(ins::RESET, 0, 0, level.to_be_bytes().to_vec()),
-            CommandKind::Approval,
-            &format!("reset the high watermark to {level}"),
-        )?;
-        Ok(())
+        self.synced(|app| {
+            let d = app.run(
+                Apdu::baking(ins::RESET, 0, 0, level.to_be_bytes().to_vec()),
+                CommandKind::Approval,
+                &format!("reset the high watermark to {level}"),
+            )?;
+            expect_empty(&d, "reset")?;
+            app.expect_hwm("reset", level, level, None)?;
+            Ok(())
+        })
     }
 
     /// SETUP: main chain id, both watermarks and the baking key in one
@@ -301,22 +450,31 @@ impl<T: ApduTransport> BakingApp<T> {
         data.extend_from_slice(&main_level.to_be_bytes());
         data.extend_from_slice(&test_level.to_be_bytes());
         data.extend_from_slice(&path.encode());
-        let d = self.run(
-            Apdu::baking(ins::SETUP, 0, derivation.p2(), data),
-            CommandKind::Approval,
-            &format!("set up baking on {main_chain} at level {main_level}"),
-        )?;
-        public_key_reply(&d, derivation, "setup")
+        self.synced(|app| {
+            let d = app.run(
+                Apdu::baking(ins::SETUP, 0, derivation.p2(), data),
+                CommandKind::Approval,
+                &format!("set up baking on {main_chain} at level {main_level}"),
+            )?;
+            let pk = public_key_reply(&d, derivation, "setup")?;
+            app.expect_hwm("setup", main_level, test_level, Some(main_chain))?;
+            app.expect_key("setup", Some((derivation, path.clone())))?;
+            Ok(pk)
+        })
     }
 
-    /// DEAUTHORIZE: forget the baking key.
+    /// DEAUTHORIZE: forget the baking key. Done only once the device
+    /// reports no authorized key.
     pub fn deauthorize(&mut self) -> Result<(), DeviceError> {
-        self.run(
-            Apdu::baking(ins::DEAUTHORIZE, 0, 0, vec![]),
-            CommandKind::Other,
-            "deauthorize",
-        )?;
-        Ok(())
+        self.synced(|app| {
+            let d = app.run(
+                Apdu::baking(ins::DEAUTHORIZE, 0, 0, vec![]),
+                CommandKind::Other,
+                "deauthorize",
+            )?;
+            expect_empty(&d, "deauthorize")?;
+            app.expect_key("deauthorize", None)
+        })
     }
 
     fn sign_packets(
@@ -329,27 +487,31 @@ impl<T: ApduTransport> BakingApp<T> {
         if message.is_empty() {
             return Err(DeviceError::Invalid("empty message to sign".into()));
         }
-        self.run(
+        // The app reads the message from one data packet (P1 0x81) of at
+        // most MAX_SIGN_DATA bytes; it answers 0x917E to more. Refused here,
+        // before anything is sent.
+        if message.len() > MAX_SIGN_DATA {
+            return Err(SignerLimit::PayloadTooLong {
+                signer: LEDGER_SIGNER,
+                len: message.len(),
+                max: MAX_SIGN_DATA,
+            }
+            .into());
+        }
+        let d = self.run(
             Apdu::baking(ins, P1_FIRST, derivation.p2(), path.encode()),
             CommandKind::Sign,
             "sign (path)",
         )?;
-        let chunks: Vec<&[u8]> = message.chunks(MAX_CHUNK).collect();
-        let last = chunks.len() - 1;
-        let mut reply = Vec::new();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let p1 = if i == last {
-                P1_NEXT | P1_LAST
-            } else {
-                P1_NEXT
-            };
-            reply = self.run(
-                Apdu::baking(ins, p1, derivation.p2(), chunk.to_vec()),
-                CommandKind::Sign,
-                "sign",
-            )?;
-        }
-        Ok(reply)
+        // The path packet is answered with a bare 9000. Data here is a late
+        // reply to an earlier command (a signature, say): stop before the
+        // message is sent.
+        expect_empty(&d, "sign (path)")?;
+        self.run(
+            Apdu::baking(ins, P1_NEXT | P1_LAST, derivation.p2(), message.to_vec()),
+            CommandKind::Sign,
+            "sign",
+        )
     }
 
     /// SIGN: the device checks its watermark, advances it and signs. A
@@ -362,11 +524,16 @@ impl<T: ApduTransport> BakingApp<T> {
         derivation: DerivationType,
         message: &[u8],
     ) -> Result<Vec<u8>, DeviceError> {
-        let d = self.sign_packets(ins::SIGN, path, derivation, message)?;
-        if d.is_empty() {
-            return Err(DeviceError::bad_reply("sign", "no signature"));
-        }
-        Ok(d)
+        self.synced(|app| {
+            let d = app.sign_packets(ins::SIGN, path, derivation, message)?;
+            if d.is_empty() {
+                return Err(DeviceError::bad_reply("sign", "no signature"));
+            }
+            // A signature of the wrong length for the curve is not this
+            // command's reply.
+            tezos_signature(derivation, &d)?;
+            Ok(d)
+        })
     }
 
     /// SIGN_WITH_HASH: like [`sign`](Self::sign), and the reply carries the
@@ -378,21 +545,45 @@ impl<T: ApduTransport> BakingApp<T> {
         derivation: DerivationType,
         message: &[u8],
     ) -> Result<(PayloadHash, Vec<u8>), DeviceError> {
-        let d = self.sign_packets(ins::SIGN_WITH_HASH, path, derivation, message)?;
-        if d.len() <= 32 {
-            return Err(DeviceError::bad_reply(
-                "sign with hash",
-                format!("{} bytes", d.len()),
-            ));
-        }
-        let hash = PayloadHash(d[..32].try_into().expect("length checked"));
-        if hash != PayloadHash::of(message) {
-            return Err(DeviceError::bad_reply(
-                "sign with hash",
-                "the device signed another message than the one sent (stale reply?)",
-            ));
-        }
-        Ok((hash, d[32..].to_vec()))
+        self.synced(|app| {
+            let d = app.sign_packets(ins::SIGN_WITH_HASH, path, derivation, message)?;
+            if d.len() <= 32 {
+                return Err(DeviceError::bad_reply(
+                    "sign with hash",
+                    format!("{} bytes", d.len()),
+                ));
+            }
+            let hash = PayloadHash(d[..32].try_into().expect("length checked"));
+            if hash != PayloadHash::of(message) {
+                return Err(DeviceError::bad_reply(
+                    "sign with hash",
+                    "the device signed another message than the one sent (stale reply?)",
+                ));
+            }
+            tezos_signature(derivation, &d[32..])?;
+            Ok((hash, d[32..].to_vec()))
+        })
+    }
+}
+
+fn expect_empty(d: &[u8], what: &'static str) -> Result<(), DeviceError> {
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(DeviceError::bad_reply(
+            what,
+            format!(
+                "{} bytes of data where none is due (a late reply to an earlier command?)",
+                d.len()
+            ),
+        ))
+    }
+}
+
+fn describe_key(k: &Option<(DerivationType, BipPath)>) -> String {
+    match k {
+        None => "none".into(),
+        Some((d, p)) => format!("{p} ({d:?})"),
     }
 }
 

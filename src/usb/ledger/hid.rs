@@ -236,6 +236,11 @@ impl<R: HidReports> ApduTransport for HidApdu<R> {
         }
         result
     }
+
+    /// Drain every report the device has queued.
+    fn resync(&mut self) -> Result<(), DeviceError> {
+        self.drain()
+    }
 }
 
 #[cfg(test)]

@@ -24,10 +24,46 @@
 //! mark admits nothing at itself), so combine the device with one of them,
 //! or choose a margin large enough that (L, 0) is never in play.
 
-use crate::watermark::{ConsensusKind, Mark};
+use crate::limit::SignerLimit;
+use crate::watermark::{ConsensusKind, KeyHash, Mark, SignRequest};
 
 /// Levels with either of the two top bits set are invalid to the app.
 pub const LEVEL_LIMIT: u32 = 0x4000_0000;
+
+/// The most message bytes SIGN takes: the app reads one data packet of at
+/// most this many bytes (`MAX_APDU_SIZE`) and answers 0x917E to more.
+pub const MAX_SIGN_DATA: usize = 235;
+
+/// How the signer names itself in a [`SignerLimit`].
+pub const LEDGER_SIGNER: &str = "the Ledger Tezos Baking app";
+
+/// What the app refuses whatever its watermark: a message longer than one
+/// data packet, a level at or above [`LEVEL_LIMIT`], another key than the
+/// one `key` (the signer's).
+pub fn check_request(key: KeyHash, request: &SignRequest, len: usize) -> Result<(), SignerLimit> {
+    if request.key.key != key {
+        return Err(SignerLimit::Scheme {
+            signer: LEDGER_SIGNER,
+            key: request.key.key,
+            accepts: format!("with {key} only"),
+        });
+    }
+    if len > MAX_SIGN_DATA {
+        return Err(SignerLimit::PayloadTooLong {
+            signer: LEDGER_SIGNER,
+            len,
+            max: MAX_SIGN_DATA,
+        });
+    }
+    if request.mark.level >= LEVEL_LIMIT {
+        return Err(SignerLimit::LevelOutOfRange {
+            signer: LEDGER_SIGNER,
+            level: request.mark.level,
+            limit: LEVEL_LIMIT,
+        });
+    }
+    Ok(())
+}
 
 /// One chain's high watermark inside the Tezos Baking app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,6 +196,48 @@ mod tests {
         assert!(h.permits(Attestation, m(10, 0)));
         assert!(!h.permits(Preattestation, m(10, 0)));
         assert!(!h.permits(Block, m(LEVEL_LIMIT, 0)));
+    }
+
+    #[test]
+    fn limits_from_the_app() {
+        use crate::watermark::{ChainId, Curve, PayloadHash, WatermarkKey};
+        let key = KeyHash {
+            curve: Curve::Ed25519,
+            hash: [1; 20],
+        };
+        let req = |level: u32, k: KeyHash| SignRequest {
+            key: WatermarkKey {
+                chain: ChainId([1; 4]),
+                key: k,
+                kind: Block,
+            },
+            mark: m(level, 0),
+            payload_hash: PayloadHash([0; 32]),
+        };
+        assert!(check_request(key, &req(5, key), 235).is_ok());
+        assert_eq!(
+            check_request(key, &req(5, key), 236),
+            Err(SignerLimit::PayloadTooLong {
+                signer: LEDGER_SIGNER,
+                len: 236,
+                max: 235
+            })
+        );
+        assert!(check_request(key, &req(0x3FFF_FFFF, key), 100).is_ok());
+        for level in [0x4000_0000, 0x8000_0000, u32::MAX] {
+            assert!(matches!(
+                check_request(key, &req(level, key), 100),
+                Err(SignerLimit::LevelOutOfRange { level: l, limit: 0x4000_0000, .. }) if l == level
+            ));
+        }
+        let other = KeyHash {
+            curve: Curve::Secp256k1,
+            hash: [1; 20],
+        };
+        assert!(matches!(
+            check_request(key, &req(5, other), 100),
+            Err(SignerLimit::Scheme { .. })
+        ));
     }
 
     #[test]

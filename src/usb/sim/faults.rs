@@ -172,4 +172,8 @@ impl<T: ApduTransport> ApduTransport for FaultyApdu<T> {
             )),
         }
     }
+
+    fn resync(&mut self) -> Result<(), DeviceError> {
+        self.inner.resync()
+    }
 }

@@ -10,7 +10,7 @@
 //! blake2b-256 of the message, as the app makes them.
 
 use std::collections::VecDeque;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use blake2::digest::{consts::U32, Digest};
@@ -19,7 +19,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use crate::usb::error::DeviceError;
 use crate::usb::ledger::apdu::{ins, sw, Apdu, CLA, P1_FIRST, P1_LAST, P1_NEXT};
 use crate::usb::ledger::hid::{encode_frames, FrameAssembler};
-use crate::usb::ledger::rule::{LedgerHwm, LEVEL_LIMIT};
+use crate::usb::ledger::rule::{LedgerHwm, LEVEL_LIMIT, MAX_SIGN_DATA};
 use crate::usb::ledger::{BipPath, DerivationType};
 use crate::usb::transport::{HidReports, HID_REPORT_LEN};
 use crate::watermark::{ChainId, ConsensusPayload, PayloadHash};
@@ -77,6 +77,9 @@ struct State {
     in_flight: usize,
     signed: Vec<Vec<u8>>,
     unplug_after: Option<u8>,
+    dropped: usize,
+    delay_after: Option<(u8, usize)>,
+    held: Option<(usize, Vec<u8>)>,
 }
 
 struct Shared {
@@ -145,6 +148,9 @@ impl LedgerSim {
                     in_flight: 0,
                     signed: Vec::new(),
                     unplug_after: None,
+                    dropped: 0,
+                    delay_after: None,
+                    held: None,
                 }),
                 cond: Condvar::new(),
             }),
@@ -166,41 +172,94 @@ impl LedgerSim {
     /// A HID report transport to this device (what the rusb transport is
     /// to a real one).
     pub fn hid(&self) -> SimHid {
-        let (tx, rx) = mpsc::channel::<(u16, Vec<u8>, u64)>();
-        let sim = self.clone();
-        // One worker per transport answers requests in order, as the device
-        // does; it may wait for a prompt while the host times out.
-        std::thread::spawn(move || {
-            for (channel, apdu, gen) in rx {
-                let frames = sim
-                    .process(&apdu)
-                    .and_then(|raw| encode_frames(channel, &raw).ok());
-                let mut st = sim.state();
-                if let Some(frames) = frames {
-                    if st.generation == gen && !st.unplugged {
-                        st.outbox.extend(frames.iter().map(|f| f.to_vec()));
-                    }
-                }
-                st.in_flight -= 1;
-                sim.shared.cond.notify_all();
-            }
-        });
         SimHid {
             sim: self.clone(),
             asm: FrameAssembler::any_channel(),
-            tx,
         }
+    }
+
+    /// Take one APDU from a transport, as the device does: dropped (never
+    /// answered) while a prompt is on screen, otherwise answered on a
+    /// thread of its own, the reply handed to `deliver` (`None`: the device
+    /// lost power instead of answering). A reply held back by
+    /// [`delay_next_reply`](Self::delay_next_reply) is handed to `deliver`
+    /// first: it reaches whoever listens now, as with Speculos, which
+    /// sends every reply to its newest client.
+    pub(crate) fn submit(
+        &self,
+        raw: Vec<u8>,
+        deliver: impl Fn(Option<Vec<u8>>) + Send + 'static,
+    ) -> Submitted {
+        let (gen, late) = {
+            let mut st = self.state();
+            if st.unplugged {
+                return Submitted::Unplugged;
+            }
+            if st.busy {
+                st.dropped += 1;
+                self.shared.cond.notify_all();
+                return Submitted::Dropped;
+            }
+            st.busy = true;
+            st.in_flight += 1;
+            let late = match st.held.take() {
+                Some((n, r)) if n > 1 => {
+                    st.held = Some((n - 1, r));
+                    None
+                }
+                other => other.map(|(_, r)| r),
+            };
+            (st.generation, late)
+        };
+        // `deliver` takes the state lock itself: never call it holding one.
+        if late.is_some() {
+            deliver(late);
+        }
+        let sim = self.clone();
+        std::thread::spawn(move || {
+            let st = sim.state();
+            let (mut st, out) = sim.answer(st, &raw);
+            let lost = st.unplugged || st.generation != gen;
+            if !lost {
+                st.busy = false;
+            }
+            let out = if lost { None } else { out };
+            let send = match out {
+                Some(reply)
+                    if st
+                        .delay_after
+                        .is_some_and(|(i, _)| is_final_packet(&raw, i)) =>
+                {
+                    let later = st.delay_after.take().map_or(1, |(_, n)| n);
+                    st.held = Some((later, reply));
+                    None
+                }
+                other => Some(other),
+            };
+            drop(st);
+            if let Some(reply) = send {
+                deliver(reply);
+            }
+            let mut st = sim.state();
+            st.in_flight -= 1;
+            sim.shared.cond.notify_all();
+        });
+        Submitted::Accepted
     }
 
     /// Answer one APDU (data then status word), applying the app's rules.
     /// `None` when the device is unplugged (or gets unplugged while
-    /// answering). Blocks while a [`Approval::Manual`] prompt waits.
+    /// answering), or when a prompt is on screen: the app drops APDUs then,
+    /// it does not queue them. Blocks while its own [`Approval::Manual`]
+    /// prompt waits.
     pub fn process(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let mut st = self.state();
-        while st.busy && !st.unplugged {
-            st = self.wait(st, Duration::from_millis(50));
-        }
         if st.unplugged {
+            return None;
+        }
+        if st.busy {
+            st.dropped += 1;
+            self.shared.cond.notify_all();
             return None;
         }
         st.busy = true;
@@ -405,6 +464,12 @@ impl LedgerSim {
             return (st, Some(status(sw::WRONG_PARAM)));
         }
         match &mut st.sign {
+            // The app keeps the message in one buffer of MAX_SIGN_DATA
+            // bytes: more is "wrong length for this instruction".
+            Some(ctx) if ctx.ins == apdu.ins && ctx.msg.len() + apdu.data.len() > MAX_SIGN_DATA => {
+                st.sign = None;
+                return (st, Some(status(sw::WRONG_LENGTH_FOR_INS)));
+            }
             Some(ctx) if ctx.ins == apdu.ins => ctx.msg.extend_from_slice(&apdu.data),
             _ => {
                 st.sign = None;
@@ -490,6 +555,7 @@ impl LedgerSim {
         st.generation += 1;
         st.busy = false;
         st.outbox.clear();
+        st.held = None;
         st.sign = None;
         st.prompt = None;
         if st.hwm_in_ram_only {
@@ -595,6 +661,36 @@ impl LedgerSim {
         self.state().unplug_after = Some(ins);
     }
 
+    /// A slow reply: the next final packet of instruction `ins` is
+    /// processed (the device signs and advances its mark), but its reply
+    /// leaves the device only when the `later`-th APDU after it arrives
+    /// (1: the next one), just before that APDU's own reply, and goes to
+    /// whoever listens then (Speculos sends every reply to its newest
+    /// client). The host has given up on it by then.
+    pub fn delay_next_reply(&self, ins: u8, later: usize) {
+        self.state().delay_after = Some((ins, later.max(1)));
+    }
+
+    /// How many APDUs the device dropped (never answered) because a prompt
+    /// was on screen.
+    pub fn dropped_apdus(&self) -> usize {
+        self.state().dropped
+    }
+
+    /// Wait up to `t` until at least `n` APDUs have been dropped.
+    pub fn wait_dropped(&self, n: usize, t: Duration) -> bool {
+        let deadline = Instant::now() + t;
+        let mut st = self.state();
+        while st.dropped < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self.wait(st, left);
+        }
+        true
+    }
+
     /// Model the app's "HWM disabled in flash" setting: signatures advance
     /// the watermark in RAM only, lost at the next power loss.
     pub fn set_hwm_in_ram_only(&self, on: bool) {
@@ -670,11 +766,27 @@ fn pubkey_reply(seed: &[u8; 32], d: DerivationType, p: &BipPath) -> Vec<u8> {
     reply(&data, sw::OK)
 }
 
-/// HID reports to and from a [`LedgerSim`].
+/// What became of an APDU handed to the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Submitted {
+    /// Being answered.
+    Accepted,
+    /// Dropped: a prompt is on screen.
+    Dropped,
+    /// The device is unplugged.
+    Unplugged,
+}
+
+/// Whether `raw` is the last packet (P1 bit 0x80) of instruction `ins`.
+fn is_final_packet(raw: &[u8], ins: u8) -> bool {
+    raw.len() >= 5 && raw[1] == ins && raw[2] & P1_LAST != 0
+}
+
+/// HID reports to and from a [`LedgerSim`]. Every transport of one device
+/// shares its one stream of replies, as a USB device has.
 pub struct SimHid {
     sim: LedgerSim,
     asm: FrameAssembler,
-    tx: mpsc::Sender<(u16, Vec<u8>, u64)>,
 }
 
 impl HidReports for SimHid {
@@ -696,9 +808,23 @@ impl HidReports for SimHid {
             Ok(Some(apdu)) => {
                 let channel = self.asm.channel().unwrap_or(0);
                 self.asm = FrameAssembler::any_channel();
-                self.sim.state().in_flight += 1;
-                if self.tx.send((channel, apdu, gen)).is_err() {
-                    self.sim.state().in_flight -= 1;
+                let sim = self.sim.clone();
+                // Replies are queued as reports (the device echoes the
+                // channel), unless the device lost power meanwhile.
+                let deliver = move |raw: Option<Vec<u8>>| {
+                    let Some(frames) = raw.and_then(|r| encode_frames(channel, &r).ok()) else {
+                        return;
+                    };
+                    let mut st = sim.state();
+                    if st.generation == gen && !st.unplugged {
+                        st.outbox.extend(frames.iter().map(|f| f.to_vec()));
+                    }
+                    sim.shared.cond.notify_all();
+                };
+                if self.sim.submit(apdu, deliver) == Submitted::Unplugged {
+                    return Err(DeviceError::Unplugged {
+                        detail: "simulated Ledger unplugged".into(),
+                    });
                 }
             }
             Ok(None) => {}
