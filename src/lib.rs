@@ -64,9 +64,13 @@ pub mod etcd;
 pub mod failover;
 pub mod file;
 mod identity;
+#[cfg(feature = "keys")]
+pub mod keys;
 mod limit;
 pub mod memory;
 pub mod metrics;
+#[cfg(feature = "signer")]
+pub mod remote_signer;
 mod signer;
 pub mod tower;
 #[cfg(feature = "usb")]

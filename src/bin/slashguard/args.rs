@@ -162,7 +162,37 @@ pub enum Command {
     /// USB signers (Ledger, TezSign).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The octez remote signer: serve keys to a baker over HTTP, TCP or a
+    /// Unix socket, behind durable watermarks (feature `signer`).
+    #[command(subcommand)]
+    Signer(SignerCommand),
 }
+
+/// `slashguard signer`: the configuration is the [signer] section of the
+/// config file (see `slashguard signer serve --help`).
+#[derive(Debug, Subcommand)]
+pub enum SignerCommand {
+    /// Serve the configured keys until SIGTERM or SIGINT. Logs one JSON
+    /// object per line on stderr for every decision.
+    #[command(after_long_help = SIGNER_CONFIG)]
+    Serve {
+        /// First start only: create a new, empty watermark file (refused if
+        /// one exists). Without it a missing file is an error, never
+        /// silently replaced by an empty one that would allow signing
+        /// below marks already signed.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Load and check the configuration: keys decrypt, policies parse, the
+    /// watermark file is intact. Changes nothing.
+    #[command(after_long_help = SIGNER_CONFIG)]
+    CheckConfig,
+}
+
+#[cfg(feature = "signer")]
+const SIGNER_CONFIG: &str = crate::signer::EXAMPLE;
+#[cfg(not(feature = "signer"))]
+const SIGNER_CONFIG: &str = "This slashguard was built without the signer (feature `signer`).";
 
 /// Which node: its public key, or its keypair file.
 #[derive(Debug, Args, Clone)]

@@ -62,6 +62,16 @@ impl Failure {
         self
     }
 
+    /// The signer's hint for a missing watermark file.
+    #[cfg(feature = "signer")]
+    pub fn hint_if_missing(self, missing: bool) -> Self {
+        if missing {
+            self.hint("first start: `slashguard signer serve --create` makes a new watermark file (or import octez-signer's marks: `slashguard watermark import --from-octez DIR --file PATH --create`); a file that disappeared must be restored, not re-created")
+        } else {
+            self
+        }
+    }
+
     /// Replace the hint when the failure has this code.
     pub fn hint_if(self, code: Code, hint: impl Into<String>) -> Self {
         if self.code == code {

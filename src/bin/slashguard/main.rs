@@ -13,6 +13,8 @@ mod identity;
 mod node;
 mod output;
 mod settings;
+#[cfg(feature = "signer")]
+mod signer;
 mod tower;
 mod watermark;
 
@@ -73,5 +75,12 @@ async fn run(cli: Cli) -> Result<Report, Failure> {
         Command::Identity(c) => identity::run(c, &settings).await,
         Command::Watermark(c) => watermark::run(c, &mut settings).await,
         Command::Device(c) => device::run(c).await,
+        #[cfg(feature = "signer")]
+        Command::Signer(c) => signer::run(c, &settings).await,
+        #[cfg(not(feature = "signer"))]
+        Command::Signer(_) => Err(Failure::bad_input(
+            "this slashguard was built without the remote signer",
+        )
+        .hint("rebuild with `cargo install slashguard --features cli,signer`")),
     }
 }

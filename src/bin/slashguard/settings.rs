@@ -20,6 +20,8 @@ struct ConfigFile {
     etcd: EtcdSection,
     #[serde(default)]
     aliases: BTreeMap<String, String>,
+    /// `slashguard signer`'s settings, parsed by that command.
+    signer: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +45,9 @@ pub struct Settings {
     pub chain: Option<String>,
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub instance: String,
+    /// The `[signer]` section of the config file.
+    #[cfg_attr(not(feature = "signer"), allow(dead_code))]
+    pub signer: Option<toml::Value>,
 }
 
 impl Settings {
@@ -77,6 +82,7 @@ impl Settings {
             aliases,
             chain: file.chain,
             instance,
+            signer: file.signer,
         })
     }
 

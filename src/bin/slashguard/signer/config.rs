@@ -1,0 +1,327 @@
+//! The `[signer]` section of the configuration file, and loading what it
+//! names: keys (octez-client's `secret_keys` file), policies, the
+//! watermark file, listeners and limits.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use slashguard::keys::{KeyError, PublicKey, SecretKeysFile, SoftwareKey};
+use slashguard::remote_signer::{KeyPolicy, MagicBytes, Role, ServiceOptions};
+use slashguard::watermark::{ChainId, ConsensusKind, Curve};
+use zeroize::Zeroizing;
+
+use crate::exit::Failure;
+use crate::settings::parse_chain;
+
+/// Shown by `slashguard signer --help`.
+pub const EXAMPLE: &str = "\
+Configuration: the [signer] section of the config file (--config or
+SLASHGUARD_CONFIG), e.g.:
+
+  [signer]
+  secret-keys-file = \"/home/baker/.octez-client/secret_keys\"
+  password-file = \"/etc/slashguard/key-password\"   # or password-env = \"VAR\"
+  watermarks-file = \"/var/lib/slashguard/watermarks\"
+  # magic-bytes = [0x11, 0x12, 0x13]        # -M (default: all three)
+  # require-authentication = true
+  # authorized-keys = [\"edpk...\"]
+  # allow-list-known-keys = false
+  # allow-proof-of-possession = false       # tz4 bls_prove_possession
+  [signer.listen]
+  http = [\"127.0.0.1:6732\"]
+  tcp = [\"127.0.0.1:7732\"]
+  unix = [\"/run/slashguard/signer.sock\"]
+  [signer.limits]                          # the defaults
+  max-body-bytes = 16384
+  max-connections = 64
+  request-timeout-ms = 10000
+  idle-timeout-ms = 60000
+  [[signer.keys]]
+  key = \"consensus\"                       # an alias of secret_keys
+  # kinds = [\"block\", \"preattestation\", \"attestation\"]
+  # chains = [\"NetXdQprcVkpaWU\"]            # default: any chain
+  # role = \"consensus\"                     # or \"companion\" (tz4 only)";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Section {
+    secret_keys_file: PathBuf,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    watermarks_file: PathBuf,
+    magic_bytes: Option<Vec<u8>>,
+    #[serde(default)]
+    require_authentication: bool,
+    #[serde(default)]
+    authorized_keys: Vec<String>,
+    #[serde(default)]
+    allow_list_known_keys: bool,
+    #[serde(default)]
+    allow_proof_of_possession: bool,
+    #[serde(default)]
+    listen: ListenSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    keys: Vec<KeySection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ListenSection {
+    #[serde(default)]
+    http: Vec<String>,
+    #[serde(default)]
+    tcp: Vec<String>,
+    #[serde(default)]
+    unix: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct LimitsSection {
+    max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct KeySection {
+    key: String,
+    kinds: Option<Vec<String>>,
+    chains: Option<Vec<String>>,
+    role: Option<String>,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    pub http: Vec<String>,
+    pub tcp: Vec<String>,
+    pub unix: Vec<PathBuf>,
+}
+
+/// The bounds of the daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    /// From the first byte of a request to its reply, signing included.
+    pub request_timeout: Duration,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// One key, loaded, with its policy and configured name.
+pub struct LoadedKey {
+    pub alias: String,
+    pub key: SoftwareKey,
+    pub policy: KeyPolicy,
+}
+
+/// Everything `serve` needs.
+pub struct SignerConfig {
+    pub keys: Vec<LoadedKey>,
+    pub options: ServiceOptions,
+    pub watermarks_file: PathBuf,
+    pub listen: Listeners,
+    pub limits: Limits,
+}
+
+fn bad(msg: impl Into<String>) -> Failure {
+    Failure::bad_input(msg)
+        .hint("fix the [signer] section of the config file (see `slashguard signer --help`)")
+}
+
+fn key_failure(e: KeyError) -> Failure {
+    let hint = match e.root() {
+        KeyError::WrongPassword => {
+            "check password-file / password-env: the encrypted key does not decrypt with that password"
+        }
+        KeyError::NoPassword(_) => "set password-file or password-env in [signer]",
+        KeyError::Base58 { .. } | KeyError::Damaged { .. } => {
+            "the secret_keys file is damaged: restore it from a backup or re-import the key with octez-client"
+        }
+        KeyError::Unsupported { .. } | KeyError::UnknownPrefix { .. } => {
+            "this signer loads tz1, tz2, tz3 and tz4 software keys"
+        }
+        KeyError::UnsupportedUri { .. } => {
+            "serve this key from the device or signer that holds it; slashguard signer loads software keys only"
+        }
+        _ => "check the secret_keys file and the [signer] keys list",
+    };
+    Failure::bad_input(e.to_string()).hint(hint)
+}
+
+fn parse_kind(s: &str) -> Result<ConsensusKind, Failure> {
+    ConsensusKind::ALL
+        .into_iter()
+        .find(|k| k.to_string() == s)
+        .ok_or_else(|| {
+            bad(format!(
+                "unknown kind {s:?} (block, preattestation, attestation)"
+            ))
+        })
+}
+
+fn chains(list: &[String]) -> Result<BTreeSet<ChainId>, Failure> {
+    list.iter().map(|c| parse_chain(c)).collect()
+}
+
+fn read_password(section: &Section) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    if let Some(path) = &section.password_file {
+        let mut bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Io {
+            path: path.clone(),
+            source,
+        })?);
+        // A file written by `echo` ends in a newline that is no part of
+        // the password.
+        while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        return Ok(bytes);
+    }
+    if let Some(var) = &section.password_env {
+        return std::env::var_os(var)
+            .map(|v| Zeroizing::new(v.into_encoded_bytes()))
+            .ok_or_else(|| KeyError::NoPassword(format!("the variable {var} is not set")));
+    }
+    Err(KeyError::NoPassword(
+        "neither password-file nor password-env is set".into(),
+    ))
+}
+
+/// Parse and load the `[signer]` section: every key decrypted, every
+/// setting checked. Nothing is opened for writing.
+pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
+    let section = section.ok_or_else(|| {
+        bad("no [signer] section in the configuration file (or no --config given)")
+    })?;
+    let section: Section = section
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(format!("[signer]: {}", e.message())))?;
+    if section.password_file.is_some() && section.password_env.is_some() {
+        return Err(bad("set password-file or password-env, not both"));
+    }
+    if section.keys.is_empty() {
+        return Err(bad("no [[signer.keys]]: name at least one key to serve"));
+    }
+    let magic_bytes = match &section.magic_bytes {
+        None => MagicBytes::consensus(),
+        Some(list) => MagicBytes::new(list.iter().copied()).map_err(|b| {
+            bad(format!(
+                "magic byte {b:#04x}: slashguard signs consensus payloads only (0x11, 0x12, 0x13)"
+            ))
+        })?,
+    };
+    let authorized: Vec<PublicKey> = section
+        .authorized_keys
+        .iter()
+        .map(|k| {
+            k.parse()
+                .map_err(|e: KeyError| bad(format!("authorized-keys: {k:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if section.require_authentication && authorized.is_empty() {
+        return Err(bad(
+            "require-authentication is set and authorized-keys is empty: nothing could be signed",
+        ));
+    }
+    if !section.require_authentication && !authorized.is_empty() {
+        return Err(bad(
+            "authorized-keys given without require-authentication = true; set it, or remove the keys",
+        ));
+    }
+    let file = SecretKeysFile::read(&section.secret_keys_file).map_err(key_failure)?;
+    let mut keys: Vec<LoadedKey> = Vec::new();
+    for k in &section.keys {
+        let key = file
+            .load(&k.key, || read_password(&section))
+            .map_err(key_failure)?;
+        if let Some(other) = keys.iter().find(|o| o.key.public_key() == key.public_key()) {
+            return Err(bad(format!(
+                "{:?} and {:?} are the same key {}",
+                other.alias,
+                k.key,
+                key.public_key().hash()
+            )));
+        }
+        let role = match k.role.as_deref() {
+            None | Some("consensus") => Role::Consensus,
+            Some("companion") => {
+                if key.curve() != Curve::Bls {
+                    return Err(bad(format!(
+                        "key {:?}: a companion key is a tz4 (BLS) key, and this one is {}",
+                        k.key,
+                        key.public_key().hash()
+                    )));
+                }
+                Role::Companion
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "key {:?}: unknown role {other:?} (consensus, companion)",
+                    k.key
+                )))
+            }
+        };
+        let kinds = match &k.kinds {
+            None => ConsensusKind::ALL.into_iter().collect(),
+            Some(list) if list.is_empty() => {
+                return Err(bad(format!("key {:?}: empty kinds list", k.key)))
+            }
+            Some(list) => list
+                .iter()
+                .map(|s| parse_kind(s))
+                .collect::<Result<_, _>>()?,
+        };
+        let chains = k.chains.as_deref().map(chains).transpose()?;
+        keys.push(LoadedKey {
+            alias: k.key.clone(),
+            key,
+            policy: KeyPolicy {
+                kinds,
+                chains,
+                role,
+            },
+        });
+    }
+    let l = &section.listen;
+    if l.http.is_empty() && l.tcp.is_empty() && l.unix.is_empty() {
+        return Err(bad("no listener: set [signer.listen] http, tcp or unix"));
+    }
+    let limits = Limits {
+        max_body_bytes: section.limits.max_body_bytes.unwrap_or(16 * 1024),
+        max_connections: section.limits.max_connections.unwrap_or(64),
+        request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
+        idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
+    };
+    if limits.max_connections == 0 || limits.max_body_bytes < 64 {
+        return Err(bad(
+            "limits: max-connections must be at least 1 and max-body-bytes at least 64",
+        ));
+    }
+    if limits.request_timeout.is_zero() || limits.idle_timeout.is_zero() {
+        return Err(bad("limits: timeouts must be positive"));
+    }
+    Ok(SignerConfig {
+        keys,
+        options: ServiceOptions {
+            magic_bytes,
+            authorized_keys: section.require_authentication.then_some(authorized),
+            allow_list_known_keys: section.allow_list_known_keys,
+            allow_proof_of_possession: section.allow_proof_of_possession,
+        },
+        watermarks_file: section.watermarks_file,
+        listen: Listeners {
+            http: l.http.clone(),
+            tcp: l.tcp.clone(),
+            unix: l.unix.clone(),
+        },
+        limits,
+    })
+}

@@ -1,0 +1,218 @@
+//! The HTTP listener: hyper 1 on a TCP socket, one task per connection,
+//! bounded by the connection semaphore, header and body deadlines, the
+//! body size limit and the per-request deadline.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use slashguard::keys::signature_to_b58;
+use slashguard::remote_signer::http::{self as codec, HttpError, Route};
+use slashguard::remote_signer::trace::{to_json, TraceError};
+use slashguard::remote_signer::{ServiceError, SignCall};
+use tokio::net::TcpListener;
+
+use super::{log, Shared};
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: u16, body: String) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: u16, msg: impl Into<String>) -> Reply {
+    reply(status, to_json(&[TraceError::failure(msg)]))
+}
+
+fn service_error(e: &ServiceError) -> Reply {
+    reply(e.status(), to_json(&e.trace()))
+}
+
+fn http_error(e: &HttpError) -> Reply {
+    let status = match e {
+        HttpError::NotFound(_) => 404,
+        HttpError::MethodNotAllowed { .. } => 405,
+        HttpError::BadRequest(_) => 400,
+    };
+    error(status, format!("slashguard: {e}"))
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+    let deadline = shared.limits.request_timeout;
+    match tokio::time::timeout(deadline, route(&shared, req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            // Dropping the request here is safe: a watermark that advanced
+            // without a released signature only makes a later repeat of the
+            // same bytes a repeat.
+            log::event(
+                "timeout",
+                json!({"transport": "http", "after_ms": deadline.as_millis() as u64}),
+            );
+            error(503, "slashguard: request deadline exceeded")
+        }
+    }
+}
+
+async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let route = match codec::route(&method, &path) {
+        Ok(r) => r,
+        Err(e) => return http_error(&e),
+    };
+    let service = &shared.service;
+    match route {
+        Route::Sign(pkh) => {
+            let query = match codec::parse_sign_query(req.uri().query()) {
+                Ok(q) => q,
+                Err(e) => return http_error(&e),
+            };
+            let too_big = req
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n > shared.limits.max_body_bytes as u64);
+            if too_big {
+                return error(
+                    413,
+                    format!(
+                        "slashguard: body larger than {} bytes",
+                        shared.limits.max_body_bytes
+                    ),
+                );
+            }
+            let body = match Limited::new(req.into_body(), shared.limits.max_body_bytes)
+                .collect()
+                .await
+            {
+                Ok(b) => b.to_bytes(),
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    return error(
+                        413,
+                        format!(
+                            "slashguard: body larger than {} bytes",
+                            shared.limits.max_body_bytes
+                        ),
+                    )
+                }
+                Err(e) => return error(400, format!("slashguard: cannot read the body: {e}")),
+            };
+            let data = match codec::parse_sign_body(&body) {
+                Ok(d) => d,
+                Err(e) => return http_error(&e),
+            };
+            let call = SignCall {
+                pkh,
+                data: &data,
+                authentication: query.authentication.as_deref(),
+                version: query.version,
+            };
+            let result = service.sign(call).await;
+            log::decision("http", &pkh, &result);
+            match result {
+                Ok(s) => match signature_to_b58(pkh.curve, &s.signature) {
+                    Ok(b58) => reply(200, codec::signature_reply(&b58)),
+                    Err(e) => error(500, format!("slashguard: {e}")),
+                },
+                Err(w) => service_error(&w.error),
+            }
+        }
+        Route::PublicKey(pkh) => match service.public_key(&pkh) {
+            Ok(pk) => reply(200, codec::public_key_reply(&pk)),
+            Err(e) => service_error(&e),
+        },
+        Route::AuthorizedKeys => reply(
+            200,
+            codec::authorized_keys_reply(service.authorized_keys().as_deref()),
+        ),
+        Route::KnownKeys => match service.known_keys() {
+            Ok(k) => reply(200, codec::known_keys_reply(&k)),
+            Err(e) => service_error(&e),
+        },
+        Route::ProvePossession(pkh) => {
+            let pk = match codec::parse_pop_query(req.uri().query()) {
+                Ok(pk) => pk,
+                Err(e) => return http_error(&e),
+            };
+            match service.prove_possession(&pkh, pk.as_deref()).and_then(|p| {
+                signature_to_b58(pkh.curve, &p).map_err(|e| ServiceError::BadRequest(e.to_string()))
+            }) {
+                Ok(b58) => reply(200, codec::proof_of_possession_reply(&b58)),
+                Err(e) => service_error(&e),
+            }
+        }
+        Route::Healthz => match service.health().await {
+            Ok(()) => reply(200, codec::health_reply(true, "ready")),
+            Err(why) => reply(503, codec::health_reply(false, &why)),
+        },
+    }
+}
+
+/// Accept connections until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let permit = tokio::select! {
+            p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = super::stopped(&mut stop) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    log::event("accept_error", json!({"transport": "http", "error": e.to_string()}));
+                    continue;
+                }
+            },
+            _ = super::stopped(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let mut stop = shared.stop.subscribe();
+        tokio::spawn(async move {
+            let svc = {
+                let shared = shared.clone();
+                service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(handle(shared, req).await) }
+                })
+            };
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.limits.idle_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = super::stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                log::event(
+                    "connection_error",
+                    json!({"transport": "http", "peer": peer.to_string(), "error": e.to_string()}),
+                );
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,269 @@
+//! `slashguard signer`: the octez remote signer (feature `signer`).
+
+mod config;
+mod http;
+mod log;
+mod socket;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use slashguard::file::FileWatermarks;
+use slashguard::remote_signer::{Role, SignerService};
+use tokio::sync::{watch, Semaphore};
+
+use crate::args::SignerCommand;
+use crate::exit::{Code, Failure};
+use crate::output::Report;
+use crate::settings::Settings;
+
+pub use config::EXAMPLE;
+
+/// What every listener shares.
+pub struct Shared {
+    service: SignerService<FileWatermarks>,
+    limits: config::Limits,
+    connections: Arc<Semaphore>,
+    stop: watch::Sender<bool>,
+}
+
+pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Failure> {
+    match cmd {
+        SignerCommand::CheckConfig => check_config(settings),
+        SignerCommand::Serve { create } => serve(settings, create).await,
+    }
+}
+
+fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
+    let mut human = String::new();
+    let mut keys = Vec::new();
+    for k in &cfg.keys {
+        let kinds: Vec<String> = k.policy.kinds.iter().map(|k| k.to_string()).collect();
+        let chains: Option<Vec<String>> = k
+            .policy
+            .chains
+            .as_ref()
+            .map(|c| c.iter().map(|c| c.to_string()).collect());
+        let role = match k.policy.role {
+            Role::Consensus => "consensus",
+            Role::Companion => "companion",
+        };
+        human.push_str(&format!(
+            "key {} = {} ({}): {} on {}\n",
+            k.alias,
+            k.key.public_key().hash(),
+            role,
+            kinds.join(", "),
+            chains
+                .as_ref()
+                .map_or("any chain".to_string(), |c| c.join(", "))
+        ));
+        keys.push(json!({
+            "alias": k.alias,
+            "pkh": k.key.public_key().hash().to_string(),
+            "public_key": k.key.public_key().to_string(),
+            "role": role,
+            "kinds": kinds,
+            "chains": chains,
+        }));
+    }
+    let magic: Vec<String> = cfg
+        .options
+        .magic_bytes
+        .bytes()
+        .map(|b| format!("{b:#04x}"))
+        .collect();
+    human.push_str(&format!(
+        "watermarks: {}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, tcp {:?}, unix {:?}\n",
+        cfg.watermarks_file.display(),
+        magic.join(", "),
+        match &cfg.options.authorized_keys {
+            None => "not required".to_string(),
+            Some(k) => format!("required ({} authorized keys)", k.len()),
+        },
+        cfg.listen.http,
+        cfg.listen.tcp,
+        cfg.listen.unix,
+    ));
+    let json = json!({
+        "keys": keys,
+        "watermarks_file": cfg.watermarks_file,
+        "magic_bytes": magic,
+        "require_authentication": cfg.options.authorized_keys.is_some(),
+        "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix},
+    });
+    (human, json)
+}
+
+fn check_config(settings: &Settings) -> Result<Report, Failure> {
+    let cfg = config::load(settings.signer.as_ref())?;
+    // Read, not open: a running signer holds the file's lock.
+    let exists = cfg.watermarks_file.exists();
+    let marks = if exists {
+        FileWatermarks::read_unlocked(&cfg.watermarks_file)?.len()
+    } else {
+        0
+    };
+    let (mut human, mut json) = describe(&cfg);
+    if exists {
+        human.push_str(&format!("watermark file intact ({marks} marks)\n"));
+    } else {
+        human.push_str("watermark file absent: start with `signer serve --create` once (or import octez-signer's marks with `watermark import --from-octez DIR --file PATH --create`)\n");
+    }
+    human.push_str("configuration ok\n");
+    json["watermarks"] = marks.into();
+    json["watermarks_file_exists"] = exists.into();
+    Ok(Report::new(human, json))
+}
+
+async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(Failure::bad_input(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        // A socket file left by a process that died: remove it only if
+        // nobody answers on it.
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(Failure::refused(format!(
+                "{} is served by another process",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::net::UnixListener::bind(path)
+        .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", path.display())))
+}
+
+async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
+    let cfg = config::load(settings.signer.as_ref())?;
+    let store = if create {
+        FileWatermarks::create(&cfg.watermarks_file)?
+    } else {
+        FileWatermarks::open(&cfg.watermarks_file).map_err(|e| {
+            let missing = matches!(e, slashguard::Error::StoreMissing { .. });
+            Failure::from(e).hint_if_missing(missing)
+        })?
+    };
+    let keys: Vec<_> = cfg.keys.into_iter().map(|k| (k.key, k.policy)).collect();
+    let service = SignerService::new(Arc::new(store), keys, cfg.options);
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        service,
+        limits: cfg.limits,
+        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        stop,
+    });
+    // Install the signal handlers before announcing readiness.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Failure::new(Code::Other, format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Failure::new(Code::Other, format!("cannot handle SIGINT: {e}")))?;
+
+    let mut listeners = Vec::new();
+    let mut unix_paths: Vec<PathBuf> = Vec::new();
+    for addr in &cfg.listen.http {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| Failure::bad_input(format!("cannot listen on http {addr}: {e}")))?;
+        let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::event("listening", json!({"transport": "http", "address": local}));
+        listeners.push(tokio::spawn(http::serve(l, shared.clone())));
+    }
+    for addr in &cfg.listen.tcp {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| Failure::bad_input(format!("cannot listen on tcp {addr}: {e}")))?;
+        let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::event("listening", json!({"transport": "tcp", "address": local}));
+        let shared = shared.clone();
+        listeners.push(tokio::spawn(async move {
+            let mut stop = shared.stop.subscribe();
+            loop {
+                let permit = tokio::select! {
+                    p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    _ = stopped(&mut stop) => return,
+                };
+                tokio::select! {
+                    r = l.accept() => if let Ok((s, _)) = r {
+                        let _ = s.set_nodelay(true);
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            socket::connection(s, shared, "tcp").await;
+                            drop(permit);
+                        });
+                    },
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        }));
+    }
+    for path in &cfg.listen.unix {
+        let l = bind_unix(path).await?;
+        unix_paths.push(path.clone());
+        log::event("listening", json!({"transport": "unix", "address": path}));
+        let shared = shared.clone();
+        listeners.push(tokio::spawn(async move {
+            let mut stop = shared.stop.subscribe();
+            loop {
+                let permit = tokio::select! {
+                    p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    _ = stopped(&mut stop) => return,
+                };
+                tokio::select! {
+                    r = l.accept() => if let Ok((s, _)) = r {
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            socket::connection(s, shared, "unix").await;
+                            drop(permit);
+                        });
+                    },
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        }));
+    }
+    log::event(
+        "ready",
+        json!({"keys": shared.service.key_hashes().iter().map(|k| k.to_string()).collect::<Vec<_>>()}),
+    );
+
+    let signal = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    log::event("shutting_down", json!({"signal": signal}));
+    // From here on nothing new is signed: close waits for the signatures
+    // in flight, and every later request is refused.
+    shared.service.close().await;
+    let _ = shared.stop.send(true);
+    for l in listeners {
+        let _ = l.await;
+    }
+    // Let connections answer what they hold (refusals now), within a bound.
+    let all = cfg.limits.max_connections as u32;
+    let drained =
+        tokio::time::timeout(Duration::from_secs(5), shared.connections.acquire_many(all))
+            .await
+            .is_ok();
+    for p in &unix_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    log::event("stopped", json!({"connections_drained": drained}));
+    Ok(Report::new(
+        "signer stopped",
+        json!({"stopped": true, "signal": signal}),
+    ))
+}
+
+/// Resolves once shutdown has begun (the watch's borrow is not held
+/// across the caller's awaits).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,493 @@
+//! The signer's request handling, apart from any transport: the checks in
+//! order (known key, version, magic byte, authentication, policy, all
+//! before any watermark is touched), then [`GuardedSigner::sign`].
+//! HTTP and the socket protocol both call it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
+
+use crate::keys::{PublicKey, SoftwareKey};
+use crate::remote_signer::auth;
+use crate::remote_signer::policy::{KeyPolicy, MagicBytes, PolicyRefusal};
+use crate::remote_signer::trace::TraceError;
+use crate::watermark::{Decision, KeyHash, SignRequest, SignerGuard};
+use crate::{Error, GuardedSigner};
+
+/// Signature versions a client may ask for (octez 25 bakers send 3; only
+/// tz4 signatures depend on it).
+pub const VERSIONS: std::ops::RangeInclusive<u8> = 0..=3;
+
+/// Settings of the whole service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The magic-byte allow list (`-M`).
+    pub magic_bytes: MagicBytes,
+    /// `Some`: every sign request must be authenticated by one of these
+    /// keys (`--require-authentication`).
+    pub authorized_keys: Option<Vec<PublicKey>>,
+    /// Whether `known_keys` lists the keys.
+    pub allow_list_known_keys: bool,
+    /// Whether `bls_prove_possession` answers for tz4 keys.
+    pub allow_proof_of_possession: bool,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            magic_bytes: MagicBytes::consensus(),
+            authorized_keys: None,
+            allow_list_known_keys: false,
+            allow_proof_of_possession: false,
+        }
+    }
+}
+
+/// Why a request got no signature. Each maps to an HTTP status and an
+/// octez error trace.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Malformed request (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Authentication required and absent (401).
+    #[error("authentication required: sign the request with an authorized key")]
+    Unauthenticated,
+    /// No authorized key verifies the authentication (403).
+    #[error("authentication refused: no authorized key verifies the request's signature")]
+    BadAuthentication,
+    /// The key's or the service's policy refused (403).
+    #[error("refused by policy: {0}")]
+    Policy(#[from] PolicyRefusal),
+    /// The operator did not enable this endpoint (403).
+    #[error("{0} is not enabled on this signer")]
+    NotEnabled(&'static str),
+    /// The key is not served here (404).
+    #[error("unknown key {0}")]
+    UnknownKey(KeyHash),
+    /// A watermark (or another safety rule) refused (409).
+    #[error("refused: {0}")]
+    Refused(Error),
+    /// The service is shutting down; nothing more is signed (503).
+    #[error("shutting down: no more signatures from this process")]
+    ShuttingDown,
+    /// The store did not answer (503); a retry may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(Error),
+    /// Anything else (500).
+    #[error("signer error: {0}")]
+    Failed(Error),
+}
+
+impl ServiceError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            ServiceError::BadRequest(_) => 400,
+            ServiceError::Unauthenticated => 401,
+            ServiceError::BadAuthentication
+            | ServiceError::Policy(_)
+            | ServiceError::NotEnabled(_) => 403,
+            ServiceError::UnknownKey(_) => 404,
+            ServiceError::Refused(_) => 409,
+            ServiceError::ShuttingDown | ServiceError::Unavailable(_) => 503,
+            ServiceError::Failed(_) => 500,
+        }
+    }
+
+    /// A short reason for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ServiceError::BadRequest(_) => "bad_request",
+            ServiceError::Unauthenticated => "unauthenticated",
+            ServiceError::BadAuthentication => "bad_authentication",
+            ServiceError::Policy(PolicyRefusal::MagicByte(_)) => "magic_byte",
+            ServiceError::Policy(_) => "policy",
+            ServiceError::NotEnabled(_) => "not_enabled",
+            ServiceError::UnknownKey(_) => "unknown_key",
+            ServiceError::Refused(_) => "watermark",
+            ServiceError::ShuttingDown => "shutting_down",
+            ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::Failed(_) => "error",
+        }
+    }
+
+    /// The octez error trace.
+    pub fn trace(&self) -> Vec<TraceError> {
+        let msg = match self {
+            // octez's own wording, which operators grep for.
+            ServiceError::Policy(p @ PolicyRefusal::MagicByte(_)) => p.to_string(),
+            e => format!("slashguard: {e}"),
+        };
+        vec![TraceError::failure(msg)]
+    }
+
+    fn from_guard(e: Error) -> Self {
+        match e {
+            Error::Payload(p) => ServiceError::BadRequest(p.to_string()),
+            e if e.is_refusal() => ServiceError::Refused(e),
+            e if e.is_unavailable() => ServiceError::Unavailable(e),
+            e => ServiceError::Failed(e),
+        }
+    }
+}
+
+/// A sign request, from either transport.
+#[derive(Debug, Clone, Copy)]
+pub struct SignCall<'a> {
+    /// The key asked for.
+    pub pkh: KeyHash,
+    /// The bytes to sign, magic byte first.
+    pub data: &'a [u8],
+    /// The raw authentication signature.
+    pub authentication: Option<&'a [u8]>,
+    /// The signature version asked for.
+    pub version: Option<u8>,
+}
+
+/// A released signature.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The signature bytes (64 for tz1..tz3).
+    pub signature: Vec<u8>,
+    /// The parsed request.
+    pub request: SignRequest,
+    /// Advanced, or a repeat of the same bytes.
+    pub decision: Decision,
+}
+
+/// A withheld signature, with what was understood of the request (for the
+/// log line).
+#[derive(Debug)]
+pub struct Withheld {
+    /// Why.
+    pub error: ServiceError,
+    /// The parsed request, when the bytes parsed.
+    pub request: Option<SignRequest>,
+}
+
+struct Entry<G> {
+    signer: GuardedSigner<Arc<G>, SoftwareKey>,
+    public: PublicKey,
+    policy: KeyPolicy,
+    /// tz4 only, computed once at start.
+    proof_of_possession: Option<Vec<u8>>,
+}
+
+/// The keys, their policies and the watermark store behind one signer
+/// process.
+pub struct SignerService<G> {
+    keys: BTreeMap<KeyHash, Entry<G>>,
+    guard: Arc<G>,
+    options: ServiceOptions,
+    /// `true` once closed. Every signature holds a read lock from its first
+    /// check to its release; closing takes the write lock, so it waits for
+    /// signatures in flight and none starts after.
+    closed: RwLock<bool>,
+}
+
+impl<G: SignerGuard + 'static> SignerService<G> {
+    /// A service for `keys`, sharing the watermark store `guard`.
+    pub fn new(
+        guard: Arc<G>,
+        keys: Vec<(SoftwareKey, KeyPolicy)>,
+        options: ServiceOptions,
+    ) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|(key, policy)| {
+                let public = key.public_key();
+                let proof_of_possession = key.proof_of_possession();
+                (
+                    public.hash(),
+                    Entry {
+                        signer: GuardedSigner::new(guard.clone(), key),
+                        public,
+                        policy,
+                        proof_of_possession,
+                    },
+                )
+            })
+            .collect();
+        SignerService {
+            keys,
+            guard,
+            options,
+            closed: RwLock::new(false),
+        }
+    }
+
+    /// The keys served.
+    pub fn key_hashes(&self) -> Vec<KeyHash> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ServiceOptions {
+        &self.options
+    }
+
+    /// Sign, if every check passes and the watermark advance (or repeat)
+    /// is durable.
+    pub async fn sign(&self, call: SignCall<'_>) -> Result<Signed, Withheld> {
+        let request = self
+            .keys
+            .get(&call.pkh)
+            .and_then(|_| SignRequest::parse(call.data, call.pkh).ok());
+        let withheld = |error| Withheld { error, request };
+        let closed = self.closed.read().await;
+        if *closed {
+            return Err(withheld(ServiceError::ShuttingDown));
+        }
+        let entry = self
+            .keys
+            .get(&call.pkh)
+            .ok_or_else(|| withheld(ServiceError::UnknownKey(call.pkh)))?;
+        if let Some(v) = call.version {
+            if !VERSIONS.contains(&v) {
+                return Err(withheld(ServiceError::BadRequest(format!(
+                    "unsupported signature version {v} (this signer accepts {} to {})",
+                    VERSIONS.start(),
+                    VERSIONS.end()
+                ))));
+            }
+        }
+        if call.data.is_empty() {
+            return Err(withheld(ServiceError::BadRequest("nothing to sign".into())));
+        }
+        self.options
+            .magic_bytes
+            .check(call.data)
+            .map_err(|p| withheld(p.into()))?;
+        if let Some(authorized) = &self.options.authorized_keys {
+            let sig = call
+                .authentication
+                .ok_or_else(|| withheld(ServiceError::Unauthenticated))?;
+            auth::verify(authorized, &call.pkh, call.data, sig)
+                .ok_or_else(|| withheld(ServiceError::BadAuthentication))?;
+        }
+        entry
+            .policy
+            .check(call.data)
+            .map_err(|p| withheld(p.into()))?;
+        let signed = entry
+            .signer
+            .sign(call.data)
+            .await
+            .map_err(|e| withheld(ServiceError::from_guard(e)))?;
+        drop(closed);
+        Ok(Signed {
+            signature: signed.signature,
+            request: signed.request,
+            decision: signed.decision,
+        })
+    }
+
+    /// The public key of a served key.
+    pub fn public_key(&self, pkh: &KeyHash) -> Result<PublicKey, ServiceError> {
+        self.keys
+            .get(pkh)
+            .map(|e| e.public)
+            .ok_or(ServiceError::UnknownKey(*pkh))
+    }
+
+    /// The hashes of the authorized keys, or `None` when authentication is
+    /// not required.
+    pub fn authorized_keys(&self) -> Option<Vec<KeyHash>> {
+        self.options
+            .authorized_keys
+            .as_ref()
+            .map(|k| k.iter().map(|p| p.hash()).collect())
+    }
+
+    /// The served keys, when the operator allows listing them.
+    pub fn known_keys(&self) -> Result<Vec<KeyHash>, ServiceError> {
+        if self.options.allow_list_known_keys {
+            Ok(self.key_hashes())
+        } else {
+            Err(ServiceError::NotEnabled("listing known keys"))
+        }
+    }
+
+    /// The tz4 proof of possession of a served key, when the operator
+    /// allows it. `public_key`, when given, must be the key's own.
+    pub fn prove_possession(
+        &self,
+        pkh: &KeyHash,
+        public_key: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        if !self.options.allow_proof_of_possession {
+            return Err(ServiceError::NotEnabled("proof of possession"));
+        }
+        let entry = self.keys.get(pkh).ok_or(ServiceError::UnknownKey(*pkh))?;
+        let proof = entry.proof_of_possession.clone().ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "{pkh} is not a tz4 key: it has no proof of possession"
+            ))
+        })?;
+        if public_key.is_some_and(|k| k != entry.public.as_bytes()) {
+            return Err(ServiceError::BadRequest(
+                "the public key given is not this key's (override keys are not supported)".into(),
+            ));
+        }
+        Ok(proof)
+    }
+
+    /// Ready to sign: not closing, keys loaded, the store answers.
+    pub async fn health(&self) -> Result<(), String> {
+        if *self.closed.read().await {
+            return Err("shutting down".into());
+        }
+        if self.keys.is_empty() {
+            return Err("no keys loaded".into());
+        }
+        self.guard
+            .watermarks()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("watermark store: {e}"))
+    }
+
+    /// Stop signing: wait for the signatures in flight, then refuse every
+    /// later request with [`ServiceError::ShuttingDown`].
+    pub async fn close(&self) {
+        *self.closed.write().await = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryWatermarks;
+    use crate::watermark::{ConsensusKind, Curve, WatermarkKey};
+
+    fn attestation(level: u32, fill: u8) -> Vec<u8> {
+        let mut p = vec![fill; 80];
+        p[0] = 0x13;
+        p[1..5].copy_from_slice(&[0x7a, 0x06, 0xa7, 0x70]);
+        p[37] = 0x15;
+        p[40..44].copy_from_slice(&level.to_be_bytes());
+        p[44..48].copy_from_slice(&0u32.to_be_bytes());
+        p
+    }
+
+    fn service(options: ServiceOptions) -> (SignerService<MemoryWatermarks>, KeyHash) {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let guard = Arc::new(MemoryWatermarks::new());
+        (
+            SignerService::new(guard, vec![(key, KeyPolicy::default())], options),
+            pkh,
+        )
+    }
+
+    fn call(pkh: KeyHash, data: &[u8]) -> SignCall<'_> {
+        SignCall {
+            pkh,
+            data,
+            authentication: None,
+            version: None,
+        }
+    }
+
+    async fn level(s: &SignerService<MemoryWatermarks>, pkh: KeyHash) -> Option<u32> {
+        let key = WatermarkKey {
+            chain: crate::watermark::ChainId([0x7a, 0x06, 0xa7, 0x70]),
+            key: pkh,
+            kind: ConsensusKind::Attestation,
+        };
+        s.guard.watermark(&key).await.unwrap().map(|w| w.mark.level)
+    }
+
+    #[tokio::test]
+    async fn refusals_before_the_watermark_leave_it_untouched() {
+        let client = SoftwareKey::generate(Curve::P256).unwrap();
+        let (s, pkh) = service(ServiceOptions {
+            authorized_keys: Some(vec![client.public_key()]),
+            ..ServiceOptions::default()
+        });
+        let data = attestation(10, 1);
+        let e = s.sign(call(pkh, &data)).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::Unauthenticated));
+        assert_eq!(e.request.unwrap().mark.level, 10, "parsed for the log");
+        let bad = SignCall {
+            authentication: Some(&[0; 64]),
+            ..call(pkh, &data)
+        };
+        assert!(matches!(
+            s.sign(bad).await.unwrap_err().error,
+            ServiceError::BadAuthentication
+        ));
+        let v9 = SignCall {
+            version: Some(9),
+            ..call(pkh, &data)
+        };
+        assert_eq!(s.sign(v9).await.unwrap_err().error.status(), 400);
+        let mut generic = data.clone();
+        generic[0] = 0x03;
+        let e = s.sign(call(pkh, &generic)).await.unwrap_err().error;
+        assert_eq!((e.status(), e.reason()), (403, "magic_byte"));
+        let other = SoftwareKey::generate(Curve::Ed25519)
+            .unwrap()
+            .public_key()
+            .hash();
+        assert_eq!(
+            s.sign(call(other, &data)).await.unwrap_err().error.status(),
+            404
+        );
+        assert_eq!(
+            level(&s, pkh).await,
+            None,
+            "no refusal touched the watermark"
+        );
+        let auth = client.sign_bytes(&auth::message(&pkh, &data));
+        let ok = SignCall {
+            authentication: Some(&auth),
+            ..call(pkh, &data)
+        };
+        s.sign(ok).await.unwrap();
+        assert_eq!(level(&s, pkh).await, Some(10));
+    }
+
+    #[tokio::test]
+    async fn after_close_nothing_is_signed() {
+        let (s, pkh) = service(ServiceOptions::default());
+        let first = attestation(5, 1);
+        s.sign(call(pkh, &first)).await.unwrap();
+        assert!(s.health().await.is_ok());
+        s.close().await;
+        let e = s
+            .sign(call(pkh, &attestation(6, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        assert!(matches!(e, ServiceError::ShuttingDown));
+        assert_eq!(e.status(), 503);
+        // Not even a repeat of the signed bytes.
+        assert!(s.sign(call(pkh, &first)).await.is_err());
+        assert_eq!(level(&s, pkh).await, Some(5));
+        assert!(s.health().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn close_waits_for_a_signature_in_flight() {
+        let (s, pkh) = service(ServiceOptions::default());
+        let s = Arc::new(s);
+        // Hold the gate as a signature in flight does.
+        let in_flight = s.closed.read().await;
+        let closer = {
+            let s = s.clone();
+            tokio::spawn(async move { s.close().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !closer.is_finished(),
+            "close waits for the signature in flight"
+        );
+        drop(in_flight);
+        closer.await.unwrap();
+        assert!(s.sign(call(pkh, &attestation(1, 1))).await.is_err());
+    }
+}
