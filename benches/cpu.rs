@@ -14,7 +14,10 @@
 //! - `tower_store_total`: all of the above plus the in-memory copy the store
 //!   keeps: a file store minus its `pwrite` and `fdatasync`;
 //! - `memory_save`: `VoteGuard::save` on `MemoryTowerStorage` (the real code
-//!   path of a store without I/O).
+//!   path of a store without I/O);
+//! - `vote_tx_decode`: `VoteMessage::decode` of a legacy TowerSync message
+//!   with 31 lockouts (the budget: under 3 us);
+//! - `memory_vote`: `VoteGuard::sign_vote_message` on `MemoryTowerStorage`.
 //!
 //! Watermark authorization:
 //! - `payload_parse_tz1` / `_tz4`: `SignRequest::parse` (includes blake2b-256);
@@ -32,6 +35,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use slashguard::memory::{MemoryTowerStorage, MemoryWatermarks};
+use slashguard::tower::vote_tx::VoteMessage;
 use slashguard::tower::{check_store, StoreMode, TowerRecord, TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{
     ChainId, ConsensusKind, Mark, SetMode, SignRequest, WatermarkKey, WatermarkTable,
@@ -179,6 +183,47 @@ fn tower_cpu(c: &mut Criterion, report: &mut Report) {
                     buf.extend_from_slice(&crc.to_le_bytes());
                     stored = record.clone();
                 });
+            }
+        },
+    );
+
+    // The vote path's own CPU: decoding the message a TowerSync validator
+    // signs (31 lockouts), and the whole sign_vote_message without I/O.
+    let message = common::tower_sync_message(node, 1_000);
+    report.bench(
+        &mut g,
+        "vote_tx_decode",
+        "vote message decode: legacy TowerSync, 31 lockouts",
+        Role::Cpu,
+        |iters, laps| {
+            for _ in 0..iters {
+                laps.time(|| VoteMessage::decode(std::hint::black_box(&message)))
+                    .expect("decode");
+            }
+        },
+    );
+    let voter = NodeKeypair::from_seed([33; 32]);
+    let voter_node = voter.node_id();
+    let vote_guard = VoteGuard::new(MemoryTowerStorage::new(voter_node), voter)
+        .expect("guard")
+        .with_vote_account(common::VOTE_ACCOUNT);
+    let vote_rt = runtime();
+    let mut slot = 100u64;
+    report.bench(
+        &mut g,
+        "memory_vote",
+        "VoteGuard::sign_vote_message on MemoryTowerStorage (decode + derive + sign + keep + sign)",
+        Role::Cpu,
+        |iters, laps| {
+            let messages: Vec<Vec<u8>> = (0..iters)
+                .map(|_| {
+                    slot += 1;
+                    common::tower_sync_message(voter_node, slot)
+                })
+                .collect();
+            for m in messages {
+                laps.time(|| vote_rt.block_on(vote_guard.sign_vote_message(&m)))
+                    .expect("vote");
             }
         },
     );

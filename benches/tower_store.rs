@@ -6,6 +6,10 @@
 //!   check it, one write and one `fdatasync` into a pre-allocated slot;
 //! - `file_store`: `TowerStorage::store` of a record signed just before,
 //!   outside the timing (the store alone);
+//! - `file_vote`: `VoteGuard::sign_vote_message` on `FileTowerStorage`: the
+//!   whole vote path of a TowerSync validator (decode the 31-lockout vote
+//!   message, derive and sign the tower record, one write and one
+//!   `fdatasync`, sign the message); compare with the floor (c);
 //! - `memory_save`, `memory_store`: the same on `MemoryTowerStorage`.
 //!
 //! Baselines, same encoded record bytes, same directory:
@@ -90,6 +94,29 @@ fn save_op<'a, S: TowerStorage + 'a>(
             let u = update(slot, tower);
             laps.time(|| rt.block_on(guard.save(u, StoreMode::Advance)))
                 .expect("save");
+        },
+    )
+}
+
+/// A validator voting through `VoteGuard::sign_vote_message`: decode the
+/// 31-lockout TowerSync message, derive and sign the tower, store it, sign
+/// the message (the message is built untimed).
+fn vote_op<'a, S: TowerStorage + 'a>(
+    name: &str,
+    rt: &'a tokio::runtime::Runtime,
+    guard: VoteGuard<S>,
+) -> Op<'a> {
+    let mut slot = 100u64;
+    let node = guard.node();
+    Op::new(
+        format!("{name}_vote"),
+        format!("{name}: VoteGuard::sign_vote_message (decode + store + sign)"),
+        Role::backend(name),
+        move |laps| {
+            slot += 1;
+            let message = common::tower_sync_message(node, slot);
+            laps.time(|| rt.block_on(guard.sign_vote_message(&message)))
+                .expect("vote");
         },
     )
 }
@@ -230,10 +257,15 @@ fn tower_store(c: &mut Criterion) {
     );
     let file_guard = VoteGuard::new(open_file(&id_a), id_a).expect("guard");
     let file_storage = open_file(&id_b);
+    let id_v = NodeKeypair::from_seed([15; 32]);
+    let vote_guard = VoteGuard::new(open_file(&id_v), id_v)
+        .expect("guard")
+        .with_vote_account(common::VOTE_ACCOUNT);
 
     let mut ops = vec![
         save_op("file", &rt, file_guard, &tower),
         store_op("file", &rt, file_storage, id_b, &tower),
+        vote_op("file", &rt, vote_guard),
     ];
     ops.extend(baseline_ops(&scratch, &bytes, &agave_name));
     if !load {

@@ -5,9 +5,11 @@
 //!
 //! Run: `cargo run --example quickstart`
 
+use slashguard::agave::{LastVote, Lockout, TowerSync};
 use slashguard::file::{FileTowerStorage, FileWatermarks};
-use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
-use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair};
+use slashguard::tower::vote_tx::{CastVote, VoteKind};
+use slashguard::tower::VoteGuard;
+use slashguard::{Ed25519Signer, GuardedSigner, NodeId, NodeKeypair};
 
 fn attestation(level: u32, round: u32, branch: u8) -> Vec<u8> {
     // magic, chain id, branch(32), op tag, slot(2), level, round, payload hash(32)
@@ -28,49 +30,62 @@ async fn main() -> Result<(), slashguard::Error> {
 
     // --- Solana: write tower before vote -------------------------------
     let identity = NodeKeypair::generate();
-    println!("\nvalidator {}", identity.node_id());
-    let storage = FileTowerStorage::create(dir.path(), identity.node_id())?;
-    let validator = VoteGuard::new(storage, identity)?;
-    for slot in 100..105u64 {
-        let update = TowerUpdate {
-            vote: VoteRef {
-                slot,
-                hash: [slot as u8; 32],
-            },
-            root: slot.checked_sub(32),
-            tower: vec![0u8; 2048],
+    let node = identity.node_id();
+    let vote_account = NodeId([0x5a; 32]);
+    println!("\nvalidator {node}, vote account {vote_account}");
+    let storage = FileTowerStorage::create(dir.path(), node)?;
+    let validator = VoteGuard::new(storage, identity)?.with_vote_account(vote_account);
+    // The TowerSync vote transaction a validator sends for `slot` (its
+    // message: what the identity signs). The guard reads the tower from it.
+    let vote_message = |slot: u64, hash: [u8; 32], account: NodeId| {
+        // The last three slots, the oldest with the most confirmations.
+        let lockouts = (0..3u64)
+            .map(|i| Lockout {
+                slot: slot - 2 + i,
+                confirmation_count: 3 - i as u32,
+            })
+            .collect();
+        let sync = TowerSync {
+            lockouts,
+            root: Some(slot - 32),
+            hash,
+            timestamp: None,
+            block_id: [7; 32],
         };
-        let signed = validator
-            .vote(update, format!("vote {slot}").as_bytes())
-            .await?;
+        let vote = CastVote {
+            kind: VoteKind::TowerSync,
+            vote_account: account,
+            authority: node,
+            vote: LastVote::TowerSync(sync),
+            switch_proof: None,
+        };
+        vote.to_legacy_message(node, [0xb1; 32])
+            .expect("a valid tower encodes")
+    };
+    for slot in 100..105u64 {
+        let message = vote_message(slot, [slot as u8; 32], vote_account);
+        let signed = validator.sign_vote_message(&message).await?;
         println!(
             "  slot {slot}: tower durable (sequence {}), vote signed",
             signed.receipt().sequence
         );
     }
-    let stale = TowerUpdate {
-        vote: VoteRef {
-            slot: 103,
-            hash: [103; 32],
-        },
-        root: None,
-        tower: vec![],
-    };
-    match validator.vote(stale, b"replayed vote").await {
-        Err(e) => println!("  slot 103 again: REFUSED ({e})"),
-        Ok(_) => unreachable!("a regressing tower must be refused"),
-    }
-    let fork = TowerUpdate {
-        vote: VoteRef {
-            slot: 104,
-            hash: [0xEE; 32],
-        },
-        root: Some(72),
-        tower: vec![],
-    };
-    match validator.vote(fork, b"vote for another fork").await {
-        Err(e) => println!("  slot 104 other hash: REFUSED ({e})"),
-        Ok(_) => unreachable!("a second hash at one slot must be refused"),
+    let refusals = [
+        ("slot 103 again", vote_message(103, [103; 32], vote_account)),
+        (
+            "slot 104 other hash",
+            vote_message(104, [0xEE; 32], vote_account),
+        ),
+        (
+            "slot 105, another vote account",
+            vote_message(105, [105; 32], NodeId([1; 32])),
+        ),
+    ];
+    for (what, message) in refusals {
+        match validator.sign_vote_message(&message).await {
+            Err(e) => println!("  {what}: REFUSED ({e})"),
+            Ok(_) => unreachable!("{what} must be refused"),
+        }
     }
 
     // --- Tezos: never sign below the high watermark ---------------------

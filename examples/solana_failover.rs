@@ -52,11 +52,14 @@ use std::time::{Duration, Instant};
 
 use slashguard::failover::{Gate, Gated, LocalLockPolicy, Takeover};
 use slashguard::file::FileTowerStorage;
+use slashguard::tower::vote_tx::CastVote;
 use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
 use slashguard::{Error, FailoverPolicy, NodeId, NodeKeypair, Ownership, TowerStorage};
 use tokio::sync::watch;
 
 const IDENTITY_SEED: [u8; 32] = [42; 32];
+/// The validator's vote account (the guard signs only votes for it).
+const VOTE_ACCOUNT: NodeId = NodeId([0x5a; 32]);
 /// The slots at which the shared identity is leader (a 4-slot window).
 const LEADER_SLOTS: std::ops::RangeInclusive<u64> = 6..=9;
 /// How close a leader slot may be for a restart to be unsafe.
@@ -376,7 +379,8 @@ async fn hold_and_vote(
             last.map_or("none".into(), |s| format!("slot {s}"))
         ),
     );
-    let guard = VoteGuard::new(storage, identity)?;
+    let node = identity.node_id();
+    let guard = VoteGuard::new(storage, identity)?.with_vote_account(VOTE_ACCOUNT);
     let stopped = loop {
         // Stop before the next vote once the loss is known.
         if let Some(reason) = ownership.lost_reason() {
@@ -397,10 +401,11 @@ async fn hold_and_vote(
                 root: slot.checked_sub(31),
                 tower: vec![0u8; 2048],
             };
-            match guard
-                .vote(update, format!("vote slot {slot}").as_bytes())
-                .await
-            {
+            // The vote transaction message this tower's vote goes out in.
+            let message = CastVote::tower_sync_for(update.vote, update.root, VOTE_ACCOUNT, node)
+                .to_legacy_message(node, [0; 32])
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            match guard.vote(update, &message).await {
                 Ok(_) => {
                     cluster.votes.lock().unwrap().push((slot, name));
                     last = Some(slot);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::failover::FailoverRefusal;
 use crate::limit::SignerLimit;
-use crate::tower::TowerRefusal;
+use crate::tower::{TowerRefusal, VoteRefusal};
 use crate::watermark::{Mark, PayloadError, WatermarkKey, WatermarkRefusal};
 
 /// A boxed error kept as the source of a failure.
@@ -254,6 +254,10 @@ pub enum Refusal {
         /// The host store's mark for `key` after the refusal.
         stored: Option<Mark>,
     },
+    /// A vote message does not cast exactly the vote of the stored tower
+    /// (or is not a vote message this guard may sign).
+    #[error(transparent)]
+    Vote(#[from] VoteRefusal),
 }
 
 fn stored_text(stored: &Option<Mark>) -> String {
@@ -273,6 +277,12 @@ impl From<SignerLimit> for Error {
 impl From<crate::alpenglow::AlpenglowRefusal> for Error {
     fn from(r: crate::alpenglow::AlpenglowRefusal) -> Self {
         Error::Refused(Refusal::Alpenglow(r))
+    }
+}
+
+impl From<VoteRefusal> for Error {
+    fn from(r: VoteRefusal) -> Self {
+        Error::Refused(Refusal::Vote(r))
     }
 }
 

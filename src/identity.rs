@@ -108,11 +108,6 @@ impl NodeKeypair {
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
-
-    /// The 32-byte secret seed, for writing a keypair file. Handle with care.
-    pub fn secret_seed(&self) -> [u8; 32] {
-        self.key.to_bytes()
-    }
 }
 
 impl fmt::Debug for NodeKeypair {
@@ -154,7 +149,7 @@ mod tests {
     #[test]
     fn solana_keypair_file() {
         let kp = NodeKeypair::from_seed([9; 32]);
-        let mut all = kp.secret_seed().to_vec();
+        let mut all = [9u8; 32].to_vec();
         all.extend_from_slice(kp.node_id().as_bytes());
         let json = format!(
             "[{}]",

@@ -23,6 +23,7 @@
 //!
 //! ```
 //! use slashguard::file::{FileTowerStorage, FileWatermarks};
+//! use slashguard::tower::vote_tx::CastVote;
 //! use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
 //! use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair};
 //!
@@ -32,9 +33,14 @@
 //! // Solana: the tower is durable before the vote is signed.
 //! let identity = NodeKeypair::generate();
 //! let storage = FileTowerStorage::create(dir.path(), identity.node_id())?;
-//! let validator = VoteGuard::new(storage, identity)?;
+//! let node = identity.node_id();
+//! let vote_account = slashguard::NodeId([9; 32]);
+//! let validator = VoteGuard::new(storage, identity)?.with_vote_account(vote_account);
 //! let update = TowerUpdate { vote: VoteRef { slot: 7, hash: [1; 32] }, root: None, tower: vec![0; 2048] };
-//! validator.vote(update, b"vote tx message").await?;
+//! // The vote transaction message must cast exactly the tower's last vote.
+//! let message = CastVote::tower_sync_for(update.vote, update.root, vote_account, node)
+//!     .to_legacy_message(node, [0; 32])?;
+//! validator.vote(update, &message).await?;
 //!
 //! // Tezos: the watermark is durable before the block is signed.
 //! let baker = GuardedSigner::new(FileWatermarks::create(dir.path().join("hwm"))?, Ed25519Signer::generate());

@@ -94,6 +94,8 @@ pub enum RefusalReason {
     StoreRegressed,
     /// An Alpenglow vote the vote history refuses (feature `alpenglow`).
     AlpenglowVote,
+    /// A vote message that does not cast the stored tower's vote.
+    VoteMessage,
 }
 
 impl RefusalReason {
@@ -121,6 +123,7 @@ impl RefusalReason {
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
             #[cfg(feature = "alpenglow")]
             Error::Refused(Refusal::Alpenglow(_)) => RefusalReason::AlpenglowVote,
+            Error::Refused(Refusal::Vote(_)) => RefusalReason::VoteMessage,
             Error::Fenced { .. } => RefusalReason::Fenced,
             Error::Locked { .. } => RefusalReason::Locked,
             Error::Regressed { .. } => RefusalReason::StoreRegressed,
@@ -142,6 +145,7 @@ impl RefusalReason {
             RefusalReason::SignerLimit => "signer_limit",
             RefusalReason::Failover => "failover",
             RefusalReason::Fenced => "fenced",
+            RefusalReason::VoteMessage => "vote_message",
             RefusalReason::Locked => "locked",
             RefusalReason::StoreRegressed => "store_regressed",
             RefusalReason::AlpenglowVote => "alpenglow_vote",

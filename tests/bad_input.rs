@@ -199,8 +199,8 @@ fn bad_tower_files() {
             |p| *p == UnsupportedVersion { found: 2, supported: 1 }),
         ("slot version 0 in the older slot", two_slots(slot(TOWER_MAGIC, 0, 1, &[]), slot(TOWER_MAGIC, 1, 2, &rec)),
             |p| *p == UnsupportedVersion { found: 0, supported: 1 }),
-        ("record version 2", file_with(TOWER_MAGIC, &with(rec.clone(), REC_VERSION, &[2]), &[]),
-            |p| *p == UnsupportedVersion { found: 2, supported: 1 }),
+        ("record version 3", file_with(TOWER_MAGIC, &with(rec.clone(), REC_VERSION, &[3]), &[]),
+            |p| *p == UnsupportedVersion { found: 3, supported: 2 }),
         ("watermark file in place of a tower file", file_with(WM_MAGIC, &rec, &[]),
             |p| matches!(p, InvalidField { field: "slots", detail } if detail.contains("bad magic"))),
         ("unknown record magic", file_with(TOWER_MAGIC, &with(rec.clone(), 0, b"XXXX"), &[]),
@@ -430,7 +430,9 @@ fn invalid_tower_updates_are_refused_before_any_store() {
     let dir = tempfile::tempdir().unwrap();
     let id = kp();
     let storage = FileTowerStorage::create(dir.path(), id.node_id()).unwrap();
-    let guard = VoteGuard::new(storage, id).unwrap();
+    let guard = VoteGuard::new(storage, id)
+        .unwrap()
+        .with_vote_account(common::VOTE_ACCOUNT);
     let ok = TowerUpdate {
         vote: VoteRef {
             slot: 10,
@@ -439,7 +441,7 @@ fn invalid_tower_updates_are_refused_before_any_store() {
         root: Some(5),
         tower: vec![0; 100],
     };
-    block_on(guard.vote(ok.clone(), b"m")).unwrap();
+    block_on(guard.vote(ok.clone(), &common::vote_message(guard.node(), &ok))).unwrap();
     let stored = block_on(guard.load()).unwrap();
 
     let rows = [
@@ -467,7 +469,7 @@ fn invalid_tower_updates_are_refused_before_any_store() {
         ),
     ];
     for (name, update) in rows {
-        match block_on(guard.vote(update.clone(), b"m")) {
+        match block_on(guard.vote(update.clone(), &common::vote_message(guard.node(), &update))) {
             Err(Error::Invalid(text)) => {
                 assert!(text.starts_with("tower update"), "{name}: {text}")
             }

@@ -103,9 +103,10 @@ async fn identity_take_over_release_status_and_towers_in_etcd() {
     let prefix = "/cli-identity";
     let args = etcd_args(&etcd, prefix);
     let tmp = tempfile::tempdir().unwrap();
-    let kp = NodeKeypair::generate();
+    let seed = NodeKeypair::generate().node_id().0;
+    let kp = NodeKeypair::from_seed(seed);
     let node = kp.node_id().to_string();
-    let kpf = keypair_file(tmp.path(), &kp);
+    let kpf = keypair_file(tmp.path(), seed);
     let agave_new = agave_dir(tmp.path(), "agave", &agave_tower(&kp, 100, 1, 60));
     let c = client(&etcd, prefix).await;
 
@@ -599,8 +600,9 @@ async fn tower_export_refuses_a_live_tower_unless_it_takes_the_identity_over() {
     let prefix = "/cli-export-live";
     let args = etcd_args(&etcd, prefix);
     let tmp = tempfile::tempdir().unwrap();
-    let kp = NodeKeypair::generate();
-    let kpf = keypair_file(tmp.path(), &kp);
+    let seed = [0x42; 32];
+    let kp = NodeKeypair::from_seed(seed);
+    let kpf = keypair_file(tmp.path(), seed);
     let c = client(&etcd, prefix).await;
     let running = identity(&c, &kp, "running-validator");
     let own = running.take_over().await.unwrap();

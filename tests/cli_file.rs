@@ -50,9 +50,10 @@ fn usage_errors_exit_4_and_help_documents_exit_codes() {
 fn tower_import_show_export_and_every_refusal() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let kp = NodeKeypair::generate();
+    let seed = NodeKeypair::generate().node_id().0;
+    let kp = NodeKeypair::from_seed(seed);
     let node = kp.node_id().to_string();
-    let kpf = keypair_file(t, &kp);
+    let kpf = keypair_file(t, seed);
     let newer = agave_tower(&kp, 100, 1, 60);
     let older = agave_tower(&kp, 50, 2, 20);
     let agave_new = agave_dir(t, "agave-new", &newer);
@@ -936,4 +937,58 @@ fn a_damaged_store_is_refused_until_set_level_all_or_accept_older() {
     assert_eq!(v["last_vote"]["slot"], 10, "{v}");
     let v = json(sg().args(["tower", "show", "--node", &node, "--dir", d]), 0);
     assert_eq!(v["tower"]["last_vote"]["slot"], 10);
+}
+
+/// A tower stored through `VoteGuard::vote` holds the validator's own
+/// format: `tower export` refuses it and says why, instead of calling it a
+/// corrupt Agave tower.
+#[test]
+fn tower_export_refuses_an_opaque_record_and_says_why() {
+    use slashguard::tower::vote_tx::CastVote;
+    use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let seed = [0x61; 32];
+    let kp = NodeKeypair::from_seed(seed);
+    let node = kp.node_id();
+    let kpf = keypair_file(t, seed);
+    let store = t.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let account = slashguard::NodeId([0x5a; 32]);
+    {
+        let guard = VoteGuard::new(FileTowerStorage::create(&store, node).unwrap(), kp)
+            .unwrap()
+            .with_vote_account(account);
+        let update = TowerUpdate {
+            vote: VoteRef {
+                slot: 5,
+                hash: [1; 32],
+            },
+            root: None,
+            tower: vec![0xAB; 288],
+        };
+        let message = CastVote::tower_sync_for(update.vote, None, account, node)
+            .to_legacy_message(node, [0; 32])
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(guard.vote(update, &message))
+            .unwrap();
+    }
+    let out_dir = t.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let v = json(
+        sg().args(["tower", "export", "--dir"])
+            .arg(&store)
+            .arg("--keypair")
+            .arg(&kpf)
+            .arg("--to-agave")
+            .arg(&out_dir),
+        4,
+    );
+    let text = v.to_string();
+    assert!(text.contains("validator's own format"), "{v}");
+    assert!(!text.contains("trailing bytes"), "{v}");
+    assert!(std::fs::read_dir(&out_dir).unwrap().next().is_none());
 }

@@ -23,6 +23,22 @@ use slashguard::tower::{StoreMode, TowerStorage, TowerUpdate, VoteGuard, VoteRef
 use slashguard::watermark::{encode_entry, ConsensusKind, Mark, SetMode, SignerGuard, Watermark};
 use slashguard::{Error, FailoverPolicy, FormatError, NodeKeypair};
 
+/// The vote account of the test validator.
+const VOTE_ACCOUNT: slashguard::NodeId = slashguard::NodeId([0x5a; 32]);
+
+/// The smallest vote message casting `update`'s vote, paid and authorized
+/// by `node`.
+fn vote_message(node: slashguard::NodeId, update: &TowerUpdate) -> Vec<u8> {
+    slashguard::tower::vote_tx::CastVote::tower_sync_for(
+        update.vote,
+        update.root,
+        VOTE_ACCOUNT,
+        node,
+    )
+    .to_legacy_message(node, [0; 32])
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_backends_meet_the_contract() {
     let etcd = EtcdCluster::single();
@@ -86,7 +102,9 @@ async fn take_over_fences_the_previous_owner_and_names_it() {
 
     let own_a = a.take_over().await.unwrap();
     let store_a = EtcdTowerStorage::open(&a, &own_a).await.unwrap();
-    let guard_a = VoteGuard::new(store_a, kp).unwrap();
+    let guard_a = VoteGuard::new(store_a, kp)
+        .unwrap()
+        .with_vote_account(VOTE_ACCOUNT);
     let update = |slot| TowerUpdate {
         vote: VoteRef {
             slot,
@@ -95,7 +113,8 @@ async fn take_over_fences_the_previous_owner_and_names_it() {
         root: None,
         tower: vec![1; 64],
     };
-    guard_a.vote(update(1), b"m1").await.unwrap();
+    let m1 = vote_message(guard_a.node(), &update(1));
+    guard_a.vote(update(1), &m1).await.unwrap();
     let status = a.status().await.unwrap().unwrap();
     assert_eq!(status.instance, "host-a");
     assert_eq!(status.fence, own_a.fence());
@@ -110,7 +129,8 @@ async fn take_over_fences_the_previous_owner_and_names_it() {
     assert!(reason.contains("host-b"), "{reason}");
     println!("loss noticed {:?} after the takeover", t.elapsed());
 
-    match guard_a.vote(update(2), b"m2").await {
+    let m2 = vote_message(guard_a.node(), &update(2));
+    match guard_a.vote(update(2), &m2).await {
         Err(Error::Fenced { reason, .. }) => assert!(reason.contains("host-b"), "{reason}"),
         other => panic!("old owner voted: {other:?}"),
     }

@@ -27,6 +27,22 @@ use slashguard::tower::{TowerStorage, TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{ConsensusKind, PayloadHash, SignerGuard};
 use slashguard::{Error, NodeKeypair};
 
+/// The vote account of the test validator.
+const VOTE_ACCOUNT: slashguard::NodeId = slashguard::NodeId([0x5a; 32]);
+
+/// The smallest vote message casting `update`'s vote, paid and authorized
+/// by `node`.
+fn vote_message(node: slashguard::NodeId, update: &TowerUpdate) -> Vec<u8> {
+    slashguard::tower::vote_tx::CastVote::tower_sync_for(
+        update.vote,
+        update.root,
+        VOTE_ACCOUNT,
+        node,
+    )
+    .to_legacy_message(node, [0; 32])
+    .unwrap()
+}
+
 const ROLE: &str = "SLASHGUARD_ETCD_CHILD";
 
 fn now_ms() -> u128 {
@@ -171,7 +187,9 @@ async fn owner_child() {
     let id = identity(&client, kp.node_id(), "host-a", ttl);
     let own = Arc::new(id.take_over().await.unwrap());
     let storage = EtcdTowerStorage::open(&id, &own).await.unwrap();
-    let guard = VoteGuard::new(storage, kp).unwrap();
+    let guard = VoteGuard::new(storage, kp)
+        .unwrap()
+        .with_vote_account(VOTE_ACCOUNT);
     println!("READY {}", own.fence());
     let watcher = own.clone();
     tokio::spawn(async move {
@@ -180,7 +198,8 @@ async fn owner_child() {
     });
     let mut refused_after_loss = 0;
     for slot in 1.. {
-        match guard.vote(update(slot), b"vote").await {
+        let message = vote_message(guard.node(), &update(slot));
+        match guard.vote(update(slot), &message).await {
             Ok(_) => println!("VOTED {slot} {}", now_ms()),
             Err(e) => {
                 let kind = match &e {
@@ -255,8 +274,11 @@ fn a_paused_owner_cannot_store_or_sign_after_a_standby_took_over() {
             "acknowledged votes of A lost"
         );
         let b_slot = tower.last_vote_slot().unwrap() + 100;
-        let guard = VoteGuard::new(storage, NodeKeypair::from_seed([seed; 32])).unwrap();
-        guard.vote(update(b_slot), b"vote").await.unwrap();
+        let guard = VoteGuard::new(storage, NodeKeypair::from_seed([seed; 32]))
+            .unwrap()
+            .with_vote_account(VOTE_ACCOUNT);
+        let message = vote_message(guard.node(), &update(b_slot));
+        guard.vote(update(b_slot), &message).await.unwrap();
         (own_b, guard, b_slot)
     });
     assert!(own_b.fence() > fence_a);

@@ -97,7 +97,9 @@ fn crash_child() {
             let storage = open_retrying(OPEN_LIMIT, || {
                 FileTowerStorage::open(&env.dir, kp.node_id())
             });
-            let guard = VoteGuard::new(storage, kp).unwrap();
+            let guard = VoteGuard::new(storage, kp)
+                .unwrap()
+                .with_vote_account(common::VOTE_ACCOUNT);
             let start = rt
                 .block_on(guard.load())
                 .unwrap()
@@ -108,8 +110,9 @@ fn crash_child() {
             while Instant::now() < deadline {
                 n += 1;
                 // `vote` returns only after the tower is durably stored.
-                rt.block_on(guard.vote(tower_update(n), b"vote transaction"))
-                    .unwrap();
+                let update = tower_update(n);
+                let message = common::vote_message(guard.node(), &update);
+                rt.block_on(guard.vote(update, &message)).unwrap();
                 report(&format!("acked {n}"));
             }
         }

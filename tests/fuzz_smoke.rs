@@ -6,6 +6,7 @@ mod common;
 
 include!("../fuzz/bodies/agave_tower.rs");
 include!("../fuzz/bodies/tezos_payload.rs");
+include!("../fuzz/bodies/vote_tx.rs");
 
 use slashguard::agave::{
     AgaveTower, EnvelopeFormat, FileKind, LastVote, Lockout, SavedTower, TowerLayout, TowerSync,
@@ -244,6 +245,87 @@ fn tezos_payload_body_survives_random_and_mutated_inputs() {
     assert!(accepted > 300, "only {accepted} mutated inputs accepted");
 }
 
+/// Vote messages of every voting instruction, identity and separate
+/// voter, legacy and v0 (with an unused lookup table).
+fn vote_tx_seeds() -> Vec<Vec<u8>> {
+    use slashguard::tower::vote_tx::{CastVote, VoteKind};
+    use slashguard::NodeId;
+    let lockouts: Vec<Lockout> = (0..31)
+        .map(|i| Lockout {
+            slot: 1000 + i * i,
+            confirmation_count: 31 - i as u32,
+        })
+        .collect();
+    let update = VoteStateUpdate {
+        lockouts: lockouts.clone(),
+        root: Some(999),
+        hash: [2; 32],
+        timestamp: Some(1_750_000_000),
+    };
+    let mut out = Vec::new();
+    for tag in [2, 6, 8, 9, 12, 13, 14, 15] {
+        let kind = VoteKind::from_tag(tag).unwrap();
+        let vote = match tag {
+            2 | 6 => LastVote::Vote(Vote {
+                slots: lockouts.iter().map(|l| l.slot).collect(),
+                hash: [1; 32],
+                timestamp: None,
+            }),
+            8 | 9 => LastVote::VoteStateUpdate(update.clone()),
+            12 | 13 => LastVote::CompactVoteStateUpdate(update.clone()),
+            _ => LastVote::TowerSync(TowerSync {
+                lockouts: lockouts.clone(),
+                root: None,
+                hash: [4; 32],
+                timestamp: Some(-5),
+                block_id: [5; 32],
+            }),
+        };
+        for authority in [NodeId([1; 32]), NodeId([2; 32])] {
+            let cast = CastVote {
+                kind,
+                vote_account: NodeId([9; 32]),
+                authority,
+                vote: vote.clone(),
+                switch_proof: kind.is_switch().then_some([3; 32]),
+            };
+            let legacy = cast.to_legacy_message(NodeId([1; 32]), [7; 32]).unwrap();
+            let mut v0 = vec![0x80];
+            v0.extend_from_slice(&legacy);
+            v0.push(1);
+            v0.extend_from_slice(&[0x44; 32]);
+            v0.extend_from_slice(&[1, 0, 1, 1]);
+            out.push(legacy);
+            out.push(v0);
+        }
+    }
+    out
+}
+
+#[test]
+fn vote_tx_body_survives_random_and_mutated_inputs() {
+    use slashguard::tower::vote_tx::VoteMessage;
+    let mut rng = Rng(0x5eed_0000_707e_0001);
+    let seeds = vote_tx_seeds();
+    for seed in &seeds {
+        assert!(VoteMessage::decode(seed).is_ok());
+        vote_tx(seed);
+    }
+    let mut decoded = 0;
+    for i in 0..4000 {
+        let input = if i % 10 == 0 {
+            let len = rng.below(300);
+            rng.bytes(len)
+        } else {
+            let seed = &seeds[rng.below(seeds.len())];
+            mutate(&mut rng, seed)
+        };
+        vote_tx(&input);
+        decoded += usize::from(VoteMessage::decode(&input).is_ok());
+    }
+    assert!(decoded > 50, "only {decoded} mutated inputs decoded");
+}
+
 /// Not a test: writes the seeds above as a starting corpus for cargo-fuzz
 /// (`fuzz/corpus/<target>/`, ignored by git). Run with
 /// `cargo test --test fuzz_smoke -- --ignored write_fuzz_corpus`.
@@ -262,6 +344,7 @@ fn write_fuzz_corpus() {
     for (target, inputs) in [
         ("agave_tower", agave),
         ("tezos_payload", tezos_seeds(&mut rng)),
+        ("vote_tx", vote_tx_seeds()),
     ] {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();

@@ -10,6 +10,22 @@ use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{ChainId, ConsensusKind, Mark, WatermarkKey};
 use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair, Signer};
 
+/// The vote account of the test validator.
+const VOTE_ACCOUNT: slashguard::NodeId = slashguard::NodeId([0x5a; 32]);
+
+/// The smallest vote message casting `update`'s vote, paid and authorized
+/// by `node`.
+fn vote_message(node: slashguard::NodeId, update: &TowerUpdate) -> Vec<u8> {
+    slashguard::tower::vote_tx::CastVote::tower_sync_for(
+        update.vote,
+        update.root,
+        VOTE_ACCOUNT,
+        node,
+    )
+    .to_legacy_message(node, [0; 32])
+    .unwrap()
+}
+
 /// A tz1 attestation (0x13, tag 21, 80 bytes); `last` is the last byte
 /// of its block payload hash.
 fn attestation(level: u32, last: u8) -> Vec<u8> {
@@ -36,7 +52,9 @@ async fn guards_report_latency_refusals_and_marks() {
     let dir = tempfile::tempdir().unwrap();
     let kp = NodeKeypair::generate();
     let storage = FileTowerStorage::create(dir.path(), kp.node_id()).unwrap();
-    let guard = VoteGuard::new(storage, kp).unwrap();
+    let guard = VoteGuard::new(storage, kp)
+        .unwrap()
+        .with_vote_account(VOTE_ACCOUNT);
     let update = |slot| TowerUpdate {
         vote: VoteRef {
             slot,
@@ -45,9 +63,16 @@ async fn guards_report_latency_refusals_and_marks() {
         root: None,
         tower: vec![0; 64],
     };
-    guard.vote(update(10), b"m").await.unwrap();
-    guard.vote(update(11), b"m").await.unwrap();
-    assert!(guard.vote(update(5), b"m").await.unwrap_err().is_refusal());
+    for slot in [10, 11] {
+        let message = vote_message(guard.node(), &update(slot));
+        guard.vote(update(slot), &message).await.unwrap();
+    }
+    let message = vote_message(guard.node(), &update(5));
+    assert!(guard
+        .vote(update(5), &message)
+        .await
+        .unwrap_err()
+        .is_refusal());
 
     let signer = Ed25519Signer::generate();
     let key = WatermarkKey {

@@ -847,3 +847,36 @@ pub mod baseline {
         }
     }
 }
+
+/// The vote account of the bench validators.
+pub const VOTE_ACCOUNT: slashguard::NodeId = slashguard::NodeId([0x5a; 32]);
+
+/// The legacy `TowerSync` vote message a mainnet validator sends for a vote
+/// at `slot` (at least 63): a full tower of 31 lockouts ending there (counts
+/// 31 down to 1), rooted 32 slots back, with a timestamp and a block id.
+pub fn tower_sync_message(node: slashguard::NodeId, slot: u64) -> Vec<u8> {
+    use slashguard::agave::{LastVote, Lockout, TowerSync};
+    use slashguard::tower::vote_tx::{CastVote, VoteKind};
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&slot.to_le_bytes());
+    let vote = CastVote {
+        kind: VoteKind::TowerSync,
+        vote_account: VOTE_ACCOUNT,
+        authority: node,
+        vote: LastVote::TowerSync(TowerSync {
+            lockouts: (0..31)
+                .map(|i| Lockout {
+                    slot: slot - 30 + i,
+                    confirmation_count: 31 - i as u32,
+                })
+                .collect(),
+            root: Some(slot - 32),
+            hash,
+            timestamp: Some(1_750_000_000),
+            block_id: [0xb1; 32],
+        }),
+        switch_proof: None,
+    };
+    vote.to_legacy_message(node, [0xee; 32])
+        .expect("a full tower encodes")
+}

@@ -6,11 +6,11 @@
 //! Agave reads them: the last vote's newest slot and hash, and the vote
 //! state's root slot.
 
-use crate::agave::envelope::SavedTower;
+use crate::agave::envelope::{FileKind, SavedTower};
 use crate::agave::error::AgaveError;
 use crate::agave::tower::{AgaveTower, TowerLayout};
 use crate::identity::NodeKeypair;
-use crate::tower::{TowerRecord, TowerUpdate, VoteRef};
+use crate::tower::{TowerBytesKind, TowerRecord, TowerUpdate, VoteRef};
 
 fn describe_vote(vote: Option<VoteRef>) -> String {
     match vote {
@@ -63,8 +63,48 @@ impl SavedTower {
         } else {
             tower.encode(TowerLayout::V1_14_11)?
         };
-        TowerRecord::sign(identity, tower.last_vote_ref(), tower.root(), data)
-            .map_err(AgaveError::Record)
+        TowerRecord::sign_as(
+            identity,
+            tower.last_vote_ref(),
+            tower.root(),
+            data,
+            TowerBytesKind::AgaveTowerData,
+            None,
+        )
+        .map_err(AgaveError::Record)
+    }
+
+    /// The Agave tower file a stored record stands for, whatever wrote it:
+    /// the stored file itself, byte for byte, when the record holds one
+    /// ([`TowerBytesKind::AgaveSavedTower`], checked against the record's
+    /// node, signature, last vote and root); otherwise the file
+    /// [`from_record`](Self::from_record) rebuilds from Agave tower data. A
+    /// record whose bytes are the validator's own format is
+    /// [`AgaveError::OpaqueTower`].
+    pub fn from_stored(record: &TowerRecord, identity: &NodeKeypair) -> Result<Self, AgaveError> {
+        match record.tower_kind() {
+            TowerBytesKind::AgaveSavedTower => {
+                if !record.verify() {
+                    return Err(AgaveError::BadSignature {
+                        node: record.node(),
+                    });
+                }
+                let saved =
+                    SavedTower::decode(record.tower_bytes(), FileKind::V1_9, &record.node())?;
+                check_summary(record, saved.tower())?;
+                Ok(saved)
+            }
+            // Records written before the kind existed may hold Agave data
+            // (`to_record` of an earlier release): those still convert.
+            TowerBytesKind::Opaque
+                if AgaveTower::decode(record.tower_bytes(), TowerLayout::V1_14_11).is_err() =>
+            {
+                Err(AgaveError::OpaqueTower {
+                    node: record.node(),
+                })
+            }
+            _ => Self::from_record(record, identity),
+        }
     }
 
     /// Rebuild the Agave file from a tower record, signed by `identity` in
@@ -95,20 +135,26 @@ impl SavedTower {
                 found: tower.node_pubkey,
             });
         }
-        if tower.last_vote_ref() != record.last_vote() {
-            return Err(AgaveError::RecordMismatch {
-                field: "last vote",
-                record: describe_vote(record.last_vote()),
-                tower: describe_vote(tower.last_vote_ref()),
-            });
-        }
-        if tower.root() != record.root() {
-            return Err(AgaveError::RecordMismatch {
-                field: "root",
-                record: describe_root(record.root()),
-                tower: describe_root(tower.root()),
-            });
-        }
+        check_summary(record, &tower)?;
         SavedTower::sign(tower, identity)
     }
+}
+
+/// The record's last vote and root are the tower's.
+fn check_summary(record: &TowerRecord, tower: &AgaveTower) -> Result<(), AgaveError> {
+    if tower.last_vote_ref() != record.last_vote() {
+        return Err(AgaveError::RecordMismatch {
+            field: "last vote",
+            record: describe_vote(record.last_vote()),
+            tower: describe_vote(tower.last_vote_ref()),
+        });
+    }
+    if tower.root() != record.root() {
+        return Err(AgaveError::RecordMismatch {
+            field: "root",
+            record: describe_root(record.root()),
+            tower: describe_root(tower.root()),
+        });
+    }
+    Ok(())
 }

@@ -196,6 +196,21 @@ pub enum AgaveError {
     #[error("tower record refused: {0}")]
     Record(FormatError),
 
+    /// A tower record whose tower bytes are the validator's own format
+    /// (stored by [`VoteGuard::vote`](crate::tower::VoteGuard::vote)), not
+    /// an Agave tower: there is no Agave file to give back.
+    #[error(
+        "the stored tower of node {node} is in the validator's own format (stored through \
+         VoteGuard::vote), not an Agave tower: it cannot be exported as an Agave tower file; \
+         store towers with the Agave adapter (agave::AgaveTowerStorage), \
+         VoteGuard::sign_vote_message or `slashguard tower import`, or start the validator \
+         without --require-tower"
+    )]
+    OpaqueTower {
+        /// The node.
+        node: NodeId,
+    },
+
     /// A tower record whose summary (last vote or root) disagrees with the
     /// Agave tower in its own tower bytes.
     #[error("tower record says {field} is {record}, its Agave tower says {tower}")]
@@ -227,14 +242,17 @@ impl AgaveError {
             AgaveError::Empty | AgaveError::TrailingBytes { .. } => "file",
             AgaveError::BadSignature { .. } => "signature",
             AgaveError::ForeignNode { .. } => "node_pubkey",
-            AgaveError::Record(_) => "record",
+            AgaveError::Record(_) | AgaveError::OpaqueTower { .. } => "record",
         }
     }
 
     /// `true` for errors about a tower model or record given to be encoded
     /// (a request the format cannot satisfy), as opposed to bytes read.
     fn is_request_error(&self) -> bool {
-        matches!(self, AgaveError::Unencodable { .. } | AgaveError::Record(_))
+        matches!(
+            self,
+            AgaveError::Unencodable { .. } | AgaveError::Record(_) | AgaveError::OpaqueTower { .. }
+        )
     }
 }
 

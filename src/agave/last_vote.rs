@@ -124,7 +124,19 @@ impl LastVote {
             return Ok(LastVote::Vote(read_vote(input)?));
         }
         let offset = input.offset();
-        match input.u32("last_vote tag")? {
+        let tag = input.u32("last_vote tag")?;
+        Self::read_variant(input, tag, offset)
+    }
+
+    /// The body of variant `tag` (whose tag was read at `tag_offset`):
+    /// the same bytes follow a vote instruction's tag in a vote transaction
+    /// (`tower::vote_tx`), so both readers share this one.
+    pub(crate) fn read_variant(
+        input: &mut Input<'_>,
+        tag: u32,
+        tag_offset: usize,
+    ) -> Result<Self, AgaveError> {
+        match tag {
             0 => Ok(LastVote::Vote(read_vote(input)?)),
             1 => Ok(LastVote::VoteStateUpdate(read_full_update(input)?)),
             2 => {
@@ -149,7 +161,7 @@ impl LastVote {
             }
             found => Err(AgaveError::BadTag {
                 field: "last_vote tag",
-                offset,
+                offset: tag_offset,
                 found,
             }),
         }
@@ -191,6 +203,30 @@ impl LastVote {
         }
         Ok(())
     }
+}
+
+/// Read the body of last-vote variant `tag` from the start of `data` (whose
+/// first byte is at offset `base` in its container), and return it with
+/// the bytes after it. A vote instruction's data is its tag followed by
+/// exactly this body.
+pub(crate) fn read_vote_body(
+    data: &[u8],
+    base: usize,
+    tag: u32,
+) -> Result<(LastVote, &[u8]), AgaveError> {
+    let mut input = Input::new(data, base);
+    let vote = LastVote::read_variant(&mut input, tag, base)?;
+    let used = data.len() - input.remaining();
+    Ok((vote, &data[used..]))
+}
+
+/// Append the body of `vote` without its tag (the inverse of
+/// [`read_vote_body`]).
+pub(crate) fn write_vote_body(vote: &LastVote, out: &mut Vec<u8>) -> Result<(), AgaveError> {
+    let start = out.len();
+    vote.write(out, TowerLayout::V1_14_11)?;
+    out.drain(start..start + 4);
+    Ok(())
 }
 
 fn read_vote(input: &mut Input<'_>) -> Result<Vote, AgaveError> {

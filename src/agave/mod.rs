@@ -45,17 +45,22 @@ mod envelope;
 mod error;
 mod files;
 mod last_vote;
+mod storage;
 mod tower;
 mod vote_state;
 mod wire;
 
+pub(crate) use compact::decode_short_u16;
+pub(crate) use compact::encode_short_u16;
 pub use envelope::{EnvelopeFormat, FileKind, SavedTower};
 pub use error::{AgaveError, CompactProblem};
 pub use files::{
     load_tower, read_tower_file, tower_file_name, tower_file_path, write_tower_durable,
     MAX_TOWER_FILE_BYTES,
 };
+pub(crate) use last_vote::{read_vote_body, write_vote_body};
 pub use last_vote::{LastVote, TowerSync, Vote, VoteStateUpdate};
+pub use storage::{AgaveStorageError, AgaveTowerStorage};
 pub use tower::{AgaveTower, F64Bits, TowerLayout, THRESHOLD_DEPTH};
 pub use vote_state::{
     BlockTimestamp, EpochCredits, Lockout, PriorVoter, PriorVoters, VoteState, PRIOR_VOTERS_LEN,

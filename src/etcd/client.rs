@@ -27,6 +27,10 @@ const BACKEND: &str = "etcd";
 pub struct EtcdClient {
     inner: Client,
     config: Arc<EtcdConfig>,
+    // The flavor of the runtime the client was built on: its connection
+    // tasks live there, and a current-thread runtime runs them only while
+    // someone drives it.
+    built_on_current_thread: bool,
 }
 
 impl std::fmt::Debug for EtcdClient {
@@ -35,6 +39,15 @@ impl std::fmt::Debug for EtcdClient {
             .field("config", &self.config)
             .finish()
     }
+}
+
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| {
+        matches!(
+            h.runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread
+        )
+    })
 }
 
 /// How a failed call ended.
@@ -96,6 +109,7 @@ impl EtcdClient {
         Ok(EtcdClient {
             inner,
             config: Arc::new(config),
+            built_on_current_thread: on_current_thread_runtime(),
         })
     }
 
@@ -155,6 +169,23 @@ impl EtcdClient {
         self.config.request_deadline
     }
 
+    /// Refuse, instead of timing out, a request made from another runtime
+    /// than the current-thread runtime the client was built on (a client
+    /// built in `#[tokio::main(flavor = "current_thread")]` and then used
+    /// through [`Blocking`](crate::blocking::Blocking)): the client's
+    /// connection tasks run only while that runtime is driven.
+    fn check_runtime(&self) -> Result<()> {
+        if self.built_on_current_thread && !on_current_thread_runtime() {
+            return Err(Error::Config(
+                "this etcd client was built on a current-thread runtime and is used from another \
+                 runtime, where its connection cannot make progress: build it on the runtime \
+                 that uses it (with the blocking facade: Blocking::build)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The raw client, for streams (lease keep-alive, watch) that the
     /// caller bounds itself.
     pub(crate) fn raw(&self) -> Client {
@@ -180,6 +211,7 @@ impl EtcdClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        self.check_runtime()?;
         match self.attempts(within, op).await {
             Ok(v) => Ok(v),
             Err(f) => Err(self.failure(what, within, f)),

@@ -1,19 +1,26 @@
 //! The stored tower record and its canonical, signed encoding.
 //!
-//! Layout (version 1, integers little-endian):
+//! Layout (integers little-endian):
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `sgTW` |
-//! | 1 | version (1) |
+//! | 1 | version (1 or 2) |
 //! | 32 | node public key |
-//! | 1 | flags: bit 0 last vote present, bit 1 root present |
+//! | 1 | flags: bit 0 last vote present, bit 1 root present, bit 2 (version 2) released message hash present |
+//! | 1 | (version 2 only) what the tower bytes are: 0 opaque, 1 Agave tower `data`, 2 a whole Agave tower file |
 //! | 8 + 32 | last vote slot and bank hash (if flag 0) |
 //! | 8 | root slot (if flag 1) |
+//! | 32 | blake2b-256 of the vote message released with this tower (if flag 2) |
 //! | 8 | signing time, unix milliseconds |
 //! | 4 | length of the validator's tower bytes |
-//! | n | the validator's tower bytes (opaque) |
+//! | n | the validator's tower bytes |
 //! | 64 | ed25519 signature by the node over the domain tag and every byte above |
+//!
+//! A record without a released message whose tower bytes are opaque is
+//! written as version 1, byte for byte as before version 2 existed; every
+//! other record is version 2. Both versions load, so stores written by
+//! earlier releases open without loss.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,10 +28,56 @@ use crate::error::FormatError;
 use crate::identity::{NodeId, NodeKeypair};
 
 const MAGIC: &[u8; 4] = b"sgTW";
-const VERSION: u8 = 1;
+const VERSION_1: u8 = 1;
+const VERSION_2: u8 = 2;
 const DOMAIN: &[u8] = b"slashguard/tower/v1";
 const FLAG_VOTE: u8 = 1;
 const FLAG_ROOT: u8 = 2;
+const FLAG_MESSAGE: u8 = 4;
+
+/// What a record's tower bytes hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum TowerBytesKind {
+    /// The validator's own serialization, unknown to slashguard (records
+    /// stored by [`VoteGuard::vote`](crate::tower::VoteGuard::vote) and
+    /// every record written before this field existed).
+    #[default]
+    Opaque,
+    /// An Agave tower's bincode `data` in the current (1.14.11) layout,
+    /// without a file envelope ([`SavedTower::to_record`](crate::agave::SavedTower::to_record),
+    /// [`VoteGuard::sign_vote_message`](crate::tower::VoteGuard::sign_vote_message)).
+    AgaveTowerData,
+    /// A whole Agave tower file (envelope, node signature and data) exactly
+    /// as Agave wrote it ([`AgaveTowerStorage`](crate::agave::AgaveTowerStorage)).
+    AgaveSavedTower,
+}
+
+impl TowerBytesKind {
+    fn byte(self) -> u8 {
+        match self {
+            TowerBytesKind::Opaque => 0,
+            TowerBytesKind::AgaveTowerData => 1,
+            TowerBytesKind::AgaveSavedTower => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => TowerBytesKind::Opaque,
+            1 => TowerBytesKind::AgaveTowerData,
+            2 => TowerBytesKind::AgaveSavedTower,
+            _ => return None,
+        })
+    }
+}
+
+/// The hash a record keeps of the vote message released with it
+/// (blake2b-256), so that exactly that message may be signed again.
+pub fn message_hash(message: &[u8]) -> [u8; 32] {
+    use blake2::digest::{consts::U32, Digest};
+    blake2::Blake2b::<U32>::digest(message).into()
+}
 
 /// Largest validator tower accepted (Agave's are 2-4 KiB; older ones that
 /// carry the whole vote state stay far below this).
@@ -47,6 +100,8 @@ pub struct TowerRecord {
     node: NodeId,
     last_vote: Option<VoteRef>,
     root: Option<u64>,
+    released: Option<[u8; 32]>,
+    kind: TowerBytesKind,
     signed_at_ms: u64,
     tower: Vec<u8>,
     signature: [u8; 64],
@@ -77,6 +132,8 @@ impl std::fmt::Debug for TowerRecord {
             .field("node", &self.node)
             .field("last_vote", &self.last_vote.map(|v| v.slot))
             .field("root", &self.root)
+            .field("released", &self.released.is_some())
+            .field("kind", &self.kind)
             .field("signed_at_ms", &self.signed_at_ms)
             .field("tower_len", &self.tower.len())
             .finish()
@@ -92,6 +149,27 @@ impl TowerRecord {
         root: Option<u64>,
         tower: Vec<u8>,
     ) -> Result<Self, FormatError> {
+        Self::sign_as(
+            identity,
+            last_vote,
+            root,
+            tower,
+            TowerBytesKind::Opaque,
+            None,
+        )
+    }
+
+    /// [`sign`](Self::sign) a record whose tower bytes are of `kind`, and
+    /// that keeps the [`message_hash`] of the vote message released with
+    /// it, if any.
+    pub fn sign_as(
+        identity: &NodeKeypair,
+        last_vote: Option<VoteRef>,
+        root: Option<u64>,
+        tower: Vec<u8>,
+        kind: TowerBytesKind,
+        released: Option<[u8; 32]>,
+    ) -> Result<Self, FormatError> {
         let signed_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -100,6 +178,8 @@ impl TowerRecord {
             node: identity.node_id(),
             last_vote,
             root,
+            released,
+            kind,
             signed_at_ms,
             tower,
             signature: [0; 64],
@@ -130,6 +210,15 @@ impl TowerRecord {
     /// When the node signed this record (unix milliseconds).
     pub fn signed_at_ms(&self) -> u64 {
         self.signed_at_ms
+    }
+    /// The [`message_hash`] of the vote message released with this tower,
+    /// when the record was stored to release one.
+    pub fn released_message(&self) -> Option<[u8; 32]> {
+        self.released
+    }
+    /// What the tower bytes hold.
+    pub fn tower_kind(&self) -> TowerBytesKind {
+        self.kind
     }
     /// The validator's own serialized tower.
     pub fn tower_bytes(&self) -> &[u8] {
@@ -178,25 +267,45 @@ impl TowerRecord {
     }
 
     fn encoded_len(&self) -> usize {
-        4 + 1 + 32 + 1 + 40 + 8 + 8 + 4 + self.tower.len() + 64
+        4 + 1 + 32 + 1 + 1 + 40 + 8 + 32 + 8 + 4 + self.tower.len() + 64
+    }
+
+    fn version(&self) -> u8 {
+        if self.released.is_none() && self.kind == TowerBytesKind::Opaque {
+            VERSION_1
+        } else {
+            VERSION_2
+        }
     }
 
     fn encode_unsigned(&self, out: &mut Vec<u8>) {
+        let version = self.version();
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(version);
         out.extend_from_slice(self.node.as_bytes());
         let flags = if self.last_vote.is_some() {
             FLAG_VOTE
         } else {
             0
-        } | if self.root.is_some() { FLAG_ROOT } else { 0 };
+        } | if self.root.is_some() { FLAG_ROOT } else { 0 }
+            | if self.released.is_some() {
+                FLAG_MESSAGE
+            } else {
+                0
+            };
         out.push(flags);
+        if version == VERSION_2 {
+            out.push(self.kind.byte());
+        }
         if let Some(v) = self.last_vote {
             out.extend_from_slice(&v.slot.to_le_bytes());
             out.extend_from_slice(&v.hash);
         }
         if let Some(r) = self.root {
             out.extend_from_slice(&r.to_le_bytes());
+        }
+        if let Some(m) = self.released {
+            out.extend_from_slice(&m);
         }
         out.extend_from_slice(&self.signed_at_ms.to_le_bytes());
         out.extend_from_slice(&(self.tower.len() as u32).to_le_bytes());
@@ -244,20 +353,34 @@ impl TowerRecord {
             });
         }
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(FormatError::UnsupportedVersion {
                 found: version,
-                supported: VERSION,
+                supported: VERSION_2,
             });
         }
         let node = NodeId(r.array()?);
         let flags = r.u8()?;
-        if flags & !(FLAG_VOTE | FLAG_ROOT) != 0 {
+        let known = if version == VERSION_1 {
+            FLAG_VOTE | FLAG_ROOT
+        } else {
+            FLAG_VOTE | FLAG_ROOT | FLAG_MESSAGE
+        };
+        if flags & !known != 0 {
             return Err(FormatError::InvalidField {
                 field: "flags",
-                detail: format!("unknown bits {flags:#04x}"),
+                detail: format!("unknown bits {flags:#04x} in a version {version} record"),
             });
         }
+        let kind = if version == VERSION_2 {
+            let byte = r.u8()?;
+            TowerBytesKind::from_byte(byte).ok_or_else(|| FormatError::InvalidField {
+                field: "tower kind",
+                detail: format!("unknown kind {byte}"),
+            })?
+        } else {
+            TowerBytesKind::Opaque
+        };
         let last_vote = if flags & FLAG_VOTE != 0 {
             Some(VoteRef {
                 slot: r.u64()?,
@@ -268,6 +391,11 @@ impl TowerRecord {
         };
         let root = if flags & FLAG_ROOT != 0 {
             Some(r.u64()?)
+        } else {
+            None
+        };
+        let released = if flags & FLAG_MESSAGE != 0 {
+            Some(r.array()?)
         } else {
             None
         };
@@ -290,11 +418,21 @@ impl TowerRecord {
             node,
             last_vote,
             root,
+            released,
+            kind,
             signed_at_ms,
             tower,
             signature,
             checked: SignatureChecked(false),
         };
+        // One encoding per record: a version 2 record that version 1 could
+        // hold is not one this crate writes.
+        if record.version() != version {
+            return Err(FormatError::InvalidField {
+                field: "version",
+                detail: "a version 2 record without a released message or tower kind".into(),
+            });
+        }
         record.validate()?;
         Ok(record)
     }
@@ -408,13 +546,60 @@ mod tests {
             TowerRecord::decode(&b, &kp.node_id()),
             Err(FormatError::UnsupportedVersion {
                 found: 9,
-                supported: 1
+                supported: 2
             })
         );
         assert_eq!(
             TowerRecord::decode(&[], &kp.node_id()),
             Err(FormatError::Empty)
         );
+    }
+
+    #[test]
+    fn version_1_bytes_are_unchanged_and_version_2_roundtrips() {
+        let kp = NodeKeypair::from_seed([1; 32]);
+        let vote = Some(VoteRef {
+            slot: 100,
+            hash: [3; 32],
+        });
+        let v1 = TowerRecord::sign(&kp, vote, Some(68), vec![1, 2]).unwrap();
+        let bytes = v1.encode();
+        assert_eq!(bytes[4], 1);
+        // The version 1 layout, field by field: nothing moved.
+        assert_eq!(bytes.len(), 4 + 1 + 32 + 1 + 40 + 8 + 8 + 4 + 2 + 64);
+        assert_eq!(bytes[37], FLAG_VOTE | FLAG_ROOT);
+        assert_eq!(bytes[38..46], 100u64.to_le_bytes());
+        assert_eq!(v1.released_message(), None);
+        assert_eq!(v1.tower_kind(), TowerBytesKind::Opaque);
+        for (kind, released) in [
+            (TowerBytesKind::Opaque, Some(message_hash(b"m"))),
+            (TowerBytesKind::AgaveTowerData, None),
+            (TowerBytesKind::AgaveSavedTower, Some([9; 32])),
+        ] {
+            let r = TowerRecord::sign_as(&kp, vote, Some(68), vec![1, 2], kind, released).unwrap();
+            let bytes = r.encode();
+            assert_eq!(bytes[4], 2);
+            let back = TowerRecord::decode(&bytes, &kp.node_id()).unwrap();
+            assert_eq!(back, r);
+            assert_eq!(back.released_message(), released);
+            assert_eq!(back.tower_kind(), kind);
+            for cut in 0..bytes.len() {
+                assert!(TowerRecord::decode(&bytes[..cut], &kp.node_id()).is_err());
+            }
+        }
+        // A version 2 header around a version 1 record is not canonical.
+        let mut fake = bytes[..37].to_vec();
+        fake[4] = 2;
+        fake.push(bytes[37]);
+        fake.push(0);
+        fake.extend_from_slice(&bytes[38..]);
+        assert!(matches!(
+            TowerRecord::decode_unverified(&fake),
+            Err(FormatError::InvalidField {
+                field: "version",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -51,6 +51,17 @@ pub enum TowerRefusal {
         /// The slot.
         slot: u64,
     },
+    /// The stored tower already released a vote message for this vote, and
+    /// the new one would release a different message (or forget which one
+    /// was released). Only the byte-identical message may be signed again.
+    #[error(
+        "slot {slot} was already released with another vote message; only the byte-identical \
+         message may be signed again (build the next vote on a newer slot)"
+    )]
+    OtherMessage {
+        /// The slot of the stored vote.
+        slot: u64,
+    },
     /// The record's signature does not verify under its node key.
     #[error("tower signature does not verify for node {node}")]
     BadSignature {
@@ -93,7 +104,21 @@ pub fn check_store(
     check_order(
         (stored.last_vote(), stored.root()),
         (new.last_vote(), new.root()),
-    )
+    )?;
+    check_released(stored, new)
+}
+
+/// The stored record released a message for its last vote: a record for
+/// that same vote must keep exactly that message.
+fn check_released(stored: &TowerRecord, new: &TowerRecord) -> Result<(), TowerRefusal> {
+    match (stored.last_vote(), stored.released_message()) {
+        (Some(vote), Some(released))
+            if new.last_vote() == Some(vote) && new.released_message() != Some(released) =>
+        {
+            Err(TowerRefusal::OtherMessage { slot: vote.slot })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The ordering half of [`check_store`], on (last vote, root) pairs: for
@@ -184,6 +209,54 @@ mod tests {
                 Some(f) => assert!(got.as_ref().is_err_and(f), "case {i}: {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_released_message_is_kept_for_its_vote() {
+        use crate::tower::{message_hash, TowerBytesKind};
+        let kp = NodeKeypair::from_seed([1; 32]);
+        let id = kp.node_id();
+        let vote = |slot| {
+            Some(VoteRef {
+                slot,
+                hash: [1; 32],
+            })
+        };
+        let with = |slot, m: Option<&[u8]>| {
+            TowerRecord::sign_as(
+                &kp,
+                vote(slot),
+                None,
+                vec![],
+                TowerBytesKind::Opaque,
+                m.map(message_hash),
+            )
+            .unwrap()
+        };
+        let stored = with(10, Some(b"a"));
+        let check = |new: &TowerRecord| check_store(&id, Some(&stored), new, StoreMode::Advance);
+        assert_eq!(check(&with(10, Some(b"a"))), Ok(()));
+        assert_eq!(
+            check(&with(10, Some(b"b"))),
+            Err(TowerRefusal::OtherMessage { slot: 10 })
+        );
+        assert_eq!(
+            check(&with(10, None)),
+            Err(TowerRefusal::OtherMessage { slot: 10 })
+        );
+        assert_eq!(check(&with(11, Some(b"b"))), Ok(()));
+        assert_eq!(check(&with(11, None)), Ok(()));
+        // A record that released nothing binds nothing.
+        let plain = with(10, None);
+        assert_eq!(
+            check_store(&id, Some(&plain), &with(10, Some(b"b")), StoreMode::Advance),
+            Ok(())
+        );
+        // Operator recovery overrides it, as it overrides ordering.
+        assert_eq!(
+            check_store(&id, Some(&stored), &with(10, None), StoreMode::Force),
+            Ok(())
+        );
     }
 
     #[test]

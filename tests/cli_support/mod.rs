@@ -82,9 +82,12 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Write `kp` as a Solana keypair file in `dir`.
-pub fn keypair_file(dir: &Path, kp: &NodeKeypair) -> PathBuf {
-    let mut all = kp.secret_seed().to_vec();
+/// Write the keypair of `seed` as a Solana keypair file in `dir` (the
+/// secret never leaves a `NodeKeypair`, so tests keep the seed they made it
+/// from).
+pub fn keypair_file(dir: &Path, seed: [u8; 32]) -> PathBuf {
+    let kp = NodeKeypair::from_seed(seed);
+    let mut all = seed.to_vec();
     all.extend_from_slice(kp.node_id().as_bytes());
     let text = format!(
         "[{}]",

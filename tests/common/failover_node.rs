@@ -515,7 +515,9 @@ async fn validate(
             }
         }
     };
-    let guard = VoteGuard::new(storage, NodeKeypair::from_seed([spec.seed; 32])).unwrap();
+    let guard = VoteGuard::new(storage, NodeKeypair::from_seed([spec.seed; 32]))
+        .unwrap()
+        .with_vote_account(crate::common::VOTE_ACCOUNT);
     let mut last = loop {
         match guard.load().await {
             Ok(t) => break t.and_then(|t| t.last_vote_slot()),
@@ -536,7 +538,9 @@ async fn validate(
         }
         let slot = spec.slot_at(now_ms());
         if last.is_none_or(|l| slot > l) {
-            match guard.vote(update(slot), b"vote").await {
+            let update = update(slot);
+            let message = crate::common::vote_message(guard.node(), &update);
+            match guard.vote(update, &message).await {
                 Ok(_) => {
                     emit(format!("VOTED {slot} {}", now_ms()));
                     last = Some(slot);

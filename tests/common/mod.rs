@@ -13,6 +13,23 @@ use async_trait::async_trait;
 use slashguard::watermark::{ChainId, ConsensusKind, Curve, KeyHash};
 use slashguard::{Ed25519Signer, Error, Signer};
 
+/// The vote account of every test validator.
+pub const VOTE_ACCOUNT: slashguard::NodeId = slashguard::NodeId([0x5a; 32]);
+
+/// The smallest vote message that casts `update`'s vote for
+/// [`VOTE_ACCOUNT`], authorized and paid by `node` (what
+/// `VoteGuard::vote` binds the signature to).
+pub fn vote_message(node: slashguard::NodeId, update: &slashguard::tower::TowerUpdate) -> Vec<u8> {
+    slashguard::tower::vote_tx::CastVote::tower_sync_for(
+        update.vote,
+        update.root,
+        VOTE_ACCOUNT,
+        node,
+    )
+    .to_legacy_message(node, [0; 32])
+    .expect("a one-lockout TowerSync encodes")
+}
+
 /// Mainnet's chain id.
 pub const MAINNET: ChainId = ChainId([0x7a, 0x06, 0xa7, 0x70]);
 /// Another chain id (a test network).

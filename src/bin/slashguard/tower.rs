@@ -436,7 +436,9 @@ async fn export(
         Failure::bad_input(format!("no tower stored for node {node} in {source}"))
             .hint("check --node/--keypair and the store; nothing was written")
     })?;
-    let saved = SavedTower::from_record(&record, kp).map_err(slashguard::Error::from)?;
+    // The stored Agave file as it was, or one rebuilt from Agave tower
+    // data; a record in the validator's own format is refused with why.
+    let saved = SavedTower::from_stored(&record, kp).map_err(slashguard::Error::from)?;
     let path = agave::write_tower_durable(to, &saved, mode(force))?;
     let human = format!(
         "wrote {} from {source}\nlast vote  {}\nroot       {}\nstart the validator with --require-tower (and --tower {})",
