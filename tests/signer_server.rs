@@ -152,6 +152,36 @@ fn check_config_loads_every_key_and_names_each_problem() {
 }
 
 #[test]
+fn check_config_says_a_lost_watermark_file_must_be_restored_not_recreated() {
+    let s = Setup::new();
+    let cfg = s.config("", ALL_KEYS);
+    let check = || {
+        command()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["signer", "check-config"])
+            .output()
+            .unwrap()
+    };
+    // Never created: the first-start advice.
+    let out = check();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--create"));
+    // Created once, then the data file is lost (its lock file remains).
+    let server = Server::create(&cfg);
+    assert!(server.terminate().success());
+    std::fs::remove_file(s.path("watermarks")).unwrap();
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("was lost"), "{err}");
+    assert!(err.contains("restore"), "{err}");
+    assert!(err.contains("set-level"), "{err}");
+    assert!(err.contains("current level + 10"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
+}
+
+#[test]
 fn http_endpoints_conform_and_every_signature_verifies() {
     let s = Setup::new();
     let server = Server::create(&s.config("", ALL_KEYS));
