@@ -182,6 +182,19 @@ fn check_config_says_a_lost_watermark_file_must_be_restored_not_recreated() {
 }
 
 #[test]
+fn the_unix_socket_is_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    let server = Server::create(&s.config("", ALL_KEYS));
+    let mode = std::fs::metadata(&server.unix)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(server.terminate().success());
+}
+
+#[test]
 fn http_endpoints_conform_and_every_signature_verifies() {
     let s = Setup::new();
     let server = Server::create(&s.config("", ALL_KEYS));

@@ -171,8 +171,19 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
         }
         let _ = std::fs::remove_file(path);
     }
-    tokio::net::UnixListener::bind(path)
-        .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", path.display())))
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", path.display())))?;
+    // Whoever can connect can ask for signatures: owner only, whatever the
+    // umask (a group or world that needs access can be given it by a
+    // directory the operator controls).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        Failure::bad_input(format!(
+            "cannot restrict {} to its owner: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(listener)
 }
 
 async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
