@@ -185,9 +185,13 @@ fn read_password(section: &Section) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         return Ok(bytes);
     }
     if let Some(var) = &section.password_env {
-        return std::env::var_os(var)
+        let value = std::env::var_os(var)
             .map(|v| Zeroizing::new(v.into_encoded_bytes()))
-            .ok_or_else(|| KeyError::NoPassword(format!("the variable {var} is not set")));
+            .ok_or_else(|| KeyError::NoPassword(format!("the variable {var} is not set")))?;
+        // Read once: a password left in the environment is inherited by
+        // every child process and readable in /proc/<pid>/environ.
+        std::env::remove_var(var);
+        return Ok(value);
     }
     Err(KeyError::NoPassword(
         "neither password-file nor password-env is set".into(),
