@@ -102,6 +102,21 @@ fn check_config_loads_every_key_and_names_each_problem() {
     std::fs::write(s.path("password"), "wrong\n").unwrap();
     fails("", ALL_KEYS, "wrong password");
     std::fs::write(s.path("password"), format!("{PASSWORD}\n")).unwrap();
+    // A huge connection limit is refused, not a panic or a truncation.
+    let huge = s.config("", ALL_KEYS);
+    let text = std::fs::read_to_string(&huge)
+        .unwrap()
+        .replace("max-connections = 16", "max-connections = 1000000000");
+    std::fs::write(&huge, text).unwrap();
+    let out = command()
+        .arg("--config")
+        .arg(&huge)
+        .args(["signer", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max-connections must be at most"), "{err}");
     fails(
         "",
         "[[signer.keys]]\nkey = \"nobody\"\n",

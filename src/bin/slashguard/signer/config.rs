@@ -198,6 +198,9 @@ fn read_password(section: &Section) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     ))
 }
 
+/// The largest `limits.max-connections` accepted.
+const MAX_CONNECTIONS: usize = 65_536;
+
 /// Parse and load the `[signer]` section: every key decrypted, every
 /// setting checked. Nothing is opened for writing.
 pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
@@ -304,6 +307,13 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
         request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
         idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
     };
+    // A bound well below what tokio's semaphore (and the u32 permit count)
+    // accepts: a huge value would panic at start or be truncated.
+    if limits.max_connections > MAX_CONNECTIONS {
+        return Err(bad(format!(
+            "limits: max-connections must be at most {MAX_CONNECTIONS}"
+        )));
+    }
     if limits.max_connections == 0 || limits.max_body_bytes < 64 {
         return Err(bad(
             "limits: max-connections must be at least 1 and max-body-bytes at least 64",
