@@ -24,21 +24,29 @@
 //! cargo run --example solana_failover -- --slot-ms 50 # faster
 //! ```
 //!
-//! or with the identity and tower in etcd, with the seed's flags:
+//! or with the identity and tower in etcd, with the seed's flags (the same
+//! flags, parsed by the same definition, as the `slashguard` command's;
+//! `--help` lists them):
 //!
 //! ```text
 //! cargo run --features etcd --example solana_failover -- \
-//!   --etcd 127.0.0.1:2379 [--etcd 10.0.0.6:2379 ...] \
+//!   --etcd-endpoint 127.0.0.1:2379 [--etcd-endpoint 10.0.0.6:2379 ...] \
 //!   [--etcd-cacert-file certs/etcd-ca.pem --etcd-cert-file certs/validator.pem \
-//!    --etcd-key-file certs/validator-key.pem [--etcd-domain localhost]] \
-//!   [--lease-ttl 2] [--slot-ms 400]
+//!    --etcd-key-file certs/validator-key.pem [--etcd-domain-name localhost]] \
+//!   [--lease-ttl 2] [--slot-ms 400] [--outage-round]
 //! ```
 //!
 //! On loss of the identity every instance stops voting (the default the
-//! seed asks for); what it does next is the application's choice: here the
-//! secondary restarts as a standby.
+//! seed asks for); what it does next is the application's choice: an
+//! instance whose identity another instance took stops (here the secondary
+//! restarts as a standby); an instance that lost it because the store did
+//! not answer logs that (releasing may fail too), goes back to standby and
+//! re-acquires the identity once etcd answers and nobody else owns it.
+//! `--outage-round` adds a round after the crash in which the operator
+//! stops etcd and starts it again; the verdict covers it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,9 +67,18 @@ struct Cluster {
     start: Instant,
     slot: Duration,
     votes: Arc<Mutex<Vec<(u64, &'static str)>>>,
+    /// The slot at which every instance stops (moved by the outage round).
+    end: Arc<AtomicU64>,
+    /// Votes withheld because the store did not answer.
+    withheld: Arc<AtomicU64>,
+    /// Times any instance acquired the identity.
+    acquisitions: Arc<AtomicU64>,
 }
 
 impl Cluster {
+    fn end(&self) -> u64 {
+        self.end.load(Ordering::SeqCst)
+    }
     fn now_slot(&self) -> u64 {
         (self.start.elapsed().as_nanos() / self.slot.as_nanos()) as u64
     }
@@ -215,20 +232,140 @@ impl Site {
     }
 }
 
+/// What an instance does after losing the identity.
+enum AfterLoss {
+    /// Another instance took it (the seed's default: stop).
+    Stop,
+    /// The store failed under it: wait for the identity to be free again.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Standby(Box<dyn FailoverPolicy>),
+}
+
+impl Store {
+    /// Decide, once the store answers, whether the loss was a takeover
+    /// (stop) or the store failing (go back to standby).
+    async fn after_loss(&self, name: &str, cluster: &Cluster) -> Result<AfterLoss, Error> {
+        #[cfg(not(feature = "etcd"))]
+        let _ = (name, cluster);
+        match self {
+            // One host: only another instance takes the lock.
+            Store::File(_) => Ok(AfterLoss::Stop),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(id) => {
+                use slashguard::etcd::{AcquireMode, EtcdFailover};
+                let deadline = Instant::now() + STORE_BACK_WITHIN;
+                let owner = loop {
+                    match id.status().await {
+                        Ok(owner) => break owner,
+                        Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                            cluster.next_slot().await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                match owner {
+                    Some(o) if o.instance != name => {
+                        cluster.say(
+                            name,
+                            format!("{} owns the identity now: stays stopped", o.instance),
+                        );
+                        Ok(AfterLoss::Stop)
+                    }
+                    _ => {
+                        cluster.say(
+                            name,
+                            "etcd answers again and nobody else owns the identity: back to standby, re-acquires it when its old claim has expired",
+                        );
+                        Ok(AfterLoss::Standby(Box::new(EtcdFailover::new(
+                            id.clone(),
+                            AcquireMode::WhenFree(STORE_BACK_WITHIN),
+                        ))))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long an instance waits for a store that went away to come back.
+const STORE_BACK_WITHIN: Duration = Duration::from_secs(120);
+
+/// Why an instance stopped voting.
+enum Stopped {
+    /// The run is over.
+    End,
+    /// It lost the identity.
+    Lost,
+    /// A safety rule refused a vote.
+    Refused,
+}
+
 /// One validator instance: takes the identity as its policy says, votes
-/// until it loses it (then stops: the default), reaches `until`, or is
-/// aborted (a crash).
+/// until it loses it, reaches the end of the run, or is aborted (a crash).
+/// After a loss it stops if another instance took the identity, and goes
+/// back to standby if the store failed under it.
 async fn run_validator(
     name: &'static str,
     cluster: Cluster,
-    policy: Box<dyn FailoverPolicy>,
+    mut policy: Box<dyn FailoverPolicy>,
     store: Store,
-    until: u64,
 ) -> Result<(), Error> {
-    let ownership = policy.acquire().await?;
+    loop {
+        let stopped = hold_and_vote(name, &cluster, &*policy, &store).await?;
+        if let Stopped::End | Stopped::Refused = stopped {
+            return Ok(());
+        }
+        match store.after_loss(name, &cluster).await? {
+            AfterLoss::Stop => return Ok(()),
+            AfterLoss::Standby(p) => policy = p,
+        }
+    }
+}
+
+/// Acquire, vote until stopped, release (a failed release is logged: the
+/// claim then expires with its lease).
+async fn hold_and_vote(
+    name: &'static str,
+    cluster: &Cluster,
+    policy: &dyn FailoverPolicy,
+    store: &Store,
+) -> Result<Stopped, Error> {
+    // A store that does not answer in time (a blip, a busy etcd) is
+    // retried; what the policy refuses is final.
+    let deadline = Instant::now() + STORE_BACK_WITHIN;
+    let ownership = loop {
+        match policy.acquire().await {
+            Ok(o) => break o,
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                cluster.say(
+                    name,
+                    format!("store did not answer while acquiring the identity, retrying: {e}"),
+                );
+                cluster.next_slot().await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    cluster.acquisitions.fetch_add(1, Ordering::SeqCst);
     let identity = NodeKeypair::from_seed(IDENTITY_SEED);
-    let storage = store.open(identity.node_id(), &ownership).await?;
-    let tower = storage.load().await?;
+    let opened = async {
+        let storage = store.open(identity.node_id(), &ownership).await?;
+        let tower = storage.load().await?;
+        Ok::<_, Error>((storage, tower))
+    }
+    .await;
+    let (storage, tower) = match opened {
+        Ok(x) => x,
+        Err(e) if e.is_unavailable() => {
+            cluster.say(
+                name,
+                format!("store did not answer while loading the tower: {e}"),
+            );
+            release(name, cluster, policy, ownership).await;
+            return Ok(Stopped::Lost);
+        }
+        Err(e) => return Err(e),
+    };
     let mut last = tower.as_ref().and_then(|t| t.last_vote_slot());
     cluster.say(
         name,
@@ -240,15 +377,15 @@ async fn run_validator(
         ),
     );
     let guard = VoteGuard::new(storage, identity)?;
-    loop {
+    let stopped = loop {
         // Stop before the next vote once the loss is known.
         if let Some(reason) = ownership.lost_reason() {
             cluster.say(name, format!("lost the identity ({reason}): stops voting"));
-            break;
+            break Stopped::Lost;
         }
         let slot = cluster.now_slot();
-        if slot >= until {
-            break;
+        if slot >= cluster.end() {
+            break Stopped::End;
         }
         // Never vote a slot twice: the tower already holds the last one.
         if last.is_none_or(|l| slot > l) {
@@ -269,11 +406,18 @@ async fn run_validator(
                     last = Some(slot);
                 }
                 Err(e) if e.is_unavailable() => {
+                    cluster.withheld.fetch_add(1, Ordering::SeqCst);
                     cluster.say(name, format!("vote withheld, store did not answer: {e}"))
+                }
+                Err(e) if ownership.is_lost() => {
+                    cluster.say(
+                        name,
+                        format!("vote refused after the loss of the identity: {e}"),
+                    );
                 }
                 Err(e) => {
                     cluster.say(name, format!("vote refused, stops voting: {e}"));
-                    break;
+                    break Stopped::Refused;
                 }
             }
         }
@@ -281,82 +425,78 @@ async fn run_validator(
             _ = cluster.next_slot() => {}
             _ = ownership.lost() => {}
         }
-    }
+    };
     drop(guard);
-    policy.release(ownership).await
+    release(name, cluster, policy, ownership).await;
+    Ok(stopped)
 }
 
-fn args() -> Vec<String> {
-    std::env::args().collect()
+/// Give the identity up; when the store does not answer, say so and go on:
+/// the claim expires with its lease, and nothing is signed meanwhile.
+async fn release(name: &str, cluster: &Cluster, policy: &dyn FailoverPolicy, ownership: Ownership) {
+    if let Err(e) = policy.release(ownership).await {
+        cluster.say(
+            name,
+            format!("could not release the identity ({e}); its claim expires with its lease"),
+        );
+    }
 }
 
-fn arg(name: &str) -> Option<String> {
-    let args = args();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
+#[path = "../src/bin/slashguard/etcd_args.rs"]
+mod etcd_args;
 
-/// Every value of a repeated flag, commas splitting values too.
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-fn arg_all(name: &str) -> Vec<String> {
-    let args = args();
-    args.iter()
-        .enumerate()
-        .filter(|(_, a)| *a == name)
-        .filter_map(|(i, _)| args.get(i + 1))
-        .flat_map(|v| v.split(',').map(String::from))
-        .filter(|v| !v.is_empty())
-        .collect()
+/// Solana validator failover demo (the seed's "Failover Setup"): two
+/// instances, one identity, one tower; manual failover, software upgrade,
+/// crash, and optionally an etcd outage. Runs on one host with a file lock
+/// unless an etcd endpoint is given.
+#[derive(clap::Parser)]
+#[command(name = "solana_failover")]
+struct Opts {
+    /// Slot time in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
+    slot_ms: u64,
+    /// Lease TTL of the identity in etcd, in seconds (etcd mode).
+    #[arg(long, value_name = "SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_ttl: u64,
+    /// After the crash round, wait for the operator to stop etcd and start
+    /// it again (etcd mode): votes are withheld meanwhile, and the instance
+    /// that lost the identity to the outage re-acquires it afterwards.
+    #[arg(long)]
+    outage_round: bool,
+    #[command(flatten)]
+    etcd: etcd_args::EtcdArgs,
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
+async fn etcd_site(_: &Opts) -> Result<Site, Box<dyn std::error::Error>> {
     eprintln!(
-        "--etcd needs the `etcd` feature; rebuild with it:\n  \
-         cargo run --features etcd --example solana_failover -- --etcd 127.0.0.1:2379"
+        "error: --etcd-* flags need the `etcd` feature; rebuild with it:\n  \
+         cargo run --features etcd --example solana_failover -- --etcd-endpoint 127.0.0.1:2379"
     );
-    std::process::exit(2);
+    std::process::exit(4);
 }
 
 #[cfg(feature = "etcd")]
-async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
-    use slashguard::etcd::{EtcdClient, EtcdConfig};
-    let endpoints = arg_all("--etcd");
-    if endpoints.is_empty() {
-        return Err("--etcd needs an endpoint, for example --etcd 127.0.0.1:2379".into());
-    }
-    let ttl = Duration::from_secs(
-        arg("--lease-ttl")
-            .map(|s| s.parse())
-            .transpose()?
-            .unwrap_or(2),
-    );
+async fn etcd_site(opts: &Opts) -> Result<Site, Box<dyn std::error::Error>> {
+    use slashguard::etcd::EtcdClient;
+    let ttl = Duration::from_secs(opts.lease_ttl);
     // A fresh prefix per run, so that a rerun against the same etcd starts
     // from an empty tower.
-    let prefix = arg("--etcd-prefix").unwrap_or_else(|| {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        format!("/slashguard-demo/{ms}")
-    });
-    let mut config = EtcdConfig::builder(endpoints.clone()).key_prefix(prefix.clone());
-    if let Some(ca) = arg("--etcd-cacert-file") {
-        config = config.ca_file(ca);
-    }
-    match (arg("--etcd-cert-file"), arg("--etcd-key-file")) {
-        (Some(cert), Some(key)) => config = config.client_cert(cert, key),
-        (None, None) => {}
-        _ => return Err("--etcd-cert-file and --etcd-key-file go together".into()),
-    }
-    if let Some(domain) = arg("--etcd-domain") {
-        config = config.tls_domain(domain);
-    }
-    let config = config.build()?;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let fresh = format!("/slashguard-demo/{ms}");
+    let config = opts.etcd.config(None, None, Some(&fresh))?;
     let client = EtcdClient::connect(config.clone()).await?;
     println!(
-        "etcd {endpoints:?} ({}), keys under {prefix}, lease TTL {ttl:?} (the library's default is {:?})",
-        if config.uses_tls() { "mutual TLS" } else { "plain" },
+        "etcd {:?} ({}), keys under {}, lease TTL {ttl:?} (the library's default is {:?})",
+        config.endpoints(),
+        if config.uses_tls() {
+            "mutual TLS"
+        } else {
+            "plain"
+        },
+        config.key_prefix(),
         slashguard::etcd::DEFAULT_LEASE_TTL
     );
     Ok(Site::Etcd {
@@ -365,21 +505,91 @@ async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
     })
 }
 
+/// The outage round: the operator stops etcd and starts it again; the
+/// instance that owns the identity withholds its votes meanwhile, and votes
+/// again once etcd is back (re-acquiring the identity if its claim lapsed).
+/// The summary line, or exit 1 when it did not recover in time.
+async fn outage_round(
+    cluster: &Cluster,
+    site: &Site,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let (ttl, _) = site.detection();
+    cluster.say(
+        "operator",
+        format!(
+            "OUTAGE ROUND: stop etcd now (kill it) and start it again; an outage shorter than the lease TTL ({ttl:?}) minus the safety margin keeps the identity, a longer one loses it (waiting up to {STORE_BACK_WITHIN:?})"
+        ),
+    );
+    let wait_until = |what: &'static str, done: Box<dyn Fn() -> bool + Send>| async move {
+        let deadline = Instant::now() + STORE_BACK_WITHIN;
+        while !done() {
+            if Instant::now() > deadline {
+                println!("FAILED: {what} within {STORE_BACK_WITHIN:?}");
+                std::process::exit(1);
+            }
+            cluster.next_slot().await;
+        }
+    };
+    let withheld = cluster.withheld.load(Ordering::SeqCst);
+    let c = cluster.clone();
+    wait_until(
+        "no outage was observed",
+        Box::new(move || c.withheld.load(Ordering::SeqCst) > withheld),
+    )
+    .await;
+    let down_at = cluster.now_slot();
+    let acquired = cluster.acquisitions.load(Ordering::SeqCst);
+    cluster.say("operator", "etcd is down: votes are withheld");
+    let c = cluster.clone();
+    wait_until(
+        "no vote after the outage",
+        Box::new(move || {
+            c.votes
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|(s, _)| *s > down_at)
+        }),
+    )
+    .await;
+    let (back_at, who) = *cluster.votes.lock().unwrap().last().expect("checked above");
+    let reacquired = cluster.acquisitions.load(Ordering::SeqCst) > acquired;
+    // A few more slots of normal voting, then the run ends.
+    cluster.end.store(cluster.now_slot() + 8, Ordering::SeqCst);
+    Ok(format!(
+        "outage round: votes withheld from slot {down_at} until slot {back_at} ({} slots withheld), then {who} voted again; {}",
+        cluster.withheld.load(Ordering::SeqCst) - withheld,
+        if reacquired {
+            "it had lost the identity to the outage and re-acquired it"
+        } else {
+            "the outage was shorter than the lease: it kept the identity"
+        }
+    ))
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
+    if let Err(e) = run().await {
+        std::process::exit(etcd_args::report_error(e.as_ref()));
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // What an operator would graph: store latency, refusals, ownership.
     let metrics = std::sync::Arc::new(slashguard::metrics::MemoryMetrics::new());
     slashguard::metrics::install(metrics.clone());
-    let slot_ms: u64 = arg("--slot-ms")
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(400);
+    let opts: Opts = etcd_args::parse_or_exit();
+    let slot_ms = opts.slot_ms;
     let dir = tempfile::tempdir()?;
-    let site = if args().iter().any(|a| a == "--etcd") {
-        etcd_site().await?
+    let site = if opts.etcd.any_given() {
+        etcd_site(&opts).await?
     } else {
         Site::Local(dir.path().into())
     };
+    if opts.outage_round && matches!(site, Site::Local(_)) {
+        eprintln!("error: --outage-round stops and restarts etcd: it needs --etcd-endpoint");
+        std::process::exit(4);
+    }
     let node = NodeKeypair::from_seed(IDENTITY_SEED).node_id();
     if let Site::Local(dir) = &site {
         // Provisioning: the node's tower store is created once, before any
@@ -392,12 +602,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         start: Instant::now(),
         slot: Duration::from_millis(slot_ms),
         votes: Arc::new(Mutex::new(Vec::new())),
+        end: Arc::new(AtomicU64::new(u64::MAX)),
+        withheld: Arc::default(),
+        acquisitions: Arc::default(),
     };
     let slot = cluster.slot;
     let (dead_for, detection) = site.detection();
     // Long enough for the standby to take over after the crash and vote a few slots.
     let crash = 26;
     let end = crash + 8 + ((dead_for + Duration::from_secs(2)).as_nanos() / slot.as_nanos()) as u64;
+    if !opts.outage_round {
+        cluster.end.store(end, Ordering::SeqCst);
+    }
     println!(
         "slashguard Solana failover demo: identity {node}, {slot_ms} ms slots, leader at slots {LEADER_SLOTS:?}, {}",
         match &site {
@@ -413,7 +629,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             cluster.clone(),
             policy,
             store,
-            end,
         )))
     };
 
@@ -498,6 +713,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if dead_for.is_zero() { "immediate".to_string() } else { format!("lease TTL {dead_for:?}") }
         ),
     );
+    let outage = if opts.outage_round {
+        Some(outage_round(&cluster, &site).await?)
+    } else {
+        None
+    };
     standby.await??;
 
     // 5. Verdict from what actually left the instances.
@@ -513,7 +733,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         votes.len(),
         by("primary"),
         by("secondary"),
-        (1..end).filter(|s| !per_slot.contains_key(s)).count()
+        (1..cluster.end()).filter(|s| !per_slot.contains_key(s)).count()
     );
     let m = metrics.snapshot();
     for ((backend, outcome), l) in &m.tower_store {
@@ -531,8 +751,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if *owned { "owned" } else { "lost" }
         );
     }
+    if let Some(o) = &outage {
+        println!("{o}");
+    }
     if doubles.is_empty() {
-        println!("SAFE: every voted slot was voted exactly once, by one instance");
+        println!(
+            "SAFE: every voted slot was voted exactly once, by one instance{}",
+            if outage.is_some() {
+                ", before, during and after the etcd outage"
+            } else {
+                ""
+            }
+        );
         Ok(())
     } else {
         println!("UNSAFE: slots voted more than once: {doubles:?}");

@@ -10,17 +10,23 @@
 //! ```text
 //! cargo run --example tezos_failover                        # one host: a watermark file and a file lock
 //! cargo run --example tezos_failover -- --block-ms 50       # faster
-//! cargo run --features etcd --example tezos_failover -- --etcd 127.0.0.1:2379 \
-//!   [--etcd-cacert-file F --etcd-cert-file F --etcd-key-file F --etcd-domain NAME]
+//! cargo run --features etcd --example tezos_failover -- --etcd-endpoint 127.0.0.1:2379 \
+//!   [--etcd-cacert-file F --etcd-cert-file F --etcd-key-file F --etcd-domain-name NAME] \
+//!   [--outage-round]
 //! cargo run --features sim --example tezos_failover -- --device ledger    # or tezsign
 //! ```
 //!
-//! `--etcd` shares the watermarks (`EtcdWatermarks`) and the baker's
+//! The etcd flags are the `slashguard` command's (one shared definition;
+//! `--help` lists them). `--etcd-endpoint` shares the watermarks (`EtcdWatermarks`) and the baker's
 //! ownership (`EtcdIdentity`: the backup confirms the primary is down
 //! through its lease). `--device ledger|tezsign` signs with the simulated
 //! devices of `slashguard::usb::sim` instead of software keys: the backup
 //! device must not be authorized before activation, and activation arms
-//! it with its own watermark raised.
+//! it with its own watermark raised. `--outage-round` (etcd) adds a round
+//! in which the operator stops etcd and starts it again while the backup
+//! bakes: signatures are withheld meanwhile; if the backup lost its
+//! ownership to the outage it confirms again that the primary is down and
+//! re-activates (raising the watermarks again) before signing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,7 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use slashguard::failover::{BackupDevice, BackupGuard, LocalLockPolicy, PrimaryDown, Takeover};
+use slashguard::failover::{
+    BackupDevice, BackupGuard, LocalLockPolicy, PrimaryDown, PrimaryFencing, Takeover,
+};
 use slashguard::file::FileWatermarks;
 use slashguard::watermark::{ChainId, KeyHash, SignerGuard};
 use slashguard::{Ed25519Signer, Error, FailoverPolicy, GuardedSigner, Ownership, Signer};
@@ -130,7 +138,10 @@ impl Keys {
 
     /// Register every alias with a backup guard (devices as devices).
     fn guard<G: SignerGuard>(&mut self, store: G) -> (BackupGuard<G>, Vec<DynSigner>) {
-        let mut guard = BackupGuard::new(store, CHAIN);
+        // Both sites share the primary's watermarks (one file under one
+        // lock, or etcd): a primary cut off from them cannot sign.
+        let mut guard =
+            BackupGuard::new(store, CHAIN).primary_fencing(PrimaryFencing::SharedWatermarks);
         let mut signers = Vec::new();
         for (name, signer, device) in self.aliases.drain(..) {
             guard = match device {
@@ -220,8 +231,20 @@ async fn keys(kind: KeyKind, role: &str, pre_authorized: bool) -> Result<Keys, E
     }
 }
 
+/// How a call to [`bake`] ended.
+#[derive(Default)]
+struct Baked {
+    /// Requests signed.
+    signed: u32,
+    /// Requests withheld because the store did not answer.
+    withheld: u32,
+    /// The ownership behind the signer was lost (the guard refuses).
+    lost: Option<String>,
+}
+
 /// Bake until `until_level`. Levels at or below the raised watermark are
-/// refused by the guard and skipped, as a real baker does.
+/// refused by the guard and skipped, as a real baker does; a store that
+/// does not answer withholds that level's signatures, and baking goes on.
 async fn bake<G: SignerGuard>(
     who: &'static str,
     chain: &Chain,
@@ -229,32 +252,52 @@ async fn bake<G: SignerGuard>(
     bls: bool,
     log: &Log,
     until_level: u32,
-) {
+) -> Baked {
     let mut refused = 0;
+    let mut baked = Baked::default();
     loop {
         let level = chain.next_level().await;
         if level >= until_level {
             break;
         }
+        let mut withheld_here = 0;
         for s in signers {
             for magic in [0x12, 0x13] {
                 match s.sign(&consensus_payload(magic, level, 0, who, bls)).await {
-                    Ok(_) => log.lock().unwrap().push((
-                        who.into(),
-                        s.key_hash().to_string(),
-                        magic,
-                        level,
-                        0,
-                    )),
+                    Ok(_) => {
+                        baked.signed += 1;
+                        log.lock().unwrap().push((
+                            who.into(),
+                            s.key_hash().to_string(),
+                            magic,
+                            level,
+                            0,
+                        ))
+                    }
+                    Err(e @ Error::Fenced { .. }) => {
+                        chain.say(who, format!("lost the ownership, stops signing: {e}"));
+                        baked.lost = Some(e.to_string());
+                        return baked;
+                    }
                     Err(e) if e.is_refusal() => {
                         if refused == 0 {
                             chain.say(who, format!("refused (skipping until above the HWM): {e}"));
                         }
                         refused += 1;
                     }
+                    Err(e) if e.is_unavailable() => {
+                        if withheld_here == 0 {
+                            chain.say(
+                                who,
+                                format!("signature withheld, store did not answer: {e}"),
+                            );
+                        }
+                        withheld_here += 1;
+                        baked.withheld += 1;
+                    }
                     Err(e) => {
                         chain.say(who, format!("signature withheld, stopping: {e}"));
-                        return;
+                        return baked;
                     }
                 }
             }
@@ -266,17 +309,32 @@ async fn bake<G: SignerGuard>(
             format!("{refused} requests refused below the HWM in all"),
         );
     }
+    baked
 }
 
-fn args() -> Vec<String> {
-    std::env::args().collect()
-}
+#[path = "../src/bin/slashguard/etcd_args.rs"]
+mod etcd_args;
 
-fn arg(name: &str) -> Option<String> {
-    let args = args();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// Tezos baker failover demo (the seed's "Safe Failover Procedure"): a
+/// primary and a backup baker, the common mistakes refused, then the
+/// emergency flow. Runs on one host with a watermark file and a file lock
+/// unless an etcd endpoint is given.
+#[derive(clap::Parser)]
+#[command(name = "tezos_failover")]
+struct Opts {
+    /// Block time in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    block_ms: u64,
+    /// Sign with a simulated device instead of software keys: ledger or
+    /// tezsign (feature `usb`).
+    #[arg(long, value_name = "DEVICE", value_parser = ["ledger", "tezsign"])]
+    device: Option<String>,
+    /// While the backup bakes, wait for the operator to stop etcd and start
+    /// it again (etcd mode); the verdict covers the outage.
+    #[arg(long)]
+    outage_round: bool,
+    #[command(flatten)]
+    etcd: etcd_args::EtcdArgs,
 }
 
 /// Where the watermarks and the ownership live.
@@ -299,40 +357,22 @@ impl Site {
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
+async fn etcd_site(_: &Opts) -> Result<Site, Box<dyn std::error::Error>> {
     eprintln!(
-        "--etcd needs the `etcd` feature; rebuild with it:\n  \
-         cargo run --features etcd --example tezos_failover -- --etcd 127.0.0.1:2379"
+        "error: --etcd-* flags need the `etcd` feature; rebuild with it:\n  \
+         cargo run --features etcd --example tezos_failover -- --etcd-endpoint 127.0.0.1:2379"
     );
-    std::process::exit(2);
+    std::process::exit(4);
 }
 
 #[cfg(feature = "etcd")]
-async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
-    use slashguard::etcd::{EtcdClient, EtcdConfig, EtcdIdentity, OwnershipOptions};
-    let args = args();
-    let endpoints: Vec<String> = args
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| *a == "--etcd")
-        .filter_map(|(i, _)| args.get(i + 1))
-        .flat_map(|v| v.split(',').map(String::from))
-        .collect();
+async fn etcd_site(opts: &Opts) -> Result<Site, Box<dyn std::error::Error>> {
+    use slashguard::etcd::{EtcdClient, EtcdIdentity, OwnershipOptions};
     let ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let prefix = arg("--etcd-prefix").unwrap_or_else(|| format!("/slashguard-demo/{ms}"));
-    let mut config = EtcdConfig::builder(endpoints.clone()).key_prefix(prefix.clone());
-    if let Some(ca) = arg("--etcd-cacert-file") {
-        config = config.ca_file(ca);
-    }
-    if let (Some(cert), Some(key)) = (arg("--etcd-cert-file"), arg("--etcd-key-file")) {
-        config = config.client_cert(cert, key);
-    }
-    if let Some(domain) = arg("--etcd-domain") {
-        config = config.tls_domain(domain);
-    }
-    let config = config.build()?;
+    let fresh = format!("/slashguard-demo/{ms}");
+    let config = opts.etcd.config(None, None, Some(&fresh))?;
     // One connection per machine.
     let connect = || EtcdClient::connect(config.clone());
     let (p, b, e) = (connect().await?, connect().await?, connect().await?);
@@ -340,12 +380,14 @@ async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
     let node = slashguard::NodeKeypair::from_seed([0xBA; 32]).node_id();
     let options = |name: &str| OwnershipOptions::new(name).lease_ttl(Duration::from_secs(2));
     println!(
-        "etcd {endpoints:?} ({}), keys under {prefix}",
+        "etcd {:?} ({}), keys under {}",
+        config.endpoints(),
         if config.uses_tls() {
             "mutual TLS"
         } else {
             "plain"
-        }
+        },
+        config.key_prefix()
     );
     Ok(Site::Etcd {
         primary: EtcdIdentity::new(p, node, options("primary"))?,
@@ -354,8 +396,8 @@ async fn etcd_site() -> Result<Site, Box<dyn std::error::Error>> {
     })
 }
 
-fn key_kind() -> Result<KeyKind, Box<dyn std::error::Error>> {
-    match arg("--device").as_deref() {
+fn key_kind(opts: &Opts) -> Result<KeyKind, Box<dyn std::error::Error>> {
+    match opts.device.as_deref() {
         None => Ok(KeyKind::Software),
         #[cfg(feature = "sim")]
         Some("ledger") => Ok(KeyKind::Ledger),
@@ -364,26 +406,132 @@ fn key_kind() -> Result<KeyKind, Box<dyn std::error::Error>> {
         #[cfg(not(feature = "sim"))]
         Some(_) => {
             eprintln!(
-                "--device needs the `usb` feature (the simulated devices); rebuild with it:\n  \
+                "error: --device needs the `sim` feature (the simulated devices); rebuild with it:\n  \
                  cargo run --features sim --example tezos_failover -- --device ledger"
             );
-            std::process::exit(2);
+            std::process::exit(4);
         }
         #[cfg(feature = "sim")]
         Some(other) => Err(format!("--device {other}: use ledger or tezsign").into()),
     }
 }
 
+/// The outage round, while the backup bakes: the operator stops etcd and
+/// starts it again. Signatures are withheld meanwhile; a backup that lost
+/// its ownership to the outage confirms again that the primary is down
+/// (the ownership is free once its old lease expired) and re-activates,
+/// which raises the watermarks again, before it signs. The summary line,
+/// or exit 1 when it did not recover in time.
+async fn outage_round<G: SignerGuard>(
+    chain: &Chain,
+    site: &Site,
+    guard: &BackupGuard<G>,
+    backup: &[GuardedSigner<&BackupGuard<G>, DynSigner>],
+    bls: bool,
+    log: &Log,
+) -> Result<String, Box<dyn std::error::Error>> {
+    const WITHIN: Duration = Duration::from_secs(120);
+    chain.say(
+        "operator",
+        format!(
+            "OUTAGE ROUND: stop etcd now (kill it) and start it again (waiting up to {WITHIN:?})"
+        ),
+    );
+    let deadline = Instant::now() + WITHIN;
+    let mut withheld = 0;
+    let mut reactivated = None;
+    let mut down_at = None;
+    loop {
+        if Instant::now() > deadline {
+            println!("FAILED: the backup did not sign through an etcd outage within {WITHIN:?}");
+            std::process::exit(1);
+        }
+        let baked = bake("backup", chain, backup, bls, log, chain.level() + 2).await;
+        withheld += baked.withheld;
+        if baked.withheld > 0 && down_at.is_none() {
+            down_at = Some(chain.level());
+            chain.say("operator", "etcd is down: signatures are withheld");
+        }
+        if down_at.is_some() && baked.signed > 0 {
+            break;
+        }
+        if baked.lost.is_some() {
+            reactivated = Some(reactivate(chain, site, guard).await?);
+        }
+    }
+    let back_at = chain.level();
+    bake("backup", chain, backup, bls, log, back_at + 3).await;
+    Ok(format!(
+        "outage round: {withheld} signatures withheld from level {} until level {back_at}; {}",
+        down_at.unwrap_or(back_at),
+        match reactivated {
+            Some(level) => format!("the backup lost its ownership to the outage, confirmed the primary down again and re-activated with the HWM raised to {level}"),
+            None => "the outage was shorter than the lease: the backup kept its ownership".into(),
+        }
+    ))
+}
+
+/// Back to standby after losing the ownership: wait for etcd and a free
+/// ownership, then activate again. The level the HWM was raised to.
+async fn reactivate<G: SignerGuard>(
+    chain: &Chain,
+    site: &Site,
+    guard: &BackupGuard<G>,
+) -> Result<u32, Box<dyn std::error::Error>> {
+    #[cfg(feature = "etcd")]
+    if let Site::Etcd { backup, .. } = site {
+        chain.say(
+            "backup",
+            "back to standby: waits for etcd and a free ownership",
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let tried = async {
+                let evidence = backup.confirm_primary_down(Duration::from_secs(10)).await?;
+                guard.activate(evidence, chain.level()).await
+            }
+            .await;
+            match tried {
+                Ok(report) => {
+                    chain.say(
+                        "backup",
+                        format!(
+                            "re-activated: the ownership is ours again, HWM raised to {}",
+                            report.level
+                        ),
+                    );
+                    return Ok(report.level);
+                }
+                Err(e) if Instant::now() < deadline && (e.is_unavailable() || e.is_refusal()) => {
+                    chain.say("backup", format!("not yet: {e}"));
+                    chain.next_level().await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let _ = (chain, site, guard);
+    Err("only an ownership in etcd can be lost to an outage".into())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let block_ms: u64 = arg("--block-ms")
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(200);
-    let kind = key_kind()?;
-    let site = if args().iter().any(|a| a == "--etcd") {
-        etcd_site().await?
+async fn main() {
+    if let Err(e) = run().await {
+        std::process::exit(etcd_args::report_error(e.as_ref()));
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let opts: Opts = etcd_args::parse_or_exit();
+    let block_ms = opts.block_ms;
+    let kind = key_kind(&opts)?;
+    let site = if opts.etcd.any_given() {
+        etcd_site(&opts).await?
     } else {
+        if opts.outage_round {
+            eprintln!("error: --outage-round stops and restarts etcd: it needs --etcd-endpoint");
+            std::process::exit(4);
+        }
         Site::Local {
             dir: tempfile::tempdir()?,
         }
@@ -471,7 +619,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match &site {
         Site::Local { .. } => drop(owned),
         #[cfg(feature = "etcd")]
-        Site::Etcd { primary, .. } => primary.release(owned).await?,
+        Site::Etcd { primary, .. } => {
+            // etcd may be down right now: the claim then expires with its
+            // lease, which the backup waits for.
+            if let Err(e) = primary.release(owned).await {
+                chain.say(
+                    "primary",
+                    format!("could not release the ownership ({e}); it expires with its lease"),
+                );
+            }
+        }
     }
 
     // The backup's signer: with a device, left authorized by mistake.
@@ -573,6 +730,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     chain.say("backup", "step 6-7: baking");
     bake("backup", &chain, &backup, bls, &log, report.level + 4).await;
+    let outage = if opts.outage_round {
+        Some(outage_round(&chain, &site, &guard, &backup, bls, &log).await?)
+    } else {
+        None
+    };
     drop(backup);
     drop(guard);
 
@@ -640,8 +802,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         by("backup"),
         by("emergency")
     );
+    if let Some(o) = &outage {
+        println!("{o}");
+    }
     if doubles.is_empty() {
-        println!("SAFE: no (key, kind, level, round) was signed twice");
+        println!(
+            "SAFE: no (key, kind, level, round) was signed twice{}",
+            if outage.is_some() {
+                ", before, during and after the etcd outage"
+            } else {
+                ""
+            }
+        );
         Ok(())
     } else {
         println!("UNSAFE: signed twice: {doubles:?}");

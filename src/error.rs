@@ -56,6 +56,40 @@ pub enum Error {
         hint: String,
     },
 
+    /// The store's data is damaged such that what it loaded may be older
+    /// than the last acknowledged record. Every write (authorization, tower
+    /// store) is refused until an operator runs `recover`.
+    #[error(
+        "{path} is damaged: {detail}; every write is refused until an operator recovers: {recover}"
+    )]
+    Damaged {
+        /// The data file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+        /// The operator step (a command) that lifts the refusal.
+        recover: String,
+    },
+
+    /// The store's data file is already open as a store in this process
+    /// (by this or another path to the same file).
+    #[error("{path} is already open in this process (one store per file: share the open store)")]
+    AlreadyOpen {
+        /// The data file.
+        path: PathBuf,
+    },
+
+    /// The store was reached through an alias (a symbolic link, a second
+    /// hard link) or its lock file was replaced: one file must have one
+    /// owner, whatever path reaches it.
+    #[error("{path} refused: {detail}")]
+    Aliased {
+        /// The path that was refused.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+
     /// `create` found a store already there: it was not touched.
     #[error("a store already exists at {path}: open it instead of creating a new one")]
     StoreExists {
@@ -120,12 +154,36 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+
+    /// The store shows state older than this process has itself written or
+    /// read before: a deleted key, an etcd snapshot or a backup restored
+    /// under a running instance, an operator's edit. Believing it could
+    /// sign or vote twice, so nothing was written or released, and every
+    /// later request on the same key is refused the same way until an
+    /// operator repairs the store (`recovery` says how).
+    #[error("{what} went backwards: this process already wrote or saw {floor}, the store now shows {found}; nothing was signed, voted or written. To recover: {recovery}")]
+    Regressed {
+        /// The key, file or record that went backwards.
+        what: String,
+        /// The newest state this process wrote or saw there.
+        floor: String,
+        /// What the store shows now (`nothing` for a missing key).
+        found: String,
+        /// The operator command that repairs it.
+        recovery: String,
+    },
 }
 
 impl Error {
     /// `true` when a safety rule refused the request (retrying is pointless).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Refused(_) | Error::Fenced { .. })
+        matches!(
+            self,
+            Error::Refused(_)
+                | Error::Fenced { .. }
+                | Error::Damaged { .. }
+                | Error::Regressed { .. }
+        )
     }
 
     /// `true` when the store could not answer: the request may succeed later.

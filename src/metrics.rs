@@ -87,6 +87,8 @@ pub enum RefusalReason {
     Fenced,
     /// Another process holds the store.
     Locked,
+    /// The store went backwards below what this process wrote or saw.
+    StoreRegressed,
 }
 
 impl RefusalReason {
@@ -113,6 +115,7 @@ impl RefusalReason {
             Error::Refused(Refusal::Failover(_)) => RefusalReason::Failover,
             Error::Fenced { .. } => RefusalReason::Fenced,
             Error::Locked { .. } => RefusalReason::Locked,
+            Error::Regressed { .. } => RefusalReason::StoreRegressed,
             _ => return None,
         })
     }
@@ -131,6 +134,7 @@ impl RefusalReason {
             RefusalReason::Failover => "failover",
             RefusalReason::Fenced => "fenced",
             RefusalReason::Locked => "locked",
+            RefusalReason::StoreRegressed => "store_regressed",
         }
     }
 }

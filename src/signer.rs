@@ -1,10 +1,13 @@
 //! Never-sign-below-HWM: a signer that releases signature bytes only after
 //! its watermark advance is durable.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use ed25519_dalek::{Signer as _, SigningKey};
 
 use crate::error::{Error, Refusal, Result};
+use crate::failover::Ownership;
 use crate::watermark::{Curve, Decision, KeyHash, PayloadHash, SignRequest, SignerGuard};
 
 /// Something that can sign Tezos payloads with one key: a software key, a
@@ -123,12 +126,61 @@ pub struct GuardedSignature {
 pub struct GuardedSigner<G, S> {
     guard: G,
     signer: S,
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     /// Guard `signer` with the watermarks in `guard`.
     pub fn new(guard: G, signer: S) -> Self {
-        GuardedSigner { guard, signer }
+        GuardedSigner {
+            guard,
+            signer,
+            ownership: None,
+        }
+    }
+
+    /// Sign only while `ownership` (of the baker's identity, from a
+    /// [`FailoverPolicy`](crate::FailoverPolicy)) holds: it is checked
+    /// before the watermark is authorized and again before the signature
+    /// is released, and once it is lost nothing more is signed
+    /// ([`Error::Fenced`]). Use it for an active baker whose watermarks are
+    /// not shared with its backup (file watermarks under a
+    /// `LocalLockPolicy` or etcd ownership): a lease-bound ownership is
+    /// lost before the lease can expire on the server, so the primary
+    /// stops before a backup can take the identity. Share one ownership
+    /// between the signers of a baker with an `Arc`.
+    pub fn with_ownership(mut self, ownership: impl Into<Arc<Ownership>>) -> Self {
+        self.ownership = Some(ownership.into());
+        self
+    }
+
+    /// The ownership fencing this signer, if any.
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.ownership.as_deref()
+    }
+
+    /// The ownership step of [`sign`](Self::sign), run before authorize and
+    /// before release: [`Error::Fenced`] once the ownership is lost.
+    fn check_ownership(&self, request: &SignRequest, stage: &str) -> Result<()> {
+        let Some(own) = &self.ownership else {
+            return Ok(());
+        };
+        let Some(reason) = own.lost_reason() else {
+            return Ok(());
+        };
+        let key = self.signer.key_hash();
+        tracing::warn!(key = %key, kind = %request.key.kind, level = request.mark.level, round = request.mark.round, holder = own.holder(), fence = own.fence(), %reason, stage, "signature withheld: ownership lost");
+        let err = Error::Fenced {
+            identity: key.to_string(),
+            reason: format!(
+                "{} lost ownership (fence {}) {stage}: {reason}",
+                own.holder(),
+                own.fence()
+            ),
+        };
+        let result = Err(err);
+        crate::metrics::note_refusal(&result);
+        result
     }
 
     /// The watermark store.
@@ -147,6 +199,7 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
     pub async fn sign(&self, payload: &[u8]) -> Result<GuardedSignature> {
         let key = self.signer.key_hash();
         let request = SignRequest::parse(payload, key)?;
+        self.check_ownership(&request, "before authorizing")?;
         // What the signer documents it would refuse must not move the mark:
         // a store left ahead of what was signed refuses every normal
         // request at or below it until an operator lowers it.
@@ -187,6 +240,8 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
                 return Err(self.with_stored_mark(&request, e).await);
             }
         };
+        // Lost while authorizing or signing: the signature is dropped.
+        self.check_ownership(&request, "before releasing the signature")?;
         if let Some(m) = crate::metrics::installed() {
             m.watermark(&request.key, request.mark);
         }

@@ -1,9 +1,12 @@
 //! Tezos backup activation: each of the seed's "common mistakes" is refused,
 //! and activation raises every alias and kind to max(store, chain) + margin.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use slashguard::failover::{BackupGuard, FailoverRefusal, LocalLockPolicy, PrimaryDown, Takeover};
+use slashguard::failover::{
+    BackupGuard, FailoverRefusal, LocalLockPolicy, LossNotifier, PrimaryDown, PrimaryFencing,
+    Takeover,
+};
 use slashguard::file::FileWatermarks;
 use slashguard::memory::MemoryWatermarks;
 use slashguard::watermark::{ChainId, ConsensusKind, Mark, SetMode, SignerGuard, WatermarkKey};
@@ -199,10 +202,11 @@ async fn backup_cannot_start_while_primary_owns_the_watermarks_on_one_host() {
     let primary_owned = primary_policy.acquire().await.unwrap();
     let primary = FileWatermarks::create_owned(&path, &primary_owned).unwrap();
 
-    // The backup's store cannot even be opened, and its policy times out.
+    // The backup's store cannot even be opened (in this one-process test,
+    // the refusal says the store is open here), and its policy times out.
     assert!(matches!(
         FileWatermarks::open(&path),
-        Err(Error::Locked { .. })
+        Err(Error::AlreadyOpen { .. })
     ));
     let backup_policy = LocalLockPolicy::new(FileWatermarks::lock_path(&path), "backup")
         .with_timeout(Duration::from_millis(200))
@@ -359,4 +363,118 @@ mod devices {
             );
         }
     }
+}
+
+/// An ownership bounded by a lease, as etcd grants (valid for a minute).
+fn lease_bound(fence: u64) -> (Ownership, LossNotifier) {
+    let (o, n) = Ownership::new(fence, "backup", None);
+    n.valid_until(
+        Instant::now() + Duration::from_secs(60),
+        SystemTime::now() + Duration::from_secs(60),
+    );
+    assert!(o.is_lease_bound());
+    (o, n)
+}
+
+#[tokio::test]
+async fn a_lease_bound_evidence_needs_the_primarys_fencing_declared() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let guard = BackupGuard::new(MemoryWatermarks::new(), CHAIN).alias("consensus", key.key_hash());
+    let (owned, _n) = lease_bound(4);
+    let err = guard
+        .activate(PrimaryDown::Acquired(owned), 10)
+        .await
+        .unwrap_err();
+    match failover_refusal(&err) {
+        Some(FailoverRefusal::PrimaryUnfenced { detail }) => {
+            assert!(detail.contains("GuardedSigner::with_ownership"), "{detail}");
+            assert!(detail.contains("primary_fencing"), "{detail}");
+        }
+        _ => panic!("not PrimaryUnfenced: {err}"),
+    }
+    assert!(!guard.is_active().await);
+    let wk = WatermarkKey {
+        chain: CHAIN,
+        key: key.key_hash(),
+        kind: ConsensusKind::Attestation,
+    };
+    assert_eq!(
+        guard.inner().watermark(&wk).await.unwrap(),
+        None,
+        "nothing raised"
+    );
+
+    // A local lock is not lease-bound: its holder is the running process.
+    let (local, _n) = Ownership::new(5, "backup", None);
+    assert!(!local.is_lease_bound());
+
+    // Declared: accepted.
+    let guard = guard.primary_fencing(PrimaryFencing::Ownership);
+    let (owned, _n) = lease_bound(6);
+    guard
+        .activate(PrimaryDown::Acquired(owned), 10)
+        .await
+        .unwrap();
+    assert!(guard.is_active().await);
+}
+
+/// Loses the ownership while it signs (between authorize and release).
+struct LosingSigner {
+    inner: Ed25519Signer,
+    notifier: LossNotifier,
+}
+
+#[async_trait::async_trait]
+impl Signer for LosingSigner {
+    fn key_hash(&self) -> slashguard::watermark::KeyHash {
+        self.inner.key_hash()
+    }
+    async fn sign(&self, payload: &[u8]) -> slashguard::Result<Vec<u8>> {
+        self.notifier.lose("taken over while signing");
+        self.inner.sign(payload).await
+    }
+}
+
+#[tokio::test]
+async fn a_signer_fenced_by_its_ownership_signs_nothing_once_it_is_lost() {
+    let key = Ed25519Signer::from_seed([1; 32]);
+    let hash = key.key_hash();
+    let store = MemoryWatermarks::new();
+    let (own, notifier) = Ownership::new(1, "primary", None);
+    let baker = GuardedSigner::new(&store, key).with_ownership(own);
+    baker.sign(&attestation(10, 0)).await.unwrap();
+    notifier.lose("the backup took the baker over");
+    let err = baker.sign(&attestation(11, 0)).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    assert!(
+        err.to_string().contains("the backup took the baker over"),
+        "{err}"
+    );
+    let wk = WatermarkKey {
+        chain: CHAIN,
+        key: hash,
+        kind: ConsensusKind::Attestation,
+    };
+    assert_eq!(
+        store.watermark(&wk).await.unwrap().unwrap().mark,
+        Mark::level(10),
+        "checked before authorize: the mark did not move"
+    );
+
+    // Lost while the device signs: the signature is not released.
+    let store = MemoryWatermarks::new();
+    let (own, notifier) = Ownership::new(2, "primary", None);
+    let baker = GuardedSigner::new(
+        &store,
+        LosingSigner {
+            inner: Ed25519Signer::from_seed([1; 32]),
+            notifier,
+        },
+    )
+    .with_ownership(own);
+    let err = baker.sign(&attestation(20, 0)).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains("before releasing"), "{err}");
+    let err = baker.sign(&attestation(21, 0)).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
 }

@@ -422,7 +422,19 @@ async fn watermarks_in_etcd_and_an_unreachable_etcd() {
     )
     .await;
     let hwm = tmp.path().join("hwm");
-    run_json(argv!["watermark", "import", "--file", &hwm, "--in", &f], 0).await;
+    run_json(
+        argv![
+            "watermark",
+            "import",
+            "--create",
+            "--file",
+            &hwm,
+            "--in",
+            &f
+        ],
+        0,
+    )
+    .await;
     let v = run_json(argv!["watermark", "show", "--file", &hwm], 0).await;
     assert_eq!(v["watermarks"].as_array().unwrap().len(), 3);
     // An import below etcd's marks: refused, all or nothing.
@@ -575,4 +587,66 @@ async fn the_procedures_tls_flags_config_file_and_environment() {
             .contains("/nonexistent/key.pem"),
         "{v}"
     );
+}
+
+/// `tower export` reads a live tower only after fencing its owner: refused
+/// while an instance owns the identity; with `--take-over` the owner is
+/// fenced, the tower read under the new fence, and the identity released
+/// for the validator started on the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tower_export_refuses_a_live_tower_unless_it_takes_the_identity_over() {
+    let etcd = EtcdCluster::single();
+    let prefix = "/cli-export-live";
+    let args = etcd_args(&etcd, prefix);
+    let tmp = tempfile::tempdir().unwrap();
+    let kp = NodeKeypair::generate();
+    let kpf = keypair_file(tmp.path(), &kp);
+    let c = client(&etcd, prefix).await;
+    let running = identity(&c, &kp, "running-validator");
+    let own = running.take_over().await.unwrap();
+    let storage = EtcdTowerStorage::open(&running, &own).await.unwrap();
+    let record = agave_tower(&kp, 100, 1, 60).to_record(&kp).unwrap();
+    storage.store(&record, StoreMode::Advance).await.unwrap();
+
+    let out = tmp.path().join("export");
+    std::fs::create_dir(&out).unwrap();
+    let export = |extra: &'static [&'static str]| {
+        let mut v = argv![
+            &args,
+            "tower",
+            "export",
+            "--etcd",
+            "--keypair",
+            &kpf,
+            "--to-agave",
+            &out
+        ];
+        v.extend(extra.iter().map(OsString::from));
+        v
+    };
+    // Owned by a running validator: refused, nothing written, it still votes.
+    let v = run_json(export(&[]), 2).await;
+    assert!(
+        v["message"].as_str().unwrap().contains("running-validator"),
+        "{v}"
+    );
+    assert!(std::fs::read_dir(&out).unwrap().next().is_none());
+    assert!(!own.is_lost());
+    storage.store(&record, StoreMode::Advance).await.unwrap();
+
+    // --take-over: fence, read, hand over.
+    run_json(export(&["--take-over"]), 0).await;
+    assert_eq!(
+        agave::load_tower(&out, &kp.node_id())
+            .unwrap()
+            .unwrap()
+            .tower()
+            .last_voted_slot(),
+        Some(100)
+    );
+    assert!(matches!(
+        storage.store(&record, StoreMode::Advance).await,
+        Err(Error::Fenced { .. })
+    ));
+    assert_eq!(running.status().await.unwrap(), None, "handed over: free");
 }

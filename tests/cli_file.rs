@@ -144,6 +144,19 @@ fn tower_import_show_export_and_every_refusal() {
         assert!(v["hint"].as_str().unwrap().contains("stop it first"), "{v}");
         let v = json(sg().args(["tower", "show", "--node", &node, "--dir", s]), 0);
         assert_eq!(v["tower"]["last_vote"]["slot"], 100);
+        // Nor is a live tower exported: the validator still votes.
+        let v = json(
+            sg().args(["tower", "export", "--dir", s, "--keypair"])
+                .arg(&kpf)
+                .arg("--to-agave")
+                .arg(&out_dir),
+            2,
+        );
+        assert!(
+            v["message"].as_str().unwrap().contains("running validator"),
+            "{v}"
+        );
+        assert!(std::fs::read_dir(&out_dir).unwrap().next().is_none());
     }
 
     // Export to an empty directory: the file Agave loads is the tower.
@@ -410,6 +423,7 @@ fn watermarks_import_set_level_export_and_every_refusal() {
             "watermark",
             "set-level",
             "--force",
+            "--yes",
             "--file",
             h,
             "--chain",
@@ -612,6 +626,7 @@ fn octez_signer_marks_are_imported() {
     {
         let store = FileWatermarks::create(&hwm).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap();
         rt.block_on(store.set_marks(
@@ -751,4 +766,129 @@ fn device_list_reports_the_bus_or_its_absence() {
         assert_eq!(code, 4, "{v}");
         assert!(v["hint"].as_str().unwrap().contains("--features"), "{v}");
     }
+}
+
+#[test]
+fn set_level_through_a_link_is_refused_while_a_baker_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let key = tz(Curve::Bls, 7).to_string();
+    let hwm = t.join("hwm");
+    let _baker = FileWatermarks::create(&hwm).unwrap();
+    let hard = t.join("hard");
+    std::fs::hard_link(&hwm, &hard).unwrap();
+    let sym = t.join("sym");
+    std::os::unix::fs::symlink(&hwm, &sym).unwrap();
+    // Before: the raise through a link was acknowledged, and the baker
+    // then overwrote it.
+    for link in [&hard, &sym] {
+        json(
+            sg().args([
+                "watermark",
+                "set-level",
+                "--chain",
+                "mainnet",
+                "--level",
+                "50",
+            ])
+            .args(["--key", &key, "--file"])
+            .arg(link),
+            2,
+        );
+    }
+}
+
+#[test]
+fn a_damaged_store_is_refused_until_set_level_all_or_accept_older() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let key = tz(Curve::Bls, 8).to_string();
+    let hwm = t.join("hwm");
+    let h = hwm.to_str().unwrap();
+    for level in ["10", "20"] {
+        json(
+            sg().args([
+                "watermark",
+                "set-level",
+                "--chain",
+                "mainnet",
+                "--key",
+                &key,
+            ])
+            .args(["--level", level, "--file", h])
+            .args(if level == "10" {
+                &["--create"][..]
+            } else {
+                &[][..]
+            }),
+            0,
+        );
+    }
+    // Both copies of the newest slot (format version 2).
+    let damage = |path: &std::path::Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let size = bytes.len() / 4;
+        let seq =
+            |s: usize| u64::from_le_bytes(bytes[s * size + 8..s * size + 16].try_into().unwrap());
+        let newest = usize::from(seq(1) > seq(0));
+        bytes[newest * size + 30] ^= 1;
+        bytes[(newest + 2) * size + 30] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    };
+    damage(&hwm);
+    // Refused (2), naming the recovery command; nothing written.
+    let v = json(sg().args(["watermark", "show", "--file", h]), 2);
+    assert!(v.to_string().contains("watermark set-level"), "{v}");
+    json(
+        sg().args([
+            "watermark",
+            "set-level",
+            "--chain",
+            "mainnet",
+            "--key",
+            &key,
+        ])
+        .args(["--level", "30", "--file", h]),
+        0,
+    );
+    let v = json(sg().args(["watermark", "show", "--file", h]), 0);
+    assert_eq!(level_of(&v, &tz(Curve::Bls, 8), "block"), Some((30, 0)));
+
+    // The tower: stored twice, damaged, refused, accepted.
+    let kp = NodeKeypair::generate();
+    let node = kp.node_id().to_string();
+    let store = t.join("towers");
+    std::fs::create_dir(&store).unwrap();
+    {
+        use slashguard::tower::{StoreMode, TowerRecord, TowerStorage, VoteRef};
+        let s = FileTowerStorage::create(&store, kp.node_id()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for slot in [10, 20] {
+            let r = TowerRecord::sign(
+                &kp,
+                Some(VoteRef {
+                    slot,
+                    hash: [1; 32],
+                }),
+                None,
+                vec![1; 8],
+            )
+            .unwrap();
+            rt.block_on(s.store(&r, StoreMode::Advance)).unwrap();
+        }
+    }
+    damage(&FileTowerStorage::data_path(&store, &kp.node_id()));
+    let d = store.to_str().unwrap();
+    json(sg().args(["tower", "show", "--node", &node, "--dir", d]), 2);
+    let v = json(
+        sg().args(["tower", "accept-older", "--node", &node, "--dir", d]),
+        0,
+    );
+    assert_eq!(v["was_damaged"], true, "{v}");
+    assert_eq!(v["last_vote"]["slot"], 10, "{v}");
+    let v = json(sg().args(["tower", "show", "--node", &node, "--dir", d]), 0);
+    assert_eq!(v["tower"]["last_vote"]["slot"], 10);
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use etcd_harness::EtcdCluster;
 use etcd_util::*;
 use slashguard::etcd::{AcquireMode, EtcdFailover, EtcdWatermarks};
-use slashguard::failover::{BackupGuard, FailoverRefusal, Gate, Gated, PrimaryDown, ReclaimMode};
+use slashguard::failover::{
+    BackupGuard, FailoverRefusal, Gate, Gated, PrimaryDown, PrimaryFencing, ReclaimMode,
+};
 use slashguard::watermark::{ConsensusKind, Mark, SignerGuard};
 use slashguard::{Error, FailoverPolicy, NodeKeypair, Refusal};
 use tokio::sync::watch;
@@ -257,7 +259,9 @@ async fn a_backup_confirms_the_primary_is_down_through_its_lease() {
     println!("primary confirmed down {:?} after it died", died.elapsed());
     assert!(matches!(evidence, PrimaryDown::Acquired(_)));
 
+    // The primary signs through the same etcd watermarks.
     let guard = BackupGuard::new(EtcdWatermarks::new(client.clone()), key.chain)
+        .primary_fencing(PrimaryFencing::SharedWatermarks)
         .alias("consensus", key.key);
     let report = guard.activate(evidence, 6990).await.unwrap();
     assert_eq!(report.last_known_level, Some(7000));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use etcd_harness::{ClusterOptions, EtcdCluster};
 use failover_node::*;
 use slashguard::etcd::{EtcdClient, EtcdConfig, EtcdIdentity, EtcdWatermarks, OwnershipOptions};
-use slashguard::failover::{BackupGuard, FailoverRefusal, PrimaryDown};
+use slashguard::failover::{BackupGuard, FailoverRefusal, PrimaryDown, PrimaryFencing};
 use slashguard::watermark::{ConsensusKind, Curve, SignerGuard, WatermarkKey};
 use slashguard::{Ed25519Signer, Error, GuardedSigner, NodeKeypair, Refusal, Signer};
 
@@ -181,10 +181,37 @@ fn kill_9_the_primary_the_standby_takes_over_within_the_ttl() {
     assert!(v.votes >= 20 && v.signatures >= 20, "{v:?}");
 }
 
+/// Attempts of the SIGSTOP scenario before giving up: on a loaded machine
+/// (etcd's fsync stalled by other builds) the primary may lose its 2 s lease
+/// on its own *before* it is paused. That is correct behaviour, but then
+/// the pause tests nothing; such an attempt is checked for safety and the
+/// scenario runs again on a fresh etcd.
+const SIGSTOP_ATTEMPTS: usize = 3;
+
 #[test]
 fn sigstop_the_primary_past_its_ttl_then_sigcont_its_next_vote_is_refused_and_it_stops() {
+    let mut void = Vec::new();
+    for attempt in 1..=SIGSTOP_ATTEMPTS {
+        match sigstop_once(attempt) {
+            Ok(()) => return,
+            Err(why) => {
+                println!("attempt {attempt}: {why}; running the scenario again");
+                void.push(why);
+            }
+        }
+    }
+    panic!(
+        "in {SIGSTOP_ATTEMPTS} attempts the primary never still owned its identity when it was paused:\n{}",
+        void.join("\n")
+    );
+}
+
+/// One run of the scenario. `Err` when the primary had already lost its
+/// identity before it was paused (the scenario did not happen); panics on a
+/// real failure.
+fn sigstop_once(attempt: usize) -> Result<(), String> {
     let etcd = EtcdCluster::single();
-    let site = Site::new(&etcd, "/sigstop");
+    let site = Site::new(&etcd, &format!("/sigstop{attempt}"));
     let mut primary = site.host("primary", Mode::TakeOver);
     primary.wait_running();
     let mut standby = site.host("standby", Mode::Standby);
@@ -192,40 +219,49 @@ fn sigstop_the_primary_past_its_ttl_then_sigcont_its_next_vote_is_refused_and_it
     std::thread::sleep(Duration::from_millis(500));
 
     let paused = now_ms();
+    // Returns once every thread is stopped (not merely signalled).
     primary.v.pause();
     primary.b.pause();
+    let stopped = now_ms();
     let first_vote = standby
         .v
         .wait_for("VOTED", TTL + MARGIN + Duration::from_secs(5));
     standby.b.wait_for("SIGNED", Duration::from_secs(15));
-    let took = Duration::from_millis(ms_of(&first_vote) - paused);
+    let took = Duration::from_millis(ms_of(&first_vote).saturating_sub(paused));
     println!("primary paused; standby voted {took:?} later");
-    assert!(took <= TTL + MARGIN, "{took:?}");
     std::thread::sleep(Duration::from_millis(500));
 
     let resumed = now_ms();
     primary.v.resume();
     primary.b.resume();
-    primary.v.wait_for("EXIT", Duration::from_secs(10));
-    primary.b.wait_for("EXIT", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(300));
+    // Bounded and generous: a resumed process on a loaded machine may need
+    // a while to be scheduled, see the loss and print it.
+    primary.v.wait_for("EXIT", Duration::from_secs(30));
+    primary.b.wait_for("EXIT", Duration::from_secs(30));
     standby.stop();
 
+    let learned = |l: &String| l.starts_with("LOST") || l.contains(" fenced ");
+    let mut void = Vec::new();
     for label in ["v-primary", "b-primary"] {
-        let after: Vec<String> =
-            site.events
-                .of(label)
-                .into_iter()
-                .filter(|l| {
-                    l.split(' ').next().is_some_and(|k| {
-                        ["VOTED", "SIGNED", "REFUSED", "LOST", "EXIT"].contains(&k)
-                    }) && ms_of(l) >= resumed
-                })
-                .collect();
-        println!("{label} after SIGCONT:\n  {}", after.join("\n  "));
+        let lines = site.events.of(label);
+        let kinds = ["VOTED", "SIGNED", "REFUSED", "LOST", "EXIT"];
+        let after: Vec<&String> = lines
+            .iter()
+            .filter(|l| {
+                l.split(' ').next().is_some_and(|k| kinds.contains(&k)) && ms_of(l) >= resumed
+            })
+            .collect();
+        println!(
+            "{label} after SIGCONT:\n  {}",
+            after
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
         // A vote or signature released before the pause may be printed
         // after it; nothing for a slot or level that began later may be.
-        let late: Vec<&String> = after
+        let late: Vec<&&String> = after
             .iter()
             .filter(|l| {
                 (l.starts_with("VOTED") || l.starts_with("SIGNED"))
@@ -233,10 +269,20 @@ fn sigstop_the_primary_past_its_ttl_then_sigcont_its_next_vote_is_refused_and_it
             })
             .collect();
         assert!(late.is_empty(), "{label} acted after resuming: {late:?}");
+        // Learned before it was stopped: it lost its lease on its own (a
+        // stalled machine) and the pause tested nothing.
+        let before: Vec<&String> = lines
+            .iter()
+            .filter(|l| learned(l) && ms_of(l) <= stopped)
+            .collect();
+        if after.iter().all(|l| !learned(l)) && !before.is_empty() {
+            void.push(format!(
+                "{label} had lost its identity before it was paused: {before:?}"
+            ));
+            continue;
+        }
         assert!(
-            after
-                .iter()
-                .any(|l| l.starts_with("LOST") || l.contains(" fenced ")),
+            after.iter().any(|l| learned(l)),
             "{label} did not learn it lost the identity: {after:?}"
         );
         assert!(
@@ -246,6 +292,11 @@ fn sigstop_the_primary_past_its_ttl_then_sigcont_its_next_vote_is_refused_and_it
     }
     let v = site.report("SIGSTOP/SIGCONT");
     v.assert_safe();
+    if !void.is_empty() {
+        return Err(void.join("; "));
+    }
+    assert!(took <= TTL + MARGIN, "{took:?}");
+    Ok(())
 }
 
 #[test]
@@ -410,7 +461,9 @@ fn the_tezos_common_mistakes_are_refused() {
         };
         let guard = |client: &EtcdClient| {
             let [c, p] = keys();
+            // Primary and backup sign through the same etcd watermarks.
             BackupGuard::new(EtcdWatermarks::new(client.clone()), CHAIN)
+                .primary_fencing(PrimaryFencing::SharedWatermarks)
                 .alias("consensus", c.key_hash())
                 .alias("companion", p.key_hash())
         };
@@ -539,7 +592,7 @@ fn the_examples_run_on_etcd_with_the_procedures_tls_flags() {
     let pki = etcd.pki();
     let endpoint = format!("127.0.0.1:{}", etcd.client_port(0));
     let tls = [
-        "--etcd".to_string(),
+        "--etcd-endpoint".to_string(),
         endpoint,
         "--etcd-cacert-file".into(),
         pki.ca.display().to_string(),
@@ -553,9 +606,16 @@ fn the_examples_run_on_etcd_with_the_procedures_tls_flags() {
         &[&tls[..], &["--slot-ms".into(), "60".into()]].concat(),
     );
     assert!(solana.contains("mutual TLS"), "{solana}");
+    // The primary learns the takeover from its keep-alive watch or from
+    // its next vote's fenced store, whichever comes first: both stop it.
+    // Which one wins is timing (60 ms slots on a loaded machine).
+    assert!(
+        solana.contains("primary   lost the identity (instance secondary took over")
+            || solana.contains("primary   vote refused, stops voting: fenced"),
+        "the primary did not stop on the takeover:\n{solana}"
+    );
     for step in [
         "set-identity",
-        "lost the identity (instance secondary took over",
         "reclaiming the identity",
         "standby",
         "CRASH",

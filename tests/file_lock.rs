@@ -62,6 +62,20 @@ fn open_wm(dir: &Path) -> slashguard::Result<FileWatermarks> {
     FileWatermarks::open(dir.join("hwm"))
 }
 
+/// A second open of a store this process already has open: said so,
+/// naming the data file, not blamed on another process.
+fn assert_open_here<T: std::fmt::Debug>(got: slashguard::Result<T>, data_file: &str) {
+    match got {
+        Err(e @ Error::AlreadyOpen { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("already open in this process"), "{text}");
+            assert!(text.contains(data_file), "{text}");
+            assert!(!text.contains("another process"), "{text}");
+        }
+        other => panic!("expected Error::AlreadyOpen, got {other:?}"),
+    }
+}
+
 fn assert_locked<T: std::fmt::Debug>(got: slashguard::Result<T>, lock_file: &str) {
     match got {
         Err(e @ Error::Locked { .. }) => {
@@ -221,12 +235,12 @@ fn second_open_in_one_process_is_refused() {
     let kp = NodeKeypair::from_seed(NODE_SEED);
 
     let tower = open_retrying(OPEN_LIMIT, || open_tower(dir.path()));
-    assert_locked(
+    assert_open_here(
         open_tower(dir.path()),
-        &format!("slashguard-tower-{}.lock", kp.node_id()),
+        &format!("slashguard-tower-{}.bin", kp.node_id()),
     );
     let wm = open_retrying(OPEN_LIMIT, || open_wm(dir.path()));
-    assert_locked(open_wm(dir.path()), "hwm.lock");
+    assert_open_here(open_wm(dir.path()), "hwm");
 
     // Distinct stores in one directory do not share a lock: another
     // node's tower, another watermark file.
@@ -239,4 +253,31 @@ fn second_open_in_one_process_is_refused() {
     drop(wm);
     open_retrying(OPEN_LIMIT, || open_tower(dir.path()));
     open_retrying(OPEN_LIMIT, || open_wm(dir.path()));
+}
+
+#[test]
+fn a_deleted_lock_file_or_another_path_does_not_let_a_second_process_in() {
+    let dir = tempfile::tempdir().unwrap();
+    create_stores(dir.path());
+    let (mut holder, _) = spawn_holder("hold-wm", dir.path());
+    // A "stale lock" clean-up while the holder runs: before, the next
+    // process created a new lock file, locked it and owned the store too.
+    std::fs::remove_file(dir.path().join("hwm.lock")).unwrap();
+    assert_locked(open_wm(dir.path()), "hwm");
+    let answer = ask_child("try-wm", dir.path());
+    assert!(
+        answer.starts_with("locked ") && answer.contains("held by another process"),
+        "{answer}"
+    );
+    // Another path to the same inode: a symlinked directory, a hard link.
+    let dir_link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path(), &dir_link).unwrap();
+    assert_locked(open_wm(&dir_link), "hwm");
+    let hard = dir.path().join("hard");
+    std::fs::hard_link(dir.path().join("hwm"), &hard).unwrap();
+    assert!(matches!(
+        FileWatermarks::open(&hard),
+        Err(Error::Locked { .. } | Error::Aliased { .. })
+    ));
+    assert!(holder.sigkill(), "holder ended before it was killed");
 }

@@ -194,7 +194,10 @@ async fn unplugged_during_a_sign_over_hid() {
     sim.replug();
     sim.unlock();
     sim.open_app(SimApp::Baking);
-    let store = FileWatermarks::create(tempfile::tempdir().unwrap().path().join("fresh")).unwrap();
+    // The directory lives as long as the store: a store whose lock file
+    // vanishes refuses to write.
+    let fresh = tempfile::tempdir().unwrap();
+    let store = FileWatermarks::create(fresh.path().join("fresh")).unwrap();
     let again = GuardedSigner::new(store, ledger_signer(&sim).await);
     // Even with a store that forgot everything, the device refuses level 11.
     let e = again.sign(&block(CHAIN, 11, 0, 3)).await.unwrap_err();

@@ -4,19 +4,28 @@
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `sgOW` |
-//! | 1 | version (1) |
+//! | 1 | version (2; 1 has no nonce) |
 //! | 32 | node public key |
 //! | 8 | etcd lease id, little-endian |
 //! | 8 | claim time, unix milliseconds, little-endian |
+//! | 16 | random instance nonce (version 2 only) |
 //! | 1 | length n of the instance name |
 //! | n | instance name, UTF-8 |
 //! | 4 | CRC-32 of every byte above, little-endian |
+//!
+//! The nonce makes every claim's bytes unique over the life of an etcd
+//! cluster, which its revisions are not (a snapshot restore hands them out
+//! again): fences compare these bytes as well as the revision. Version 1
+//! claims (written by older releases) are still read, so that a running
+//! older owner is named and can be taken over; new claims are version 2.
 
 use crate::error::FormatError;
 use crate::identity::NodeId;
 
 const MAGIC: &[u8; 4] = b"sgOW";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
+const NONCE_LEN: usize = 16;
 
 /// Longest instance name, in bytes.
 pub const MAX_INSTANCE_LEN: usize = 255;
@@ -27,6 +36,8 @@ pub(crate) struct OwnerClaim {
     pub(crate) node: NodeId,
     pub(crate) lease: i64,
     pub(crate) since_ms: u64,
+    /// 128 random bits chosen for this claim (zero in a version 1 claim).
+    pub(crate) nonce: [u8; NONCE_LEN],
     pub(crate) instance: String,
 }
 
@@ -37,12 +48,13 @@ impl OwnerClaim {
             name.len() <= MAX_INSTANCE_LEN,
             "checked by OwnershipOptions"
         );
-        let mut out = Vec::with_capacity(4 + 1 + 32 + 8 + 8 + 1 + name.len() + 4);
+        let mut out = Vec::with_capacity(4 + 1 + 32 + 8 + 8 + NONCE_LEN + 1 + name.len() + 4);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(self.node.as_bytes());
         out.extend_from_slice(&self.lease.to_le_bytes());
         out.extend_from_slice(&self.since_ms.to_le_bytes());
+        out.extend_from_slice(&self.nonce);
         out.push(name.len().min(MAX_INSTANCE_LEN) as u8);
         out.extend_from_slice(&name[..name.len().min(MAX_INSTANCE_LEN)]);
         let crc = crc32fast::hash(&out);
@@ -52,7 +64,7 @@ impl OwnerClaim {
 
     /// Decode a claim found under the owner key of `expected`.
     pub(crate) fn decode(bytes: &[u8], expected: &NodeId) -> Result<Self, FormatError> {
-        const FIXED: usize = 4 + 1 + 32 + 8 + 8 + 1;
+        const FIXED_1: usize = 4 + 1 + 32 + 8 + 8 + 1;
         if bytes.is_empty() {
             return Err(FormatError::Empty);
         }
@@ -62,20 +74,30 @@ impl OwnerClaim {
                 found: head.to_vec(),
             });
         }
-        if bytes.len() < FIXED + 4 {
+        if bytes.len() < FIXED_1 + 4 {
             return Err(FormatError::Truncated {
-                needed: FIXED + 4,
+                needed: FIXED_1 + 4,
                 have: bytes.len(),
             });
         }
-        if bytes[4] != VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                found: bytes[4],
-                supported: VERSION,
+        let fixed = match bytes[4] {
+            VERSION => FIXED_1 + NONCE_LEN,
+            VERSION_1 => FIXED_1,
+            found => {
+                return Err(FormatError::UnsupportedVersion {
+                    found,
+                    supported: VERSION,
+                })
+            }
+        };
+        if bytes.len() < fixed + 4 {
+            return Err(FormatError::Truncated {
+                needed: fixed + 4,
+                have: bytes.len(),
             });
         }
-        let name_len = bytes[FIXED - 1] as usize;
-        let body_len = FIXED + name_len;
+        let name_len = bytes[fixed - 1] as usize;
+        let body_len = fixed + name_len;
         let total = body_len + 4;
         if bytes.len() < total {
             return Err(FormatError::Truncated {
@@ -97,7 +119,11 @@ impl OwnerClaim {
         let node = NodeId(field(5, 37).try_into().expect("32 bytes"));
         let lease = i64::from_le_bytes(field(37, 45).try_into().expect("8 bytes"));
         let since_ms = u64::from_le_bytes(field(45, 53).try_into().expect("8 bytes"));
-        let instance = std::str::from_utf8(field(FIXED, body_len))
+        let mut nonce = [0; NONCE_LEN];
+        if fixed > FIXED_1 {
+            nonce.copy_from_slice(field(53, 53 + NONCE_LEN));
+        }
+        let instance = std::str::from_utf8(field(fixed, body_len))
             .map_err(|e| FormatError::InvalidField {
                 field: "instance",
                 detail: e.to_string(),
@@ -113,6 +139,7 @@ impl OwnerClaim {
             node,
             lease,
             since_ms,
+            nonce,
             instance,
         })
     }
@@ -129,6 +156,7 @@ mod tests {
             node,
             lease: 0x1234_5678_9abc,
             since_ms: 1_700_000_000_000,
+            nonce: *b"0123456789abcdef",
             instance: "validator-a".into(),
         };
         let bytes = claim.encode();
@@ -148,5 +176,44 @@ mod tests {
             OwnerClaim::decode(&bytes, &NodeId([8; 32])),
             Err(FormatError::ForeignNode { .. })
         ));
+    }
+
+    /// A version 1 claim, as older releases wrote it, byte by byte.
+    #[test]
+    fn reads_version_1() {
+        let node = NodeId([7; 32]);
+        let mut v1 = b"sgOW\x01".to_vec();
+        v1.extend_from_slice(&[7; 32]);
+        v1.extend_from_slice(&0x1234_i64.to_le_bytes());
+        v1.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+        v1.push(1);
+        v1.push(b'a');
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let claim = OwnerClaim::decode(&v1, &node).unwrap();
+        assert_eq!(claim.lease, 0x1234);
+        assert_eq!(claim.instance, "a");
+        assert_eq!(claim.nonce, [0; 16]);
+        // Re-encoded it is a version 2 claim: other bytes.
+        assert_ne!(claim.encode(), v1);
+        assert_eq!(claim.encode()[4], 2);
+    }
+
+    /// Two claims that differ only in their nonce differ in their bytes.
+    #[test]
+    fn the_nonce_makes_the_bytes_unique() {
+        let a = OwnerClaim {
+            node: NodeId([1; 32]),
+            lease: 5,
+            since_ms: 9,
+            nonce: [1; 16],
+            instance: "x".into(),
+        };
+        let b = OwnerClaim {
+            nonce: [2; 16],
+            ..a.clone()
+        };
+        assert_ne!(a.encode(), b.encode());
+        assert_eq!(a.encode().len(), 4 + 1 + 32 + 8 + 8 + 16 + 1 + 1 + 4);
     }
 }

@@ -126,6 +126,15 @@ impl EtcdClient {
                         self.config.endpoints
                     )));
                 }
+                if self.config.tls.is_none() && closed_at_once(&text) {
+                    return Err(Error::Config(format!(
+                        "etcd at {:?} closed a plain (non-TLS) connection at once: it most likely serves TLS \
+                         (started with --cert-file); give its CA with --etcd-cacert-file, and a client \
+                         certificate (--etcd-cert-file, --etcd-key-file) if it was started with \
+                         --client-cert-auth ({text})",
+                        self.config.endpoints
+                    )));
+                }
                 Err(self.failure("connection check", self.config.connect_timeout, failure))
             }
         }
@@ -273,10 +282,7 @@ impl EtcdClient {
             ));
         }
         let alert = lower.contains("received fatal alert");
-        let closed = lower.contains("connection closed")
-            || lower.contains("operation was canceled")
-            || lower.contains("broken pipe")
-            || lower.contains("connection reset");
+        let closed = closed_at_once(&lower);
         if !(alert || (fresh && closed)) {
             return None;
         }
@@ -301,6 +307,17 @@ impl EtcdClient {
         };
         Some(format!("{why}; {cause}"))
     }
+}
+
+/// The server hung up on a fresh connection: what a TLS server does to a
+/// plain HTTP/2 client, and a --client-cert-auth server to a refused
+/// certificate.
+fn closed_at_once(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("connection closed")
+        || lower.contains("operation was canceled")
+        || lower.contains("broken pipe")
+        || lower.contains("connection reset")
 }
 
 /// gRPC codes (tonic's numbering), without depending on tonic directly.

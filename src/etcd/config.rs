@@ -394,10 +394,18 @@ fn load_tls(
         Some((cert_path, key_path)) => {
             let (cert_pem, cert_ders) = read_certs("client certificate file", cert_path)?;
             let key_pem = read_file("client key file", key_path)?;
-            if let Err(e) = PrivateKeyDer::from_pem_slice(&key_pem) {
-                return Err(Error::Config(format!(
+            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                Error::Config(format!(
                     "client key file {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
                     key_path.display()
+                ))
+            })?;
+            if !key_matches_cert(&key, &cert_ders) {
+                return Err(Error::Config(format!(
+                    "client key file {} does not belong to the client certificate {}: the key's public half is not the certificate's; \
+                     give the key generated with that certificate (e.g. validator-key.pem with validator.pem)",
+                    key_path.display(),
+                    cert_path.display()
                 )));
             }
             let identity = ClientIdentity {
@@ -426,6 +434,21 @@ fn load_tls(
         client,
         domain,
     })
+}
+
+/// `false` only when the key's public half is known to differ from the
+/// certificate's (a key type rustls cannot load is left to the handshake).
+fn key_matches_cert(key: &PrivateKeyDer<'_>, cert_ders: &[CertificateDer<'static>]) -> bool {
+    let Ok(signing) = rustls::crypto::ring::sign::any_supported_type(key) else {
+        return true;
+    };
+    let certified = rustls::sign::CertifiedKey::new(cert_ders.to_vec(), signing);
+    !matches!(
+        certified.keys_match(),
+        Err(rustls::Error::InconsistentKeys(
+            rustls::InconsistentKeys::KeyMismatch
+        ))
+    )
 }
 
 /// What a local look at the client certificate found.

@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use etcd_client::{Compare, CompareOp};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -17,6 +18,10 @@ pub(crate) struct Holding {
     pub(crate) node: NodeId,
     pub(crate) owner_key: String,
     pub(crate) fence: i64,
+    /// The exact bytes of the claim this instance put (they carry a random
+    /// nonce, so no other claim has them, even after a snapshot restore
+    /// reused the fence revision).
+    pub(crate) claim: Vec<u8>,
     pub(crate) lease: i64,
     pub(crate) instance: String,
     /// The TTL etcd granted.
@@ -43,6 +48,7 @@ impl Holding {
         node: NodeId,
         owner_key: String,
         fence: i64,
+        claim: Vec<u8>,
         lease: i64,
         instance: String,
         ttl: Duration,
@@ -56,6 +62,7 @@ impl Holding {
             node,
             owner_key,
             fence,
+            claim,
             lease,
             instance,
             ttl,
@@ -86,6 +93,23 @@ impl Holding {
         // resumes knows it may not act before this task runs again.
         self.notifier
             .valid_until(s.until_mono.into_std(), s.until_wall);
+    }
+
+    /// The compares that prove, inside a transaction, that the owner key is
+    /// still this ownership's: its revision is the fence AND its value is
+    /// this claim's bytes. The revision alone is not enough: after an etcd
+    /// snapshot restore another owner's claim can land at the same
+    /// revision.
+    pub(crate) fn fence_compares(&self) -> [Compare; 2] {
+        [
+            Compare::mod_revision(self.owner_key.clone(), CompareOp::Equal, self.fence),
+            Compare::value(self.owner_key.clone(), CompareOp::Equal, self.claim.clone()),
+        ]
+    }
+
+    /// `true` when `kv` (the owner key as read) is still this ownership's.
+    pub(crate) fn is_ours(&self, kv: &etcd_client::KeyValue) -> bool {
+        kv.mod_revision() == self.fence && kv.value() == self.claim.as_slice()
     }
 
     /// When the lease stops being certainly alive (monotonic clock).

@@ -205,7 +205,9 @@ impl Keeper {
             None => self.holding.lose(
                 "the owner key is gone: the lease expired or the identity was released elsewhere",
             ),
-            Some(kv) if kv.mod_revision() != self.holding.fence => {
+            // The revision alone is not an identity: after a snapshot
+            // restore another claim can sit at our fence revision.
+            Some(kv) if !self.holding.is_ours(kv) => {
                 let who = describe_owner(kv, &self.holding);
                 self.holding.lose(who);
             }
@@ -256,7 +258,7 @@ impl Keeper {
                     );
                     return;
                 }
-                EventType::Put if kv.mod_revision() != self.holding.fence => {
+                EventType::Put if !self.holding.is_ours(kv) => {
                     let who = describe_owner(kv, &self.holding);
                     self.holding.lose(who);
                     return;

@@ -249,11 +249,12 @@ impl EtcdIdentity {
                     return Err(e);
                 }
             };
+            let seen = resp.kvs().first().map(|kv| kv.value().to_vec());
             let (rev, previous) = match resp.kvs().first() {
                 None => (0, None),
                 Some(kv) if kv.value() == claim.as_slice() => {
                     // An earlier attempt committed but its answer was lost.
-                    return Ok(self.hold(kv.mod_revision(), &grant, None));
+                    return Ok(self.hold(kv.mod_revision(), &claim, &grant, None));
                 }
                 Some(kv) => match OwnerClaim::decode(kv.value(), &self.inner.node) {
                     Ok(c) => (kv.mod_revision(), Some(c)),
@@ -263,13 +264,17 @@ impl EtcdIdentity {
                     }
                 },
             };
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    claim.clone(),
-                    Some(PutOptions::new().with_lease(grant.id)),
-                )]);
+            // The claim read, by revision and bytes: the previous owner
+            // reported is the one replaced, even where revisions are reused.
+            let mut compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)];
+            if let Some(v) = seen {
+                compares.push(Compare::value(key.clone(), CompareOp::Equal, v));
+            }
+            let txn = Txn::new().when(compares).and_then([TxnOp::put(
+                key.clone(),
+                claim.clone(),
+                Some(PutOptions::new().with_lease(grant.id)),
+            )]);
             let resp = match client.txn("take over the identity", txn).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -279,7 +284,7 @@ impl EtcdIdentity {
             };
             if resp.succeeded() {
                 let fence = resp.header().map_or(0, |h| h.revision());
-                return Ok(self.hold(fence, &grant, previous.map(|p| (p, rev))));
+                return Ok(self.hold(fence, &claim, &grant, previous.map(|p| (p, rev))));
             }
             // Someone else changed the owner key in between: look again.
         }
@@ -339,12 +344,12 @@ impl EtcdIdentity {
             match client.txn("claim the free identity", txn).await {
                 Ok(resp) if resp.succeeded() => {
                     let fence = resp.header().map_or(0, |h| h.revision());
-                    return Ok(self.hold(fence, g, None));
+                    return Ok(self.hold(fence, &claim, g, None));
                 }
                 Ok(resp) => {
                     if let Some(kv) = first_kv(&resp.op_responses()) {
                         if kv.value() == claim.as_slice() {
-                            return Ok(self.hold(kv.mod_revision(), g, None));
+                            return Ok(self.hold(kv.mod_revision(), &claim, g, None));
                         }
                         let owner = match OwnerClaim::decode(kv.value(), &self.inner.node) {
                             Ok(o) => o,
@@ -424,7 +429,7 @@ impl EtcdIdentity {
 
     /// Give the identity up so a standby can take it at once: the owner
     /// key is deleted only if it is still this ownership's (compare on the
-    /// fence), then the lease is revoked. The ownership counts as lost from
+    /// fence revision and the claim's bytes), then the lease is revoked. The ownership counts as lost from
     /// the start of the call. Releasing an ownership that was already lost,
     /// taken over or superseded is not an error: the compare leaves the
     /// current owner's key alone.
@@ -444,11 +449,7 @@ impl EtcdIdentity {
         drop(ownership);
         let key = &self.inner.owner_key;
         let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                holding.fence,
-            )])
+            .when(holding.fence_compares())
             .and_then([TxnOp::delete(key.clone(), None)]);
         let result = self.inner.client.txn("release the identity", txn).await;
         self.revoke(holding.lease).await;
@@ -550,10 +551,15 @@ impl EtcdIdentity {
             .1
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        // A fresh nonce per claim: the claim's bytes identify this
+        // ownership even where etcd reuses revisions (snapshot restore).
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
         OwnerClaim {
             node: self.inner.node,
             lease: grant.id,
             since_ms,
+            nonce,
             instance: self.inner.options.instance.clone(),
         }
         .encode()
@@ -561,7 +567,13 @@ impl EtcdIdentity {
 
     /// Record the new ownership, start its keep-alive loop, and hand out
     /// the handle.
-    fn hold(&self, fence: i64, grant: &Grant, previous: Option<(OwnerClaim, i64)>) -> Ownership {
+    fn hold(
+        &self,
+        fence: i64,
+        claim: &[u8],
+        grant: &Grant,
+        previous: Option<(OwnerClaim, i64)>,
+    ) -> Ownership {
         let options = &self.inner.options;
         // The handle carries its Holding, so that stores can be opened
         // from it; the slot is filled once the notifier exists.
@@ -575,6 +587,7 @@ impl EtcdIdentity {
             self.inner.node,
             self.inner.owner_key.clone(),
             fence,
+            claim.to_vec(),
             grant.id,
             options.instance.clone(),
             grant.ttl,

@@ -52,11 +52,39 @@ pub struct EtcdTowerStorage {
     cache: Mutex<Cached>,
 }
 
+/// The newest tower this process stored or read (its last vote and root):
+/// etcd showing anything older later is a regression, never adopted.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    last_vote: Option<u64>,
+    root: Option<u64>,
+}
+
+impl Floor {
+    fn of(r: &TowerRecord) -> Floor {
+        Floor {
+            last_vote: r.last_vote_slot(),
+            root: r.root(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let slot = |s: Option<u64>| s.map_or("none".to_string(), |s| format!("slot {s}"));
+        format!(
+            "a tower with last vote {} and root {}",
+            slot(self.last_vote),
+            slot(self.root)
+        )
+    }
+}
+
 /// The record as last seen in etcd.
 struct Cached {
     /// `mod_revision` of the record key, 0 when absent.
     rev: i64,
     value: Stored,
+    /// The newest record this process stored or read; survives reloads.
+    floor: Option<Floor>,
 }
 
 enum Stored {
@@ -90,6 +118,7 @@ impl EtcdTowerStorage {
             cache: Mutex::new(Cached {
                 rev: 0,
                 value: Stored::Absent,
+                floor: None,
             }),
         };
         let mut cache = storage.cache.lock().await;
@@ -132,15 +161,11 @@ impl EtcdTowerStorage {
         self.holding.is_lost()
     }
 
-    fn fence_compare(&self) -> Compare {
-        Compare::mod_revision(self.owner_key.clone(), CompareOp::Equal, self.holding.fence)
-    }
-
     /// Read the record under the fence into `cache`.
     async fn read(&self, cache: &mut Cached) -> Result<()> {
         self.holding.check()?;
         let txn = Txn::new()
-            .when([self.fence_compare()])
+            .when(self.holding.fence_compares())
             .and_then([TxnOp::get(self.record_key.clone(), None)])
             .or_else([TxnOp::get(self.owner_key.clone(), None)]);
         let resp = self.client.txn("load the tower", txn).await?;
@@ -148,24 +173,61 @@ impl EtcdTowerStorage {
             return Err(self.fenced_by(&resp));
         }
         let kv = get_kv(&resp.op_responses(), 0);
-        *cache = self.decode(kv.as_ref());
-        Ok(())
+        self.adopt(cache, kv.as_ref())
     }
 
-    fn decode(&self, kv: Option<&KeyValue>) -> Cached {
-        match kv {
-            None => Cached {
-                rev: 0,
-                value: Stored::Absent,
-            },
-            Some(kv) => Cached {
-                rev: kv.mod_revision(),
-                value: match TowerRecord::decode(kv.value(), &self.node) {
+    /// Take `kv` (the record as read from etcd) as the current record,
+    /// unless it is older than what this process stored or read before:
+    /// then [`Error::Regressed`], and the cache keeps its floor so that
+    /// every later operation refuses too.
+    fn adopt(&self, cache: &mut Cached, kv: Option<&KeyValue>) -> Result<()> {
+        let (rev, value) = match kv {
+            None => (0, Stored::Absent),
+            Some(kv) => (
+                kv.mod_revision(),
+                match TowerRecord::decode(kv.value(), &self.node) {
                     Ok(r) => Stored::Record(r),
                     Err(e) => Stored::Corrupt(e),
                 },
-            },
-        }
+            ),
+        };
+        cache.rev = rev;
+        cache.value = value;
+        self.check_floor(cache)
+    }
+
+    /// [`Error::Regressed`] when the cached record is older than the
+    /// floor; otherwise the floor follows it.
+    fn check_floor(&self, cache: &mut Cached) -> Result<()> {
+        let Some(floor) = cache.floor else {
+            if let Stored::Record(r) = &cache.value {
+                cache.floor = Some(Floor::of(r));
+            }
+            return Ok(());
+        };
+        let found = match &cache.value {
+            Stored::Absent => "no tower at all".to_string(),
+            Stored::Record(r) => {
+                let now = Floor::of(r);
+                if now.last_vote >= floor.last_vote && now.root >= floor.root {
+                    cache.floor = Some(now);
+                    return Ok(());
+                }
+                now.describe()
+            }
+            // Reported as Corrupt by the caller.
+            Stored::Corrupt(_) => return Ok(()),
+        };
+        tracing::error!(node = %self.node, key = %self.record_key, floor = %floor.describe(), %found, "tower in etcd went backwards under its owner; refusing");
+        Err(Error::Regressed {
+            what: format!("the tower {}", self.record_key),
+            floor: floor.describe(),
+            found,
+            recovery: format!(
+                "stop this validator; put the newest tower back with `slashguard tower import --keypair <identity keypair> --from-agave <its tower directory> --etcd` (or restore the etcd snapshot that holds it, see README \"Restoring an etcd snapshot\"), then start it again; it will not vote on {} until then",
+                self.record_key
+            ),
+        })
     }
 
     fn corrupt(&self, problem: &FormatError) -> Error {
@@ -211,6 +273,8 @@ impl TowerStorage for EtcdTowerStorage {
         self.holding.check()?;
         let bytes = record.encode();
         for _ in 0..STORE_ATTEMPTS {
+            // A regression seen by an earlier load stays refused.
+            self.check_floor(&mut cache)?;
             // The ordering rule against what etcd holds (the compare below
             // proves that it still holds it).
             match &cache.value {
@@ -218,9 +282,11 @@ impl TowerStorage for EtcdTowerStorage {
                 Stored::Record(r) => check_store(&self.node, Some(r), record, mode)?,
                 Stored::Absent | Stored::Corrupt(_) => check_store(&self.node, None, record, mode)?,
             }
+            let [owner_rev, owner_value] = self.holding.fence_compares();
             let txn = Txn::new()
                 .when([
-                    self.fence_compare(),
+                    owner_rev,
+                    owner_value,
                     Compare::mod_revision(self.record_key.clone(), CompareOp::Equal, cache.rev),
                 ])
                 .and_then([TxnOp::put(self.record_key.clone(), bytes.clone(), None)])
@@ -231,10 +297,9 @@ impl TowerStorage for EtcdTowerStorage {
             let resp = self.client.txn("store the tower", txn).await?;
             if resp.succeeded() {
                 let rev = resp.header().map_or(0, |h| h.revision());
-                *cache = Cached {
-                    rev,
-                    value: Stored::Record(record.clone()),
-                };
+                cache.rev = rev;
+                cache.value = Stored::Record(record.clone());
+                cache.floor = Some(Floor::of(record));
                 // An answer that arrives after the lease may have expired
                 // (this process was paused, say) must not release a vote.
                 if let Err(e) = self.holding.check() {
@@ -248,15 +313,12 @@ impl TowerStorage for EtcdTowerStorage {
             }
             let responses = resp.op_responses();
             let owner = get_kv(&responses, 0);
-            if owner
-                .as_ref()
-                .is_none_or(|kv| kv.mod_revision() != self.holding.fence)
-            {
+            if owner.as_ref().is_none_or(|kv| !self.holding.is_ours(kv)) {
                 return Err(self.fenced_by(&resp));
             }
-            let fresh = self.decode(get_kv(&responses, 1).as_ref());
-            tracing::warn!(node = %self.node, seen = cache.rev, now = fresh.rev, "tower record changed in etcd under this owner; re-checking");
-            *cache = fresh;
+            let seen = cache.rev;
+            self.adopt(&mut cache, get_kv(&responses, 1).as_ref())?;
+            tracing::warn!(node = %self.node, seen, now = cache.rev, "tower record changed in etcd under this owner; re-checking");
         }
         Err(Error::Unavailable {
             backend: "etcd",

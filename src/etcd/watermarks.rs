@@ -50,6 +50,10 @@ pub struct EtcdWatermarks {
     client: EtcdClient,
     keys: EtcdKeys,
     cache: Mutex<HashMap<WatermarkKey, Slot>>,
+    /// Per key, the highest mark this process authorized, set or saw in
+    /// etcd: a value below it (or a missing key) later is a regression
+    /// (a deleted key, a restored snapshot) and is refused, never adopted.
+    floor: Mutex<HashMap<WatermarkKey, Mark>>,
 }
 
 /// A key's value as last seen.
@@ -59,6 +63,10 @@ struct Slot {
     rev: i64,
     /// The store revision at which it was seen (newer sightings win).
     seen: i64,
+    /// The value's exact bytes (empty when absent). A compare-and-set
+    /// compares them as well as `rev`: after a snapshot restore another
+    /// value can sit at the same revision.
+    bytes: Vec<u8>,
     entry: Entry,
 }
 
@@ -73,6 +81,7 @@ impl Slot {
     const UNKNOWN: Slot = Slot {
         rev: 0,
         seen: 0,
+        bytes: Vec::new(),
         entry: Entry::Absent,
     };
 }
@@ -85,6 +94,7 @@ impl EtcdWatermarks {
             keys: client.keys(),
             client,
             cache: Mutex::new(HashMap::new()),
+            floor: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,6 +107,46 @@ impl EtcdWatermarks {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn floor(&self) -> std::sync::MutexGuard<'_, HashMap<WatermarkKey, Mark>> {
+        self.floor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raise `key`'s floor to `mark` (or, for an operator's forced set
+    /// through this handle, put it exactly there).
+    fn raise_floor(&self, key: WatermarkKey, mark: Mark, replace: bool) {
+        let mut floor = self.floor();
+        let f = floor.entry(key).or_insert(mark);
+        if replace || mark > *f {
+            *f = mark;
+        }
+    }
+
+    /// [`Error::Regressed`] when `slot` shows `key` below what this process
+    /// authorized, set or saw before.
+    fn check_floor(&self, key: &WatermarkKey, slot: &Slot) -> Result<()> {
+        let Some(floor) = self.floor().get(key).copied() else {
+            return Ok(());
+        };
+        let found = match &slot.entry {
+            Entry::Absent => "no entry (the key is missing)".to_string(),
+            Entry::Mark(w) if w.mark < floor => format!("{}", w.mark),
+            Entry::Mark(_) | Entry::Corrupt(_) => return Ok(()),
+        };
+        let path = self.keys.watermark(key);
+        tracing::error!(key = %path, %floor, %found, "watermark in etcd went backwards; refusing");
+        Err(Error::Regressed {
+            what: format!("the watermark {path}"),
+            floor: format!("{floor}"),
+            found,
+            recovery: format!(
+                "raise it again with `slashguard watermark set-level --etcd --chain {} --key {} --level <current chain level + 10, at least {}>` (a restored etcd snapshot: see README \"Restoring an etcd snapshot\"). Only if an operator lowered it on purpose, restart this signer to accept the lower mark",
+                key.chain,
+                key.key,
+                floor.level.saturating_add(1)
+            ),
+        })
+    }
+
     fn snapshot(&self, keys: &[WatermarkKey]) -> Vec<Slot> {
         let cache = self.cache();
         keys.iter()
@@ -104,8 +154,12 @@ impl EtcdWatermarks {
             .collect()
     }
 
-    /// Remember `slot` unless a newer sighting is already remembered.
+    /// Remember `slot` unless a newer sighting is already remembered; a
+    /// mark seen raises the key's floor.
     fn absorb(&self, key: WatermarkKey, slot: Slot) {
+        if let Entry::Mark(w) = &slot.entry {
+            self.raise_floor(key, w.mark, false);
+        }
         let mut cache = self.cache();
         match cache.get(&key) {
             Some(old) if old.seen > slot.seen => {}
@@ -120,11 +174,13 @@ impl EtcdWatermarks {
             None => Slot {
                 rev: 0,
                 seen,
+                bytes: Vec::new(),
                 entry: Entry::Absent,
             },
             Some(kv) => Slot {
                 rev: kv.mod_revision(),
                 seen,
+                bytes: kv.value().to_vec(),
                 entry: match decode_entry(kv.value(), Some(key)) {
                     Ok((_, w)) => Entry::Mark(w),
                     Err(e) => Entry::Corrupt(e),
@@ -138,11 +194,16 @@ impl EtcdWatermarks {
     }
 
     /// The remembered marks of `keys` as a table. Damaged entries are an
-    /// error unless `force` (then they count as absent, to be overwritten).
+    /// error unless `force` (then they count as absent, to be overwritten),
+    /// and so are values below the floor (a forced set is the operator's
+    /// recovery from either).
     fn table(&self, keys: &[WatermarkKey], slots: &[Slot], force: bool) -> Result<WatermarkTable> {
         let mut table = WatermarkTable::new();
         let mut marks = Vec::new();
         for (k, s) in keys.iter().zip(slots) {
+            if !force {
+                self.check_floor(k, s)?;
+            }
             match &s.entry {
                 Entry::Mark(w) => marks.push((*k, *w)),
                 Entry::Absent => {}
@@ -176,15 +237,17 @@ impl EtcdWatermarks {
         }
     }
 
-    /// ONE transaction: if every key is still at the revision in `slots`,
-    /// write `changes`. `Ok(false)` when a compare failed; the current
-    /// values are then remembered.
+    /// ONE transaction: if every key still holds the value in `slots` (the
+    /// same revision AND the same bytes), write `changes`. `Ok(false)` when
+    /// a compare failed; the current values are then remembered. `force`:
+    /// an operator's forced set, whose marks replace the floor.
     async fn compare_and_set(
         &self,
         what: &str,
         keys: &[WatermarkKey],
         slots: &[Slot],
         changes: &[(WatermarkKey, Watermark)],
+        force: bool,
     ) -> Result<bool> {
         // Each key's path once: it is base58check-encoded, which costs
         // more than the rest of building the transaction.
@@ -194,26 +257,38 @@ impl EtcdWatermarks {
                 .position(|x| x == k)
                 .map_or_else(|| self.keys.watermark(k), |i| paths[i].clone())
         };
-        let compares: Vec<Compare> = paths
+        let mut compares: Vec<Compare> = Vec::with_capacity(2 * keys.len());
+        for (p, s) in paths.iter().zip(slots) {
+            compares.push(Compare::mod_revision(p.clone(), CompareOp::Equal, s.rev));
+            // A revision is not an identity (etcd hands revisions out again
+            // after a snapshot restore): compare the bytes too. An absent
+            // key has no value to compare; its revision 0 says absent.
+            if s.rev != 0 {
+                compares.push(Compare::value(p.clone(), CompareOp::Equal, s.bytes.clone()));
+            }
+        }
+        let values: Vec<Vec<u8>> = changes
             .iter()
-            .zip(slots)
-            .map(|(p, s)| Compare::mod_revision(p.clone(), CompareOp::Equal, s.rev))
+            .map(|(k, w)| encode_entry(k, w).to_vec())
             .collect();
         let puts: Vec<TxnOp> = changes
             .iter()
-            .map(|(k, w)| TxnOp::put(path_of(k), encode_entry(k, w).to_vec(), None))
+            .zip(&values)
+            .map(|((k, _), v)| TxnOp::put(path_of(k), v.clone(), None))
             .collect();
         let gets: Vec<TxnOp> = paths.iter().map(|p| TxnOp::get(p.clone(), None)).collect();
         let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
         let resp = self.client.txn(what, txn).await?;
         let rev = header_rev(&resp);
         if resp.succeeded() {
-            for (k, w) in changes {
+            for ((k, w), bytes) in changes.iter().zip(values) {
+                self.raise_floor(*k, w.mark, force);
                 self.absorb(
                     *k,
                     Slot {
                         rev,
                         seen: rev,
+                        bytes,
                         entry: Entry::Mark(*w),
                     },
                 );
@@ -241,12 +316,15 @@ impl EtcdWatermarks {
             let slots = self.snapshot(keys);
             match self.table(keys, &slots, force).and_then(|t| plan(&t)) {
                 Ok((out, changes)) => {
-                    if self.compare_and_set(op, keys, &slots, &changes).await? {
+                    if self
+                        .compare_and_set(op, keys, &slots, &changes, force)
+                        .await?
+                    {
                         return Ok(out);
                     }
                     fresh = true;
                 }
-                Err(e @ (Error::Refused(_) | Error::Corrupt { .. })) => {
+                Err(e @ (Error::Refused(_) | Error::Corrupt { .. } | Error::Regressed { .. })) => {
                     if fresh {
                         return Err(e);
                     }
@@ -300,7 +378,9 @@ impl SignerGuard for EtcdWatermarks {
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         let keys = [*key];
         self.refresh(&keys).await?;
-        match self.snapshot(&keys).remove(0).entry {
+        let slot = self.snapshot(&keys).remove(0);
+        self.check_floor(key, &slot)?;
+        match slot.entry {
             Entry::Absent => Ok(None),
             Entry::Mark(w) => Ok(Some(w)),
             Entry::Corrupt(p) => Err(self.corrupt(key, &p)),
@@ -332,15 +412,26 @@ impl SignerGuard for EtcdWatermarks {
                     },
                 ));
             }
-            self.absorb(
-                key,
-                Slot {
-                    rev: kv.mod_revision(),
-                    seen,
-                    entry: Entry::Mark(wm),
-                },
-            );
+            let slot = Slot {
+                rev: kv.mod_revision(),
+                seen,
+                bytes: kv.value().to_vec(),
+                entry: Entry::Mark(wm),
+            };
+            self.check_floor(&key, &slot)?;
+            self.absorb(key, slot);
             out.push((key, wm));
+        }
+        // A key this process wrote or saw that is missing now.
+        let floors: Vec<WatermarkKey> = self.floor().keys().copied().collect();
+        for key in floors {
+            if !out.iter().any(|(k, _)| *k == key) {
+                let gone = Slot {
+                    seen,
+                    ..Slot::UNKNOWN
+                };
+                self.check_floor(&key, &gone)?;
+            }
         }
         out.sort_by_key(|a| a.0);
         Ok(out)

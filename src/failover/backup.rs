@@ -40,6 +40,25 @@ pub enum PrimaryDown {
     },
 }
 
+/// How the primary baker is kept from signing once this backup activates
+/// on a lease-bound ownership (etcd) as evidence. Losing that ownership
+/// stops the primary only if its signing depends on it; the backup cannot
+/// see the primary's configuration, so the operator declares it with
+/// [`BackupGuard::primary_fencing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrimaryFencing {
+    /// The primary authorizes through the same shared watermarks as this
+    /// backup (`EtcdWatermarks` on the same cluster and prefix): cut off
+    /// from them it cannot sign, and what it signed is in them.
+    SharedWatermarks,
+    /// The primary's signers are fenced by their ownership of the same
+    /// identity ([`GuardedSigner::with_ownership`](crate::GuardedSigner::with_ownership)):
+    /// they stop before the primary's lease can expire on the server,
+    /// hence before this backup can acquire it.
+    Ownership,
+}
+
 /// What an activation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationReport {
@@ -200,6 +219,7 @@ pub struct BackupGuard<G> {
     // device.
     armed: Mutex<Vec<bool>>,
     margin: u32,
+    primary_fencing: Option<PrimaryFencing>,
     state: RwLock<State>,
 }
 
@@ -213,6 +233,7 @@ impl<G: SignerGuard> BackupGuard<G> {
             devices: Vec::new(),
             armed: Mutex::new(Vec::new()),
             margin: DEFAULT_MARGIN,
+            primary_fencing: None,
             state: RwLock::new(State::Standby),
         }
     }
@@ -246,6 +267,14 @@ impl<G: SignerGuard> BackupGuard<G> {
     /// The margin added above the highest known level (default 10).
     pub fn margin(mut self, margin: u32) -> Self {
         self.margin = margin;
+        self
+    }
+
+    /// Declare how the primary is stopped from signing once it lost its
+    /// ownership: required before [`activate`](Self::activate) accepts a
+    /// lease-bound ownership (from etcd) as evidence.
+    pub fn primary_fencing(mut self, fencing: PrimaryFencing) -> Self {
+        self.primary_fencing = Some(fencing);
         self
     }
 
@@ -299,7 +328,11 @@ impl<G: SignerGuard> BackupGuard<G> {
     /// devices at that level, then allow signing.
     ///
     /// Refusals ([`FailoverRefusal`]): `PrimaryStillActive` (the ownership
-    /// given as evidence is already lost), `WaitLonger` (an operator
+    /// given as evidence is already lost), `PrimaryUnfenced` (the evidence
+    /// is a lease-bound ownership, from etcd, and
+    /// [`primary_fencing`](Self::primary_fencing) was not declared: a
+    /// primary cut off from etcd only could keep signing on its own
+    /// watermarks), `WaitLonger` (an operator
     /// assertion too soon after the primary's last signature),
     /// `PreAuthorized` (a device registered with
     /// [`device`](Self::device) was authorized before activation). Nothing
@@ -324,6 +357,14 @@ impl<G: SignerGuard> BackupGuard<G> {
                         detail: format!("ownership already lost: {reason}"),
                     }
                     .into());
+                }
+                // A lease can be lost by a primary that runs on, cut off
+                // from the store that holds it: its loss proves nothing
+                // unless the primary's signing depends on it.
+                if o.is_lease_bound() && self.primary_fencing.is_none() {
+                    let detail = "the evidence is an ownership in a shared store (a lease in etcd): a primary cut off from etcd only loses it but, on watermarks of its own, keeps signing. Either share the watermarks (both sides on EtcdWatermarks of the same cluster and prefix) or fence the primary's signers with GuardedSigner::with_ownership, then declare which with BackupGuard::primary_fencing(PrimaryFencing::SharedWatermarks | PrimaryFencing::Ownership); otherwise stop the primary yourself and use PrimaryDown::OperatorAsserted".to_string();
+                    tracing::warn!(chain = %self.chain, %detail, "backup activation refused");
+                    return Err(FailoverRefusal::PrimaryUnfenced { detail }.into());
                 }
                 Some(o)
             }

@@ -8,7 +8,9 @@ mod ownership;
 mod reclaim;
 mod refusal;
 
-pub use backup::{ActivationReport, BackupDevice, BackupGuard, PrimaryDown, DEFAULT_MARGIN};
+pub use backup::{
+    ActivationReport, BackupDevice, BackupGuard, PrimaryDown, PrimaryFencing, DEFAULT_MARGIN,
+};
 pub use gate::{Gate, Gated};
 pub use local::{LocalLockPolicy, Takeover};
 pub use ownership::{LossNotifier, Ownership};

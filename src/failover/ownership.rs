@@ -134,6 +134,14 @@ impl Ownership {
         self.fence
     }
 
+    /// `true` when the backend bounds this ownership in time (a lease in a
+    /// shared store such as etcd): it can be lost while the process runs
+    /// on, cut off from the store, rather than only when the process dies
+    /// (a local lock).
+    pub fn is_lease_bound(&self) -> bool {
+        self.valid.get().is_some()
+    }
+
     /// Who holds it (an instance name chosen by the application).
     pub fn holder(&self) -> &str {
         &self.holder

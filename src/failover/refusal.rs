@@ -32,6 +32,15 @@ pub enum FailoverRefusal {
         /// Which signer and how it was authorized.
         detail: String,
     },
+    /// The backup's evidence is a lease-bound ownership (etcd), but nothing
+    /// declares how the primary is stopped from signing once it lost that
+    /// ownership: a primary cut off from etcd only, on watermarks of its
+    /// own, would keep signing next to the backup.
+    #[error("the primary may keep signing unfenced: {detail}")]
+    PrimaryUnfenced {
+        /// What is missing and what the operator must do.
+        detail: String,
+    },
     /// An application gate (readiness of a restarting instance, Solana's
     /// restart window) did not open, so the identity was not taken.
     #[error("{gate} gate did not open: {detail}")]

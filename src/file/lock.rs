@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -15,6 +16,10 @@ pub struct OwnerLock {
     _file: File,
     path: PathBuf,
     generation: u64,
+    // The lock file's (device, inode): a store checks before each write
+    // that the path still names it, so a deleted or replaced lock file
+    // (which would let another process "lock" a new file) is noticed.
+    id: (u64, u64),
 }
 
 impl OwnerLock {
@@ -23,6 +28,7 @@ impl OwnerLock {
     /// [`Error::Locked`].
     pub fn try_acquire(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        crate::file::slots::refuse_symlink(&path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -49,10 +55,12 @@ impl OwnerLock {
             .and_then(|_| file.write_all(&generation.to_le_bytes()))
             .and_then(|_| file.sync_data())
             .map_err(|e| Error::io(&path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
         Ok(OwnerLock {
             _file: file,
             path,
             generation,
+            id: (meta.dev(), meta.ino()),
         })
     }
 
@@ -84,6 +92,27 @@ impl OwnerLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// [`Error::Fenced`] unless the lock path still names the file this
+    /// lock holds. A lock file deleted (a "stale lock" clean-up) or replaced
+    /// lets another process take a lock on a new file; the store must stop.
+    pub fn check_held(&self) -> Result<()> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => Ok(()),
+            Ok(_) => Err(self.lost("was replaced by another file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.lost("was deleted")),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }
+    }
+
+    fn lost(&self, what: &str) -> Error {
+        Error::Fenced {
+            identity: self.path.display().to_string(),
+            reason: format!(
+                "its lock file {what} while this instance held it, so another instance may own it now; nothing was written: stop this instance, check that no other instance uses the store, and reopen it"
+            ),
+        }
     }
 }
 

@@ -6,8 +6,10 @@ mod lock;
 mod slots;
 mod tower;
 mod watermarks;
+mod worker;
 
 pub use lock::OwnerLock;
 pub use slots::Recovery;
 pub use tower::FileTowerStorage;
 pub use watermarks::FileWatermarks;
+pub use worker::DEFAULT_DEADLINE;

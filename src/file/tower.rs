@@ -1,13 +1,14 @@
 //! `FileTowerStorage`: one node's tower in a slot file.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::file::lock::{store_missing, OwnerLock};
-use crate::file::slots::{exists_refusal, Loaded, Recovery, SlotFile};
+use crate::file::slots::{exists_refusal, refuse_open_here, Loaded, Recovery, SlotFile};
+use crate::file::worker::Worker;
 use crate::identity::NodeId;
 use crate::tower::{check_store, StoreMode, StoreReceipt, TowerRecord, TowerStorage};
 
@@ -18,17 +19,55 @@ const MAGIC: [u8; 4] = *b"sgTF";
 ///
 /// A store is one write and one `fdatasync` into a pre-allocated slot; see
 /// the [module docs](crate::file).
+///
+/// Opened on a damaged file whose loaded tower may be older than the last
+/// acknowledged one, the store refuses every store with [`Error::Damaged`]
+/// until an operator calls [`accept_older`](Self::accept_older)
+/// (`slashguard tower accept-older`): see `docs/file-format.md`.
+///
+/// File I/O runs on tokio's blocking pool with a deadline
+/// ([`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE), see
+/// [`with_deadline`](Self::with_deadline)); a store that misses it returns
+/// [`Error::Unavailable`] and the storage refuses every later call until it
+/// is reopened.
 pub struct FileTowerStorage {
     node: NodeId,
     path: PathBuf,
-    lock: Arc<OwnerLock>,
+    fence: u64,
     recovery: Recovery,
-    inner: Mutex<Inner>,
+    worker: Worker<Inner>,
 }
 
 struct Inner {
     slots: SlotFile,
     current: Option<TowerRecord>,
+    lock: Arc<OwnerLock>,
+    path: PathBuf,
+    node: NodeId,
+    // Why stores are refused, when the loaded tower may be stale.
+    damage: Option<String>,
+}
+
+impl Inner {
+    fn refuse_if_damaged(&self) -> Result<()> {
+        match &self.damage {
+            Some(detail) => Err(damaged(&self.path, &self.node, detail.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The refusal of a store whose tower may be older than the last
+/// acknowledged one, with the operator's way out.
+fn damaged(path: &Path, node: &NodeId, detail: String) -> Error {
+    Error::Damaged {
+        path: path.to_path_buf(),
+        detail,
+        recover: format!(
+            "make sure this node cannot vote on a slot it may already have voted on from the lost tower (stop it, and wait until its lockouts have expired or restore its tower from a backup or the cluster), then accept the loaded tower: `slashguard tower accept-older --dir {} --node {node}`",
+            path.parent().unwrap_or(Path::new(".")).display(),
+        ),
+    }
 }
 
 impl FileTowerStorage {
@@ -53,6 +92,7 @@ impl FileTowerStorage {
     pub fn open(dir: impl AsRef<Path>, node: NodeId) -> Result<Self> {
         let dir = dir.as_ref();
         Self::missing_refusal(dir, &node)?;
+        refuse_open_here(&Self::data_path(dir, &node))?;
         let lock = OwnerLock::try_acquire(Self::lock_path(dir, &node))?;
         Self::open_locked(dir, node, Arc::new(lock))
     }
@@ -68,6 +108,7 @@ impl FileTowerStorage {
     ) -> Result<Self> {
         let dir = dir.as_ref();
         Self::missing_refusal(dir, &node)?;
+        refuse_open_here(&Self::data_path(dir, &node))?;
         let lock = Self::owned_lock(dir, &node, ownership)?;
         Self::open_locked(dir, node, lock)
     }
@@ -145,13 +186,63 @@ impl FileTowerStorage {
                     .map_err(|p| Error::corrupt(path.display().to_string(), p))?,
             )
         };
+        let mut slots = slots;
+        slots.rewrite_if_needed(&loaded)?;
+        let inner = Inner {
+            slots,
+            current,
+            lock: Arc::clone(&lock),
+            path: path.clone(),
+            node,
+            damage: loaded.damage,
+        };
         Ok(FileTowerStorage {
             node,
+            fence: lock.generation(),
+            worker: Worker::new(inner, path.clone()),
             path,
-            lock,
             recovery: loaded.recovery,
-            inner: Mutex::new(Inner { slots, current }),
         })
+    }
+
+    /// Wait at most `deadline` for each store and its `fdatasync` (default
+    /// [`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE)).
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.worker.set_deadline(deadline);
+        self
+    }
+
+    /// `true` while the store refuses stores because the loaded tower may
+    /// be older than the last acknowledged one (see
+    /// [`accept_older`](Self::accept_older)).
+    pub async fn is_damaged(&self) -> Result<bool> {
+        self.worker.run(|inner| Ok(inner.damage.is_some())).await
+    }
+
+    /// Operator recovery of a damaged store: accept the tower that was
+    /// loaded (possibly older than the last one acknowledged) as current,
+    /// rewrite it durably over the damaged slot, and accept stores again.
+    /// Returns that tower. Call it only once the node cannot vote twice on
+    /// the older tower (its lockouts expired, or its tower was restored).
+    /// On a store that is not damaged, it changes nothing.
+    pub async fn accept_older(&self) -> Result<Option<TowerRecord>> {
+        self.worker
+            .run(|inner| {
+                if inner.damage.is_none() {
+                    return Ok(inner.current.clone());
+                }
+                inner.lock.check_held()?;
+                let bytes = inner
+                    .current
+                    .as_ref()
+                    .map(TowerRecord::encode)
+                    .unwrap_or_default();
+                inner.slots.write(&bytes)?;
+                tracing::warn!(path = %inner.path.display(), "damaged tower file: an operator accepted the older tower");
+                inner.damage = None;
+                Ok(inner.current.clone())
+            })
+            .await
     }
 
     /// Read `node`'s tower from `dir` without taking the owner lock and
@@ -172,6 +263,11 @@ impl FileTowerStorage {
                 "`FileTowerStorage::create`, or `tower import --create` on the command line",
             ));
         };
+        // A tower that may be stale is not shown or exported as current: a
+        // validator started on it could vote twice.
+        if let Some(detail) = loaded.damage {
+            return Err(damaged(&path, &node, detail));
+        }
         if loaded.payload.is_empty() {
             return Ok(None);
         }
@@ -208,20 +304,22 @@ impl TowerStorage for FileTowerStorage {
     }
 
     async fn load(&self) -> Result<Option<TowerRecord>> {
-        Ok(lock(&self.inner).current.clone())
+        self.worker.run(|inner| Ok(inner.current.clone())).await
     }
 
     async fn store(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
-        let mut inner = lock(&self.inner);
-        check_store(&self.node, inner.current.as_ref(), record, mode)?;
-        // Synchronous on purpose: the vote must wait for this fdatasync
-        // anyway, and handing it to another thread only adds latency.
-        let sequence = inner.slots.write(&record.encode())?;
-        inner.current = Some(record.clone());
-        Ok(StoreReceipt {
-            fence: self.lock.generation(),
-            sequence,
-        })
+        let record = record.clone();
+        let fence = self.fence;
+        self.worker
+            .run(move |inner| {
+                inner.refuse_if_damaged()?;
+                check_store(&inner.node, inner.current.as_ref(), &record, mode)?;
+                inner.lock.check_held()?;
+                let sequence = inner.slots.write(&record.encode())?;
+                inner.current = Some(record);
+                Ok(StoreReceipt { fence, sequence })
+            })
+            .await
     }
 }
 
@@ -232,8 +330,4 @@ impl std::fmt::Debug for FileTowerStorage {
             .field("path", &self.path)
             .finish()
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

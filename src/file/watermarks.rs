@@ -1,14 +1,14 @@
 //! `FileWatermarks`: every watermark of a signer in one slot file.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::file::lock::{store_missing, OwnerLock};
-use crate::file::slots::{exists_refusal, Loaded, Recovery, SlotFile};
-use crate::file::tower::lock;
+use crate::file::slots::{exists_refusal, refuse_open_here, Loaded, Recovery, SlotFile};
+use crate::file::worker::Worker;
 use crate::watermark::{
     Decision, Mark, SetMode, SignRequest, SignerGuard, Watermark, WatermarkKey, WatermarkTable,
 };
@@ -22,16 +22,31 @@ const MAGIC: [u8; 4] = *b"sgWF";
 ///
 /// An authorization that advances is one write and one `fdatasync`; a
 /// repeat of an identical request writes nothing.
+///
+/// Opened on a damaged file whose loaded table may be older than the last
+/// acknowledged one, the store refuses every authorization with
+/// [`Error::Damaged`] until one [`set_marks`](SignerGuard::set_marks) raises
+/// every key it holds (`slashguard watermark set-level --all`): see
+/// `docs/file-format.md`.
+///
+/// File I/O runs on tokio's blocking pool with a deadline
+/// ([`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE), see
+/// [`with_deadline`](Self::with_deadline)); a call that misses it returns
+/// [`Error::Unavailable`] and the store refuses every later call until it
+/// is reopened.
 pub struct FileWatermarks {
     path: PathBuf,
     recovery: Recovery,
-    _lock: Arc<OwnerLock>,
-    inner: Mutex<Inner>,
+    worker: Worker<Inner>,
 }
 
 struct Inner {
     slots: SlotFile,
     table: WatermarkTable,
+    lock: Arc<OwnerLock>,
+    path: PathBuf,
+    // Why writes are refused, when the loaded table may be stale.
+    damage: Option<String>,
 }
 
 impl FileWatermarks {
@@ -55,6 +70,7 @@ impl FileWatermarks {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         Self::missing_refusal(path)?;
+        refuse_open_here(path)?;
         let lock = OwnerLock::try_acquire(Self::lock_path(path))?;
         Self::open_locked(path, Arc::new(lock))
     }
@@ -65,6 +81,7 @@ impl FileWatermarks {
     pub fn open_owned(path: impl AsRef<Path>, ownership: &crate::Ownership) -> Result<Self> {
         let path = path.as_ref();
         Self::missing_refusal(path)?;
+        refuse_open_here(path)?;
         Self::open_locked(path, Self::owned_lock(path, ownership)?)
     }
 
@@ -126,12 +143,39 @@ impl FileWatermarks {
         let path = path.to_path_buf();
         let table = WatermarkTable::decode(&loaded.payload)
             .map_err(|p| Error::corrupt(path.display().to_string(), p))?;
+        let mut slots = slots;
+        slots.rewrite_if_needed(&loaded)?;
+        let inner = Inner {
+            slots,
+            table,
+            lock: lock_file,
+            path: path.clone(),
+            damage: loaded.damage,
+        };
         Ok(FileWatermarks {
+            worker: Worker::new(inner, path.clone()),
             path,
             recovery: loaded.recovery,
-            _lock: lock_file,
-            inner: Mutex::new(Inner { slots, table }),
         })
+    }
+
+    /// Wait at most `deadline` for each write and its `fdatasync` (default
+    /// [`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE)).
+    pub fn with_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.worker.set_deadline(deadline);
+        self
+    }
+
+    /// `true` while the store refuses authorizations because the loaded
+    /// table may be older than the last acknowledged one (see the type's
+    /// docs for the recovery).
+    pub async fn is_damaged(&self) -> Result<bool> {
+        self.worker.run(|inner| Ok(inner.damage.is_some())).await
+    }
+
+    /// The deadline of each write.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.worker.deadline()
     }
 
     /// Read every watermark in the file at `path` without taking its lock
@@ -149,6 +193,12 @@ impl FileWatermarks {
                 &Self::lock_path(path),
                 "`FileWatermarks::create`, or `--create` on the command line",
             )),
+            // A table that may be stale is not shown or exported as if it
+            // were current: an import elsewhere would carry the rollback.
+            Some(Loaded {
+                damage: Some(detail),
+                ..
+            }) => Err(damaged(path, detail)),
             Some(loaded) => WatermarkTable::decode(&loaded.payload)
                 .map_err(|p| Error::corrupt(path.display().to_string(), p)),
         }
@@ -165,14 +215,76 @@ impl FileWatermarks {
     }
 }
 
+/// The refusal of a store whose table may be older than the last
+/// acknowledged one, with the operator's way out.
+fn damaged(path: &Path, detail: String) -> Error {
+    Error::Damaged {
+        path: path.to_path_buf(),
+        detail,
+        recover: format!(
+            "raise every key the store holds, in one step, to a level above anything it may have signed (the chain's current level + 10): `slashguard watermark set-level --file {} --chain <CHAIN> --all --level <LEVEL>` (the signer stopped); check with `watermark show` afterwards",
+            path.display()
+        ),
+    }
+}
+
 impl Inner {
+    fn refuse_if_damaged(&self) -> Result<()> {
+        match &self.damage {
+            Some(detail) => Err(damaged(&self.path, detail.clone())),
+            None => Ok(()),
+        }
+    }
+
     fn commit(&mut self, changes: &crate::watermark::table::Changes) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
+        self.write(changes)
+    }
+
+    fn write(&mut self, changes: &crate::watermark::table::Changes) -> Result<()> {
+        self.lock.check_held()?;
         let bytes = self.table.encode_with(changes);
         self.slots.write(&bytes)?;
         self.table.apply(changes);
+        Ok(())
+    }
+
+    /// Lift the damage refusal: allowed only for marks that cover every
+    /// key of the loaded table, and always written (even when no mark
+    /// changes), which overwrites the damaged slot.
+    fn set_while_damaged(&mut self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+        let named: std::collections::BTreeSet<&WatermarkKey> =
+            marks.iter().map(|(k, _)| k).collect();
+        let missing: Vec<String> = self
+            .table
+            .iter()
+            .filter(|(k, _)| !named.contains(k))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let Err(Error::Damaged {
+                path,
+                detail,
+                recover,
+            }) = self.refuse_if_damaged()
+            else {
+                unreachable!("called only while damaged")
+            };
+            return Err(Error::Damaged {
+                path,
+                detail: format!(
+                    "{detail}; a recovery raise must cover every stored key, and these were not named: {}",
+                    missing.join(", ")
+                ),
+                recover,
+            });
+        }
+        let changes = self.table.plan_set(marks, mode)?;
+        self.write(&changes)?;
+        tracing::warn!(path = %self.path.display(), keys = marks.len(), "damaged watermark file recovered by an operator raise of every key");
+        self.damage = None;
         Ok(())
     }
 }
@@ -184,28 +296,41 @@ impl SignerGuard for FileWatermarks {
     }
 
     async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
-        let mut inner = lock(&self.inner);
-        let (decisions, changes) = inner.table.plan_authorize(requests)?;
-        inner.commit(&changes)?;
-        Ok(decisions)
+        let requests = requests.to_vec();
+        self.worker
+            .run(move |inner| {
+                inner.refuse_if_damaged()?;
+                let (decisions, changes) = inner.table.plan_authorize(&requests)?;
+                inner.commit(&changes)?;
+                Ok(decisions)
+            })
+            .await
     }
 
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
-        Ok(lock(&self.inner).table.get(key).copied())
+        let key = *key;
+        self.worker
+            .run(move |inner| Ok(inner.table.get(&key).copied()))
+            .await
     }
 
     async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
-        Ok(lock(&self.inner)
-            .table
-            .iter()
-            .map(|(k, w)| (*k, *w))
-            .collect())
+        self.worker
+            .run(|inner| Ok(inner.table.iter().map(|(k, w)| (*k, *w)).collect()))
+            .await
     }
 
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
-        let mut inner = lock(&self.inner);
-        let changes = inner.table.plan_set(marks, mode)?;
-        inner.commit(&changes)
+        let marks = marks.to_vec();
+        self.worker
+            .run(move |inner| {
+                if inner.damage.is_some() {
+                    return inner.set_while_damaged(&marks, mode);
+                }
+                let changes = inner.table.plan_set(&marks, mode)?;
+                inner.commit(&changes)
+            })
+            .await
     }
 }
 

@@ -43,6 +43,25 @@ pub fn etcd_binary() -> PathBuf {
     path
 }
 
+/// Where `etcdctl` is expected unless `SLASHGUARD_ETCDCTL_BIN` says otherwise.
+pub const DEFAULT_ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+
+/// The etcdctl binary (snapshots, deletes as an operator would type them).
+/// Panics, naming the fix, when it is missing.
+pub fn etcdctl_binary() -> PathBuf {
+    let path = std::env::var_os("SLASHGUARD_ETCDCTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ETCDCTL_BIN));
+    if !path.is_file() {
+        panic!(
+            "etcdctl not found at {}: install it with `apt-get install etcd-client` \
+             (Debian, etcd 3.4), or point SLASHGUARD_ETCDCTL_BIN at an etcdctl 3.4+ binary",
+            path.display()
+        );
+    }
+    path
+}
+
 /// Certificates for one test: a CA, a server certificate, a good client
 /// certificate, a client certificate from another CA, an expired one and a
 /// nearly expired one. All PEM files in one directory.
@@ -451,6 +470,76 @@ impl EtcdCluster {
             .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
     }
 
+    /// Run `etcdctl <args>` against member `i` as an operator would (API
+    /// v3, plain http only), and return its standard output. Panics with
+    /// etcdctl's output when it fails.
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> String {
+        assert!(
+            self.pki.is_none(),
+            "etcdctl helper supports plain http only"
+        );
+        let out = Command::new(etcdctl_binary())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint(i)))
+            .arg("--command-timeout=20s")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// `etcdctl snapshot save <path>` from member `i`.
+    pub fn snapshot_save(&self, i: usize, path: &Path) {
+        self.etcdctl(i, &["snapshot", "save", path.to_str().unwrap()]);
+    }
+
+    /// Replace the data of stopped member `i` (of a single-member cluster)
+    /// with `snapshot`, as an operator restores a backup with Debian's etcd
+    /// 3.4: `etcdctl snapshot restore` into a NEW data directory (which has
+    /// no `--bump-revision`), which the member uses from its next
+    /// [`restart`](Self::restart). Revisions restart from the snapshot's.
+    pub fn restore_snapshot(&mut self, i: usize, snapshot: &Path) {
+        assert_eq!(self.members.len(), 1, "restore is for a single member");
+        assert!(self.members[i].child.is_none(), "stop member {i} first");
+        let m = &self.members[i];
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let data_dir = (0..)
+            .map(|n| self.dir.path().join(format!("{}-restored-{n}", m.name)))
+            .find(|d| !d.exists())
+            .unwrap();
+        let out = Command::new(etcdctl_binary())
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .arg("--name")
+            .arg(&m.name)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--initial-cluster")
+            .arg(format!("{}={peer}", m.name))
+            .arg("--initial-cluster-token")
+            .arg(format!("slashguard-test-{}", std::process::id()))
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot restore failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.members[i].data_dir = data_dir;
+    }
+
     /// SIGSTOP member `i` (a hung process: connections stay open, nothing
     /// answers).
     pub fn pause(&self, i: usize) {
@@ -588,12 +677,17 @@ pub fn free_port() -> u16 {
 
 /// `kill(SIGSTOP)` returns before every thread of the target has stopped: a
 /// thread running on another core finishes its time slice first, and under
-/// load an "already paused" etcd could still answer one request. Wait until
-/// /proc shows every thread stopped (bounded: a test that cannot pause etcd
-/// fails here rather than later with a misleading assertion).
-fn wait_until_stopped(pid: u32) {
+/// load an "already paused" etcd (or node process) could still answer one
+/// request. Wait until /proc shows every thread stopped (bounded: a test
+/// that cannot pause a process fails here rather than later with a
+/// misleading assertion).
+pub fn wait_until_stopped(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
+        // Gone, or a zombie (it exited before the signal): nothing runs.
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
@@ -607,7 +701,7 @@ fn wait_until_stopped(pid: u32) {
                     .ok()
                     .and_then(|st| {
                         st.rsplit_once(')')
-                            .map(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+                            .map(|(_, rest)| rest.trim_start().starts_with(['T', 't', 'Z', 'X']))
                     })
                     .unwrap_or(true)
             });
@@ -616,7 +710,7 @@ fn wait_until_stopped(pid: u32) {
         }
         assert!(
             Instant::now() < deadline,
-            "etcd {pid} did not stop within 5 s of SIGSTOP"
+            "process {pid} did not stop within 5 s of SIGSTOP"
         );
         std::thread::sleep(Duration::from_millis(2));
     }

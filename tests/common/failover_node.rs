@@ -40,7 +40,7 @@ use slashguard::etcd::{
     AcquireMode, EtcdClient, EtcdConfig, EtcdFailover, EtcdIdentity, EtcdTowerStorage,
     EtcdWatermarks, OwnershipOptions,
 };
-use slashguard::failover::{BackupGuard, PrimaryDown, ReclaimMode};
+use slashguard::failover::{BackupGuard, PrimaryDown, PrimaryFencing, ReclaimMode};
 use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{ChainId, ConsensusKind, Curve};
 use slashguard::Signer;
@@ -460,7 +460,9 @@ async fn bake(
         Ed25519Signer::from_seed([spec.seed.wrapping_add(1); 32]),
         Ed25519Signer::from_seed([spec.seed.wrapping_add(2); 32]),
     ];
+    // Every baker signs through the same etcd watermarks.
     let guard = BackupGuard::new(EtcdWatermarks::new(client), CHAIN)
+        .primary_fencing(PrimaryFencing::SharedWatermarks)
         .alias("consensus", keys[0].key_hash())
         .alias("companion", keys[1].key_hash());
     let observed = spec.slot_at(now_ms()) as u32;
@@ -741,9 +743,11 @@ impl Node {
         let _ = self.child.wait();
     }
 
-    /// SIGSTOP (a hung process: sockets open, nothing runs).
+    /// SIGSTOP (a hung process: sockets open, nothing runs), and wait
+    /// until every thread of it has stopped.
     pub fn pause(&self) {
         kill(self.pid(), Signal::SIGSTOP).unwrap();
+        crate::etcd_harness::wait_until_stopped(self.child.id());
     }
 
     /// SIGCONT.

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
+pub use crate::etcd_args::EtcdArgs;
+
 /// Shown at the end of `--help`.
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -60,76 +62,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The etcd connection, with the flags of the Solana failover procedure.
-#[derive(Debug, Args, Default, Clone)]
-pub struct EtcdArgs {
-    /// etcd endpoint, host:port or URL (repeatable, or comma-separated in
-    /// the environment).
-    #[arg(
-        long = "etcd-endpoint",
-        global = true,
-        env = "SLASHGUARD_ETCD_ENDPOINT",
-        value_delimiter = ',',
-        value_name = "HOST:PORT"
-    )]
-    pub endpoints: Vec<String>,
-
-    /// CA certificate that signed etcd's server certificate (PEM); turns TLS on.
-    #[arg(
-        long = "etcd-cacert-file",
-        global = true,
-        env = "SLASHGUARD_ETCD_CACERT_FILE",
-        value_name = "FILE"
-    )]
-    pub cacert_file: Option<PathBuf>,
-
-    /// This client's certificate (PEM), for etcd started with --client-cert-auth.
-    #[arg(
-        long = "etcd-cert-file",
-        global = true,
-        env = "SLASHGUARD_ETCD_CERT_FILE",
-        value_name = "FILE"
-    )]
-    pub cert_file: Option<PathBuf>,
-
-    /// This client's private key (PEM).
-    #[arg(
-        long = "etcd-key-file",
-        global = true,
-        env = "SLASHGUARD_ETCD_KEY_FILE",
-        value_name = "FILE"
-    )]
-    pub key_file: Option<PathBuf>,
-
-    /// Name expected in etcd's certificate when it differs from the
-    /// endpoint's host (etcd addressed by IP, certificate naming a host).
-    #[arg(
-        long = "etcd-domain-name",
-        global = true,
-        env = "SLASHGUARD_ETCD_DOMAIN_NAME",
-        value_name = "NAME"
-    )]
-    pub domain_name: Option<String>,
-
-    /// Key prefix of slashguard's data in etcd (default /slashguard).
-    #[arg(
-        long = "etcd-prefix",
-        global = true,
-        env = "SLASHGUARD_ETCD_PREFIX",
-        value_name = "PREFIX"
-    )]
-    pub prefix: Option<String>,
-
-    /// Deadline of each etcd request in milliseconds (default 2000).
-    #[arg(
-        long = "etcd-timeout-ms",
-        global = true,
-        env = "SLASHGUARD_ETCD_TIMEOUT_MS",
-        value_name = "MS"
-    )]
-    pub timeout_ms: Option<u64>,
-}
-
 /// Names for Tezos keys.
 #[derive(Debug, Args, Default, Clone)]
 pub struct AliasArgs {
@@ -162,10 +94,38 @@ pub enum Command {
     /// USB signers (Ledger, TezSign).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Check a configuration end to end, one line per check: certificates
+    /// readable and consistent, etcd reachable with them, the identity's
+    /// owner and lease, each store's health and last record, USB signers
+    /// present. Exits non-zero when a check fails (the first failure's code).
+    Doctor(DoctorArgs),
     /// The octez remote signer: serve keys to a baker over HTTP, TCP or a
     /// Unix socket, behind durable watermarks (feature `signer`).
     #[command(subcommand)]
     Signer(SignerCommand),
+}
+
+/// What `slashguard doctor` checks besides the etcd settings.
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// The node identity public key (base58), for the ownership and tower checks.
+    #[arg(long, value_name = "PUBKEY", conflicts_with = "keypair")]
+    pub node: Option<String>,
+    /// The identity keypair file (Solana JSON), instead of --node.
+    #[arg(long, value_name = "FILE")]
+    pub keypair: Option<PathBuf>,
+    /// Check the tower and watermark stores in etcd too.
+    #[arg(long)]
+    pub etcd_stores: bool,
+    /// A file tower store directory to check (needs the node).
+    #[arg(long, value_name = "DIR")]
+    pub tower_dir: Option<PathBuf>,
+    /// A file watermark store to check.
+    #[arg(long, value_name = "PATH")]
+    pub watermark_file: Option<PathBuf>,
+    /// How many USB signers must be present and readable (feature usb).
+    #[arg(long, value_name = "N")]
+    pub devices: Option<usize>,
 }
 
 /// `slashguard signer`: the configuration is the [signer] section of the
@@ -254,6 +214,17 @@ pub enum TowerCommand {
         #[arg(long, requires = "dir")]
         create: bool,
     },
+    /// Operator recovery of a damaged file store (a refused store says when):
+    /// accept the older tower it loaded and let the validator store again.
+    /// Run it only when this node cannot vote twice on that tower (its
+    /// lockouts expired, or the tower was restored).
+    AcceptOlder {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The file store directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Export a stored tower to an Agave tower file, signed with the
     /// identity, for a validator started with --require-tower.
     Export {
@@ -268,6 +239,13 @@ pub enum TowerCommand {
         /// Overwrite a newer tower file there (operator recovery only).
         #[arg(long)]
         force: bool,
+        /// etcd: when a running instance owns the identity, take it over
+        /// first (that instance is fenced and stops voting), read the tower
+        /// under the new fence, then release the identity for the validator
+        /// started on the exported file. Without it, export refuses while
+        /// the identity is owned.
+        #[arg(long = "take-over")]
+        take_over: bool,
     },
 }
 
@@ -386,9 +364,17 @@ pub enum WatermarkCommand {
         /// Every key: of the store on this chain, of the alias list, and of the device.
         #[arg(long)]
         all: bool,
-        /// Lower marks if needed (stores only; operator recovery only).
+        /// Raise the marks below LEVEL and keep those already above it
+        /// (both are reported), instead of refusing the whole step.
+        #[arg(long, conflicts_with = "force")]
+        keep_higher: bool,
+        /// Lower marks if needed (stores only; operator recovery only). What
+        /// would be lowered is shown and must be confirmed (or --yes).
         #[arg(long)]
         force: bool,
+        /// With --force: lower without asking.
+        #[arg(long, requires = "force")]
+        yes: bool,
         /// Create a new watermark file at --file (refused if one exists).
         #[arg(long, requires = "file")]
         create: bool,

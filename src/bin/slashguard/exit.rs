@@ -132,6 +132,10 @@ impl From<Error> for Failure {
                 Code::Refused,
                 "another instance owns the identity now: see `slashguard identity status`",
             ),
+            Error::Regressed { .. } => (
+                Code::Refused,
+                "the store went backwards under a running instance; nothing was changed: run the recovery named above",
+            ),
             Error::Locked { .. } => (
                 Code::Refused,
                 "a running validator or baker holds this store: stop it first, or use a read-only command (show, export)",
@@ -143,6 +147,21 @@ impl From<Error> for Failure {
             Error::Corrupt { .. } => (
                 Code::BadInput,
                 "the data is damaged, of another node or of an unknown version; nothing was overwritten: inspect it, restore it from a backup, or import an export",
+            ),
+            Error::Damaged { recover, .. } => {
+                return Failure {
+                    code: Code::Refused,
+                    message,
+                    hint: Some(format!("nothing was written; to recover: {recover}")),
+                }
+            }
+            Error::AlreadyOpen { .. } => (
+                Code::Refused,
+                "this process already has the store open: share that store instead of opening it twice",
+            ),
+            Error::Aliased { .. } => (
+                Code::Refused,
+                "open the store by its one real path (no symbolic or extra hard links; never delete or replace a lock file while its store is in use)",
             ),
             Error::StoreMissing { .. } => (
                 Code::BadInput,

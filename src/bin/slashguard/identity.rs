@@ -30,7 +30,7 @@ mod with_etcd {
     use crate::etcd_conn::{connect, identity};
     use crate::exit::{Code, Failure};
     use crate::node::node_id;
-    use crate::output::{age, short, Report};
+    use crate::output::{iso, now_ms, short, when, Report};
     use crate::settings::Settings;
 
     pub async fn run(cmd: IdentityCommand, settings: &Settings) -> Result<Report, Failure> {
@@ -70,6 +70,8 @@ mod with_etcd {
                 "since_ms": o.since_ms,
                 "lease": format!("{:x}", o.lease),
                 "lease_ttl_left_ms": o.ttl_left.map(|t| t.as_millis() as u64),
+                "lease_deadline": o.ttl_left.map(|t| iso(now_ms() + t.as_millis() as u64)),
+                "since": iso(o.since_ms),
                 "fence": o.fence,
             }),
         }
@@ -77,13 +79,19 @@ mod with_etcd {
 
     fn owner_text(o: &OwnerStatus) -> String {
         format!(
-            "owner      {}\nsince      {} ({})\nlease      {:x}, {}\nfence      {} (the owner key's etcd revision)",
+            "owner      {}\nsince      {}\nlease      {:x}, {}\nfence      {} (the owner key's etcd revision)",
             o.instance,
-            o.since_ms,
-            age(o.since_ms),
+            when(o.since_ms),
             o.lease,
             match o.ttl_left {
-                Some(t) => format!("{} left (renewed while the owner lives)", short(t)),
+                // etcd restores every lease with its whole TTL when it
+                // restarts, so time left does not prove the owner alive:
+                // show the deadline it must renew by.
+                Some(t) => format!(
+                    "expiring at {} ({} left) unless the owner renews it; a dead owner's claim vanishes then",
+                    iso(now_ms() + t.as_millis() as u64),
+                    short(t)
+                ),
                 None => "expired (the claim is about to vanish)".into(),
             },
             o.fence
@@ -136,6 +144,14 @@ mod with_etcd {
             }
             Ok(Err(e)) => Err(Failure::new(Code::Other, format!("waiting for {command:?}: {e}"))),
             Ok(Ok(status)) if status.success() => Ok(()),
+            // The shell's codes for "command not found" and "not
+            // executable": the command line is wrong, not the window.
+            Ok(Ok(status)) if matches!(status.code(), Some(126 | 127)) => Err(Failure::bad_input(format!(
+                "the wait command {command:?} could not be run (exit {}: {}); nothing was taken over",
+                status.code().unwrap_or_default(),
+                if status.code() == Some(127) { "command not found" } else { "not executable" }
+            ))
+            .hint("check --wait-command: the program's name, its path and PATH")),
             Ok(Ok(status)) => Err(Failure::refused(format!(
                 "the wait command exited with {status}: not in a restart window; nothing was taken over"
             ))
@@ -195,8 +211,7 @@ mod with_etcd {
             _ = term.recv() => "terminated",
             _ = limit => "hold time over",
             reason = ownership.lost() => {
-                return Err(Failure::refused(format!("lost {node} while holding it: {reason}"))
-                    .hint("another instance took it over: see `slashguard identity status`"));
+                return Err(lost_while_holding(&id, node, fence, &reason).await);
             }
         };
         id.release(ownership).await?;
@@ -204,6 +219,35 @@ mod with_etcd {
             format!("held {node} at fence {fence} until {ended}; released"),
             json!({"node": node.to_string(), "fence": fence, "previous_owner": owner_json(&before), "released": true, "ended": ended}),
         ))
+    }
+
+    /// Why a held identity was lost: another instance took it (refused,
+    /// exit 2), or etcd did not answer the lease renewals in time
+    /// (unavailable, exit 3). Asks etcd once; no answer means the latter.
+    async fn lost_while_holding(
+        id: &EtcdIdentity,
+        node: NodeId,
+        fence: u64,
+        reason: &str,
+    ) -> Failure {
+        let message = format!("lost {node} while holding it at fence {fence}: {reason}");
+        match id.status().await {
+            Ok(Some(o)) if o.fence != fence => Failure::refused(format!(
+                "{message}; instance {} owns it now (fence {})",
+                o.instance, o.fence
+            ))
+            .hint("another instance took it over: see `slashguard identity status`"),
+            Ok(_) => Failure::new(
+                Code::Unavailable,
+                format!("{message}; etcd did not renew the lease in time"),
+            )
+            .hint("the store was unavailable or too slow; nobody else owns the identity: check etcd, then take it over again"),
+            Err(e) => Failure::new(
+                Code::Unavailable,
+                format!("{message}; etcd is unavailable ({e})"),
+            )
+            .hint("the store is unavailable: the claim lapses with its lease; when etcd answers, see `slashguard identity status` and take it over again"),
+        }
     }
 
     async fn release(

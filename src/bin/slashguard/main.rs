@@ -6,6 +6,8 @@
 
 mod args;
 mod device;
+mod doctor;
+mod etcd_args;
 #[cfg(feature = "etcd")]
 mod etcd_conn;
 mod exit;
@@ -70,11 +72,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<Report, Failure> {
     let mut settings = Settings::resolve(&cli)?;
+    let json = cli.json;
     match cli.command {
         Command::Tower(c) => tower::run(c, &settings).await,
         Command::Identity(c) => identity::run(c, &settings).await,
         Command::Watermark(c) => watermark::run(c, &mut settings).await,
         Command::Device(c) => device::run(c).await,
+        Command::Doctor(a) => doctor::run(a, &settings, json).await,
         #[cfg(feature = "signer")]
         Command::Signer(c) => signer::run(c, &settings).await,
         #[cfg(not(feature = "signer"))]

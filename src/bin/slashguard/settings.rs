@@ -56,7 +56,19 @@ impl Settings {
             Some(path) => read_config(path)?,
             None => ConfigFile::default(),
         };
-        let f = file.etcd;
+        let mut f = file.etcd;
+        // Paths in the file are relative to the file, not to wherever the
+        // command happens to run from.
+        if let Some(base) = cli.config.as_deref().and_then(Path::parent) {
+            for p in [&mut f.cacert_file, &mut f.cert_file, &mut f.key_file]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         let a = &cli.etcd;
         let etcd = EtcdArgs {
             endpoints: if a.endpoints.is_empty() {

@@ -11,7 +11,7 @@ use slashguard::{NodeId, NodeKeypair};
 use crate::args::{TowerCommand, TowerStoreArgs};
 use crate::exit::{needs_etcd, Failure};
 use crate::node::{keypair, node_id};
-use crate::output::{age, now_ms, Report};
+use crate::output::{iso, now_ms, when, Report};
 use crate::settings::Settings;
 
 pub async fn run(cmd: TowerCommand, settings: &Settings) -> Result<Report, Failure> {
@@ -37,12 +37,24 @@ pub async fn run(cmd: TowerCommand, settings: &Settings) -> Result<Report, Failu
             force,
             create,
         } => import(&keypair(&kp)?, &from_agave, &store, force, create, settings).await,
+        TowerCommand::AcceptOlder { node, dir } => accept_older(node_id(&node)?, &dir).await,
         TowerCommand::Export {
             keypair: kp,
             store,
             to_agave,
             force,
-        } => export(&keypair(&kp)?, &store, &to_agave, force, settings).await,
+            take_over,
+        } => {
+            export(
+                &keypair(&kp)?,
+                &store,
+                &to_agave,
+                force,
+                take_over,
+                settings,
+            )
+            .await
+        }
     }
 }
 
@@ -76,11 +88,10 @@ fn show_record(node: NodeId, record: Option<&TowerRecord>, source: &str) -> Repo
         );
     };
     let human = format!(
-        "node       {node}\nsource     {source}\nlast vote  {}\nroot       {}\nsigned     {} ({})\nsignature  valid (verified against the node key)\ntower      {} bytes",
+        "node       {node}\nsource     {source}\nlast vote  {}\nroot       {}\nsigned     {}\nsignature  valid (verified against the node key)\ntower      {} bytes",
         vote_text(r.last_vote()),
         root_text(r.root()),
-        r.signed_at_ms(),
-        age(r.signed_at_ms()),
+        when(r.signed_at_ms()),
         r.tower_bytes().len()
     );
     let json = json!({
@@ -90,6 +101,7 @@ fn show_record(node: NodeId, record: Option<&TowerRecord>, source: &str) -> Repo
             "last_vote": vote_json(r.last_vote()),
             "root": r.root(),
             "signed_at_ms": r.signed_at_ms(),
+            "signed_at": iso(r.signed_at_ms()),
             "age_ms": now_ms().saturating_sub(r.signed_at_ms()),
             "signature_valid": r.verify(),
             "tower_bytes": r.tower_bytes().len(),
@@ -133,7 +145,7 @@ fn show_agave(dir: &Path, node: NodeId) -> Result<Report, Failure> {
             path.display(),
             vote_text(tower.last_vote_ref()),
             root_text(tower.root()),
-            modified_ms.map_or("unknown".into(), |m| format!("{m} ({})", age(m))),
+            modified_ms.map_or("unknown".into(), when),
             saved.format(),
         );
         let json = json!({
@@ -144,6 +156,7 @@ fn show_agave(dir: &Path, node: NodeId) -> Result<Report, Failure> {
                 "last_vote": vote_json(tower.last_vote_ref()),
                 "root": tower.root(),
                 "modified_ms": modified_ms,
+                "modified": modified_ms.map(iso),
                 "age_ms": modified_ms.map(|m| now_ms().saturating_sub(m)),
                 "signature_valid": verified.is_ok(),
                 "format": format!("{:?}", saved.format()),
@@ -199,6 +212,30 @@ async fn read_store(
         let _ = settings;
         unreachable!("needs_etcd refused")
     }
+}
+
+async fn accept_older(node: NodeId, dir: &Path) -> Result<Report, Failure> {
+    let storage = FileTowerStorage::open(dir, node)?;
+    let was_damaged = storage.is_damaged().await?;
+    let record = storage.accept_older().await?;
+    let vote = record.as_ref().and_then(|r| r.last_vote());
+    let human = if was_damaged {
+        format!(
+            "accepted the loaded tower of {node} in {}: stores are accepted again\nlast vote  {}",
+            dir.display(),
+            vote_text(vote)
+        )
+    } else {
+        format!(
+            "the tower of {node} in {} is not damaged: nothing changed",
+            dir.display()
+        )
+    };
+    Ok(Report::new(
+        human,
+        json!({"node": node.to_string(), "dir": dir.display().to_string(), "was_damaged": was_damaged,
+               "last_vote": vote_json(vote)}),
+    ))
 }
 
 fn mode(force: bool) -> StoreMode {
@@ -286,26 +323,120 @@ async fn store_record(
     }
 }
 
+/// Read the tower for an export, fenced against a running validator: a
+/// tower read while its owner still votes is stale the moment it is read,
+/// and a validator started on it votes a second time (`--require-tower`
+/// trusts the file).
+///
+/// - file store: read under the store's lock (refused while a validator
+///   holds it; nothing is created when there is no store);
+/// - etcd: refused while an instance owns the identity, unless
+///   `take_over`: then that instance is fenced first. Either way this
+///   command holds the identity while it reads and releases it after.
+async fn read_fenced(
+    store: &TowerStoreArgs,
+    node: NodeId,
+    take_over: bool,
+    settings: &Settings,
+) -> Result<(Option<TowerRecord>, String), Failure> {
+    if let Some(dir) = &store.dir {
+        let source = format!("file:{}", dir.display());
+        // Nothing stored: say so without creating a store.
+        if FileTowerStorage::read_unlocked(dir, node)?.is_none() {
+            return Ok((None, source));
+        }
+        // A validator that is stopping (or a process that just forked
+        // while holding the lock) lets go within moments: wait a little,
+        // bounded, before calling it running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let opened = loop {
+            match FileTowerStorage::open(dir, node) {
+                Err(slashguard::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                other => break other,
+            }
+        };
+        let storage = match opened {
+            Ok(s) => s,
+            Err(slashguard::Error::Locked { path }) => {
+                return Err(Failure::refused(format!(
+                    "{} is held by a running validator: its tower changes with every vote, and a validator started on an exported copy would vote twice",
+                    path.display()
+                ))
+                .hint("stop that validator first, then export (`tower show` reads it without exporting)"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let record = storage.load().await?;
+        return Ok((record, source));
+    }
+    needs_etcd()?;
+    #[cfg(feature = "etcd")]
+    {
+        let client = crate::etcd_conn::connect(settings).await?;
+        let identity = crate::etcd_conn::identity(client.clone(), node, settings)?;
+        let ownership = match identity.status().await? {
+            Some(owner) if !take_over => {
+                return Err(Failure::refused(format!(
+                    "identity {node} is owned by instance {:?} (fence {}): it may still be voting, so its tower is stale the moment it is read, and a validator started on an exported copy would vote twice",
+                    owner.instance, owner.fence
+                ))
+                .hint("stop that validator (or `slashguard identity release`) and export again, or pass --take-over to fence it, read its last tower and hand the identity to the validator you start on the file"));
+            }
+            Some(owner) => {
+                let own = identity.take_over().await?;
+                eprintln!(
+                    "took identity {node} over from instance {:?} (fence {}): it can no longer store a tower",
+                    owner.instance, owner.fence
+                );
+                own
+            }
+            None => {
+                identity
+                    .acquire_when_free(std::time::Duration::from_secs(5))
+                    .await?
+            }
+        };
+        let read = async {
+            let storage = slashguard::etcd::EtcdTowerStorage::open(&identity, &ownership).await?;
+            storage.load().await
+        }
+        .await;
+        // Hand over: the validator started on the exported file takes it.
+        let released = identity.release(ownership).await;
+        let record = read?;
+        released?;
+        Ok((record, format!("etcd:{}", client.keys().record(&node))))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = (settings, take_over);
+        unreachable!("needs_etcd refused")
+    }
+}
+
 async fn export(
     kp: &NodeKeypair,
     store: &TowerStoreArgs,
     to: &Path,
     force: bool,
+    take_over: bool,
     settings: &Settings,
 ) -> Result<Report, Failure> {
     let node = kp.node_id();
-    let (record, source) = read_store(store, node, settings).await?;
-    let record = record.ok_or_else(|| {
-        Failure::bad_input(format!("no tower stored for node {node} in {source}"))
-            .hint("check --node/--keypair and the store; nothing was written")
-    })?;
-    let saved = SavedTower::from_record(&record, kp).map_err(slashguard::Error::from)?;
     if !to.is_dir() {
         return Err(
             Failure::bad_input(format!("{} is not a directory", to.display()))
                 .hint("create the validator's tower directory first"),
         );
     }
+    let (record, source) = read_fenced(store, node, take_over, settings).await?;
+    let record = record.ok_or_else(|| {
+        Failure::bad_input(format!("no tower stored for node {node} in {source}"))
+            .hint("check --node/--keypair and the store; nothing was written")
+    })?;
+    let saved = SavedTower::from_record(&record, kp).map_err(slashguard::Error::from)?;
     let path = agave::write_tower_durable(to, &saved, mode(force))?;
     let human = format!(
         "wrote {} from {source}\nlast vote  {}\nroot       {}\nstart the validator with --require-tower (and --tower {})",

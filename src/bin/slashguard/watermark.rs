@@ -60,11 +60,20 @@ pub async fn run(cmd: WatermarkCommand, settings: &mut Settings) -> Result<Repor
             level,
             key,
             all,
+            keep_higher,
             force,
+            yes,
             create,
         } => {
             let chain = settings.require_chain(&chain, "set-level sets the marks of one chain")?;
-            set_level(&source, chain, level, &key, all, force, create, settings).await
+            let how = if force {
+                Lowering::Force { confirmed: yes }
+            } else if keep_higher {
+                Lowering::KeepHigher
+            } else {
+                Lowering::Refuse
+            };
+            set_level(&source, chain, level, &key, all, how, create, settings).await
         }
         WatermarkCommand::Export { source, chain, out } => {
             let chain = settings.chain(&chain)?;
@@ -249,7 +258,7 @@ async fn set_level(
     level: u32,
     keys: &[String],
     all: bool,
-    force: bool,
+    how: Lowering,
     create: bool,
     settings: &Settings,
 ) -> Result<Report, Failure> {
@@ -266,7 +275,7 @@ async fn set_level(
         ));
     }
     if devices == 1 {
-        if force {
+        if matches!(how, Lowering::Force { .. }) {
             return Err(Failure::bad_input(
                 "--force cannot lower a device watermark: slashguard only raises device marks",
             )
@@ -310,37 +319,65 @@ async fn set_level(
             })
         })
         .collect();
-    let mode = if force {
-        SetMode::Force
-    } else {
-        SetMode::RaiseOnly
+    // Marks already above the target: refused, kept, or lowered (after
+    // confirmation) as the operator chose.
+    let higher: Vec<(WatermarkKey, Mark)> = marks
+        .iter()
+        .filter_map(|(k, m)| before.get(k).filter(|w| w.mark > *m).map(|w| (*k, w.mark)))
+        .collect();
+    let listed = |v: &[(WatermarkKey, Mark)]| {
+        v.iter()
+            .map(|(k, m)| format!("{k} at {}/{}", m.level, m.round))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    store.set_marks(&marks, mode).await.map_err(|e| {
-        let lower: Vec<String> = marks
-            .iter()
-            .filter_map(|(k, m)| {
-                before
-                    .get(k)
-                    .filter(|w| w.mark > *m)
-                    .map(|w| format!("{k} at {}", w.mark))
-            })
-            .collect();
-        let f = Failure::from(e);
-        if f.code == Code::Refused && !lower.is_empty() {
-            let hint = format!(
-                "stored marks above level {level}: {}; choose a higher level (nothing was changed)",
-                lower.join(", ")
-            );
-            f.hint(hint)
-        } else {
-            f
+    let mut marks = marks;
+    let mut kept = Vec::new();
+    let mode = match how {
+        Lowering::Refuse if !higher.is_empty() => {
+            return Err(Failure::refused(format!(
+                "not raised to level {level}: {} mark(s) in {target} are already above it ({}); set-level only raises marks, and nothing was changed",
+                higher.len(),
+                listed(&higher)
+            ))
+            .hint(format!("marks above level {level} stay as they are: choose a level above them, or --keep-higher to raise the others and keep these; --force lowers them (operator recovery only)")));
         }
-    })?;
+        Lowering::KeepHigher => {
+            marks.retain(|(k, _)| !higher.iter().any(|(h, _)| h == k));
+            kept = higher.clone();
+            SetMode::RaiseOnly
+        }
+        Lowering::Force { confirmed } if !higher.is_empty() => {
+            confirm_lowering(&higher, level, &target, confirmed)?;
+            SetMode::Force
+        }
+        Lowering::Force { .. } => SetMode::Force,
+        Lowering::Refuse => SetMode::RaiseOnly,
+    };
+    let force = matches!(how, Lowering::Force { .. });
+    store
+        .set_marks(&marks, mode)
+        .await
+        .map_err(|e| not_set(e, &format!("set level {level} in {target}")))?;
     let mut human = format!("set level {level} (round 0) on chain {chain} in {target}\n");
     let mut rows = Vec::new();
+    for (k, m) in &kept {
+        human.push_str(&format!(
+            "  {} {:<15} {}/{} kept (above level {level})\n",
+            k.key,
+            k.kind.to_string(),
+            m.level,
+            m.round
+        ));
+        rows.push(json!({
+            "key": k.key.to_string(), "alias": settings.aliases.name_of(&k.key), "kind": k.kind.to_string(),
+            "before": json!({"level": m.level, "round": m.round}), "level": m.level, "changed": false, "kept_higher": true,
+        }));
+    }
     for (k, m) in &marks {
         let prev = before.get(k).map(|w| w.mark);
         let changed = force || prev.is_none_or(|p| p < *m);
+        let lowered = prev.is_some_and(|p| p > *m);
         let name = settings
             .aliases
             .name_of(&k.key)
@@ -351,7 +388,9 @@ async fn set_level(
             k.key,
             k.kind.to_string(),
             prev.map_or("none".into(), |p| format!("{}/{}", p.level, p.round)),
-            if changed {
+            if lowered {
+                format!("{}/0  (LOWERED)", m.level)
+            } else if changed {
                 format!("{}/0", m.level)
             } else {
                 "unchanged".into()
@@ -360,13 +399,67 @@ async fn set_level(
         rows.push(json!({
             "key": k.key.to_string(), "alias": settings.aliases.name_of(&k.key), "kind": k.kind.to_string(),
             "before": prev.map(|p| json!({"level": p.level, "round": p.round})),
-            "level": m.level, "changed": changed,
+            "level": m.level, "changed": changed, "lowered": lowered,
         }));
     }
     Ok(Report::new(
         human,
-        json!({"target": target, "chain": chain.to_string(), "level": level, "forced": force, "marks": rows}),
+        json!({"target": target, "chain": chain.to_string(), "level": level, "forced": force, "kept_higher": kept.len(), "marks": rows}),
     ))
+}
+
+/// What `set-level` does with marks already above the level.
+#[derive(Debug, Clone, Copy)]
+enum Lowering {
+    /// Refuse the whole step (the default).
+    Refuse,
+    /// Raise the others, keep those.
+    KeepHigher,
+    /// Lower them; `confirmed` by --yes, else asked on stdin.
+    Force { confirmed: bool },
+}
+
+/// Show what --force would lower and ask. No answer (stdin closed or not
+/// given) is a refusal: lowering a watermark can allow a double signature.
+fn confirm_lowering(
+    higher: &[(WatermarkKey, Mark)],
+    level: u32,
+    target: &str,
+    confirmed: bool,
+) -> Result<(), Failure> {
+    eprintln!("slashguard: --force will LOWER these marks in {target} to level {level}:");
+    for (k, m) in higher {
+        eprintln!("  {k}: {}/{} -> {level}/0", m.level, m.round);
+    }
+    if confirmed {
+        eprintln!("slashguard: lowering (--yes)");
+        return Ok(());
+    }
+    eprint!("slashguard: a baker signing below its last signature can double-sign; type `yes` to lower: ");
+    let mut answer = String::new();
+    let read = std::io::stdin().read_line(&mut answer);
+    if matches!(read, Ok(n) if n > 0) && answer.trim() == "yes" {
+        return Ok(());
+    }
+    eprintln!();
+    Err(Failure::refused(format!(
+        "lowering {} mark(s) in {target} was not confirmed; nothing was changed",
+        higher.len()
+    ))
+    .hint("answer `yes` on a terminal, or pass --yes to lower without asking (operator recovery only)"))
+}
+
+/// A store refusing to set or import marks: say what was refused and why
+/// (nothing was being signed).
+fn not_set(e: slashguard::Error, what: &str) -> Failure {
+    if let slashguard::Error::Refused(slashguard::Refusal::Watermark(r)) = &e {
+        return Failure::refused(format!(
+            "{what} refused: {} would go from {}/{} down to {}/{}; marks only rise, and nothing was changed",
+            r.key, r.stored.mark.level, r.stored.mark.round, r.requested.level, r.requested.round
+        ))
+        .hint("choose a higher level, or keep the higher stored marks (--keep-higher); --force lowers them (operator recovery only)");
+    }
+    Failure::from(e)
 }
 
 #[cfg(feature = "usb")]
@@ -580,7 +673,7 @@ async fn import(
         Ok(r) => r,
         Err(e) => {
             drop(guard);
-            let mut failure = Failure::from(e).hint_if(
+            let mut failure = not_set(e, &format!("import into {target}")).hint_if(
                 Code::Refused,
                 "the store is ahead of the file for that key: nothing was imported; --keep-higher imports the rest and keeps the higher stored marks, --force lowers (recovery only)",
             );
