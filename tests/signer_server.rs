@@ -102,6 +102,21 @@ fn check_config_loads_every_key_and_names_each_problem() {
     std::fs::write(s.path("password"), "wrong\n").unwrap();
     fails("", ALL_KEYS, "wrong password");
     std::fs::write(s.path("password"), format!("{PASSWORD}\n")).unwrap();
+    // A huge connection limit is refused, not a panic or a truncation.
+    let huge = s.config("", ALL_KEYS);
+    let text = std::fs::read_to_string(&huge)
+        .unwrap()
+        .replace("max-connections = 16", "max-connections = 1000000000");
+    std::fs::write(&huge, text).unwrap();
+    let out = command()
+        .arg("--config")
+        .arg(&huge)
+        .args(["signer", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max-connections must be at most"), "{err}");
     fails(
         "",
         "[[signer.keys]]\nkey = \"nobody\"\n",
@@ -149,6 +164,49 @@ fn check_config_loads_every_key_and_names_each_problem() {
     let out = command().args(["signer", "check-config"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [signer] section"));
+}
+
+#[test]
+fn check_config_says_a_lost_watermark_file_must_be_restored_not_recreated() {
+    let s = Setup::new();
+    let cfg = s.config("", ALL_KEYS);
+    let check = || {
+        command()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["signer", "check-config"])
+            .output()
+            .unwrap()
+    };
+    // Never created: the first-start advice.
+    let out = check();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--create"));
+    // Created once, then the data file is lost (its lock file remains).
+    let server = Server::create(&cfg);
+    assert!(server.terminate().success());
+    std::fs::remove_file(s.path("watermarks")).unwrap();
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("was lost"), "{err}");
+    assert!(err.contains("restore"), "{err}");
+    assert!(err.contains("set-level"), "{err}");
+    assert!(err.contains("current level + 10"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
+}
+
+#[test]
+fn the_unix_socket_is_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    let server = Server::create(&s.config("", ALL_KEYS));
+    let mode = std::fs::metadata(&server.unix)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(server.terminate().success());
 }
 
 #[test]

@@ -50,8 +50,9 @@ impl SecretKeysFile {
     pub fn parse(text: &str, path: PathBuf) -> Result<Self, KeyError> {
         let entries: Vec<Entry> = serde_json::from_str(text).map_err(|e| KeyError::Damaged {
             path: path.clone(),
-            // serde_json's message names a line and column, never the value.
-            detail: e.to_string(),
+            // serde_json's message can quote the offending value, which may
+            // be a secret key: only the class and the position.
+            detail: redacted(&e),
         })?;
         let mut seen = std::collections::BTreeSet::new();
         let mut out = Vec::with_capacity(entries.len());
@@ -106,6 +107,39 @@ impl SecretKeysFile {
             other => Err(in_alias(KeyError::UnsupportedUri {
                 scheme: other.to_string(),
             })),
+        }
+    }
+}
+
+/// What is wrong with a `secret_keys` file, without any of its text.
+fn redacted(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let class = match e.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not JSON",
+        Category::Data => "not a list of {name, value} entries",
+        Category::Eof => "truncated",
+    };
+    format!("{class} at line {}, column {}", e.line(), e.column())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_file_error_never_quotes_its_text() {
+        let secret = "edsk3QoqBuvdamxouPhin7swCvkQNgq4jP5KZPbwWNnwdZpSpJiEbq";
+        for text in [
+            format!("[\"{secret}\"]"),
+            format!("[{{\"name\": \"a\", \"value\": [\"{secret}\"]}}]"),
+            format!("[{{\"name\": \"{secret}\" \"value\": 1}}]"),
+        ] {
+            let e = SecretKeysFile::parse(&text, PathBuf::from("secret_keys")).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, KeyError::Damaged { .. }), "{msg}");
+            assert!(!msg.contains("edsk"), "{msg}");
+            assert!(msg.contains("line 1"), "{msg}");
         }
     }
 }

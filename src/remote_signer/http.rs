@@ -137,6 +137,9 @@ pub fn parse_sign_query(query: Option<&str>) -> Result<SignQuery, HttpError> {
                 q.authentication = Some(sig);
             }
             "version" => {
+                if q.version.is_some() {
+                    return Err(HttpError::BadRequest("version given twice".into()));
+                }
                 let v: u8 = value.parse().map_err(|_| {
                     HttpError::BadRequest(format!("version {value:?} is not a number"))
                 })?;
@@ -337,6 +340,7 @@ mod tests {
         assert_eq!(q.version, Some(0));
         assert!(parse_sign_query(Some("version=x")).is_err());
         assert!(parse_sign_query(Some("version=300")).is_err());
+        assert!(parse_sign_query(Some("version=0&version=1")).is_err());
         assert!(parse_sign_query(Some("authentication=edsigXXXX")).is_err());
         assert!(parse_sign_query(Some("authentcation=x")).is_err());
     }

@@ -685,15 +685,32 @@ async fn import(
         (None, None) => return Err(Failure::bad_input("give --in FILE or --from-octez DIR")),
     };
     settings.aliases.absorb(&file.aliases());
+    // With --create, a failed import must not leave an empty store behind
+    // that later opens as "never signed": remember what this run creates.
+    let created = match (&store.file, store.create) {
+        (Some(p), true) => Some((p.clone(), FileWatermarks::lock_path(p).exists())),
+        _ => None,
+    };
     let (guard, target) = open_store(store.file.as_deref(), store.etcd, store.create, settings)
         .await?
         .expect("one store named");
-    let report = interchange::import(guard.as_ref(), &file, mode).await.map_err(|e| {
-        not_set(e, &format!("import into {target}")).hint_if(
-            Code::Refused,
-            "the store is ahead of the file for that key: nothing was imported; --keep-higher imports the rest and keeps the higher stored marks, --force lowers (recovery only)",
-        )
-    })?;
+    let imported = interchange::import(guard.as_ref(), &file, mode).await;
+    let report = match imported {
+        Ok(r) => r,
+        Err(e) => {
+            drop(guard);
+            let mut failure = not_set(e, &format!("import into {target}")).hint_if(
+                Code::Refused,
+                "the store is ahead of the file for that key: nothing was imported; --keep-higher imports the rest and keeps the higher stored marks, --force lowers (recovery only)",
+            );
+            if let Some((path, lock_existed)) = created {
+                failure
+                    .message
+                    .push_str(&remove_created(&path, lock_existed));
+            }
+            return Err(failure);
+        }
+    };
     let mut human = format!(
         "imported {} into {target}: {} set, {} already equal, {} kept higher\n",
         file.source.as_deref().unwrap_or("the file"),
@@ -734,4 +751,23 @@ async fn import(
                "kept_higher": report.kept_higher.len(), "lowered": report.lowered().count(), "mode": format!("{mode:?}"),
                "skipped": skipped.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
     ))
+}
+
+/// Remove the watermark file this run created for a failed import (and its
+/// lock file, if this run made that too): says what was done.
+fn remove_created(path: &Path, lock_existed: bool) -> String {
+    let removed = std::fs::remove_file(path);
+    if !lock_existed {
+        let _ = std::fs::remove_file(FileWatermarks::lock_path(path));
+    }
+    match removed {
+        Ok(()) => format!(
+            "; the new, empty watermark file {} was removed (nothing was created)",
+            path.display()
+        ),
+        Err(e) => format!(
+            "; the new, EMPTY watermark file {} could not be removed ({e}): delete it before using that path",
+            path.display()
+        ),
+    }
 }

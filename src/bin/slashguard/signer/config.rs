@@ -185,14 +185,21 @@ fn read_password(section: &Section) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         return Ok(bytes);
     }
     if let Some(var) = &section.password_env {
-        return std::env::var_os(var)
+        let value = std::env::var_os(var)
             .map(|v| Zeroizing::new(v.into_encoded_bytes()))
-            .ok_or_else(|| KeyError::NoPassword(format!("the variable {var} is not set")));
+            .ok_or_else(|| KeyError::NoPassword(format!("the variable {var} is not set")))?;
+        // Read once: a password left in the environment is inherited by
+        // every child process and readable in /proc/<pid>/environ.
+        std::env::remove_var(var);
+        return Ok(value);
     }
     Err(KeyError::NoPassword(
         "neither password-file nor password-env is set".into(),
     ))
 }
+
+/// The largest `limits.max-connections` accepted.
+const MAX_CONNECTIONS: usize = 65_536;
 
 /// Parse and load the `[signer]` section: every key decrypted, every
 /// setting checked. Nothing is opened for writing.
@@ -300,6 +307,13 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
         request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
         idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
     };
+    // A bound well below what tokio's semaphore (and the u32 permit count)
+    // accepts: a huge value would panic at start or be truncated.
+    if limits.max_connections > MAX_CONNECTIONS {
+        return Err(bad(format!(
+            "limits: max-connections must be at most {MAX_CONNECTIONS}"
+        )));
+    }
     if limits.max_connections == 0 || limits.max_body_bytes < 64 {
         return Err(bad(
             "limits: max-connections must be at least 1 and max-body-bytes at least 64",

@@ -101,6 +101,20 @@ fn check_config(settings: &Settings) -> Result<Report, Failure> {
     let cfg = config::load(settings.signer.as_ref())?;
     // Read, not open: a running signer holds the file's lock.
     let exists = cfg.watermarks_file.exists();
+    if !exists && store_was_opened(&cfg.watermarks_file) {
+        // A store existed and its data file is gone: `--create` would forget
+        // every signature, so the only advice is the recovery.
+        let err = FileWatermarks::read_unlocked(&cfg.watermarks_file)
+            .err()
+            .map(Failure::from)
+            .unwrap_or_else(|| {
+                Failure::bad_input(format!(
+                    "watermark file {} is missing",
+                    cfg.watermarks_file.display()
+                ))
+            });
+        return Err(err.hint(lost_store_recovery(&cfg)));
+    }
     let marks = if exists {
         FileWatermarks::read_unlocked(&cfg.watermarks_file)?.len()
     } else {
@@ -116,6 +130,26 @@ fn check_config(settings: &Settings) -> Result<Report, Failure> {
     json["watermarks"] = marks.into();
     json["watermarks_file_exists"] = exists.into();
     Ok(Report::new(human, json))
+}
+
+/// Whether the lock file beside `data` shows that a store was opened there
+/// (a generation above 0): then a missing data file was lost, not never made.
+fn store_was_opened(data: &Path) -> bool {
+    std::fs::read(FileWatermarks::lock_path(data))
+        .ok()
+        .and_then(|b| {
+            b.get(..8)
+                .map(|g| u64::from_le_bytes(g.try_into().unwrap_or([0; 8])))
+        })
+        .is_some_and(|g| g > 0)
+}
+
+/// What recovers a signer whose watermark file was lost.
+fn lost_store_recovery(cfg: &config::SignerConfig) -> String {
+    let file = cfg.watermarks_file.display();
+    format!(
+        "the watermark file was lost (its lock file shows a store was opened there): restore {file} from a backup, or import an export (`slashguard watermark import --file {file} --create ...`); only if neither exists, re-create it and, BEFORE serving, raise every key to the chain's current level + 10: `slashguard watermark set-level --file {file} --create --chain CHAIN --level LEVEL --key KEY ...` (one --key per configured key); never just `signer serve --create`"
+    )
 }
 
 async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
@@ -137,8 +171,19 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
         }
         let _ = std::fs::remove_file(path);
     }
-    tokio::net::UnixListener::bind(path)
-        .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", path.display())))
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", path.display())))?;
+    // Whoever can connect can ask for signatures: owner only, whatever the
+    // umask (a group or world that needs access can be given it by a
+    // directory the operator controls).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        Failure::bad_input(format!(
+            "cannot restrict {} to its owner: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(listener)
 }
 
 async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
