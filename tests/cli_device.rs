@@ -50,6 +50,7 @@ fn ledger_marks_are_shown_and_raised_with_the_store_first() {
             "--level",
             "4010",
             "--all",
+            "--create",
             "--file",
         ])
         .arg(&hwm),

@@ -971,6 +971,7 @@ fn tower_export_refuses_an_opaque_record_and_says_why() {
             .to_legacy_message(node, [0; 32])
             .unwrap();
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap()
             .block_on(guard.vote(update, &message))
