@@ -664,6 +664,7 @@ fn sigterm_stops_the_signer_and_releases_the_store() {
     // The lock is released and the mark survived.
     let store = slashguard::file::FileWatermarks::open(s.path("watermarks")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let marks = rt
