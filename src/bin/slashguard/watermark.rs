@@ -290,7 +290,7 @@ async fn set_level(
         }
         needs_usb()?;
         #[cfg(feature = "usb")]
-        return set_level_with_device(source, chain, level, keys, all, settings).await;
+        return set_level_with_device(source, chain, level, keys, all, create, settings).await;
     }
     let (store, target) = open_store(source.file.as_deref(), source.etcd, create, settings)
         .await?
@@ -476,12 +476,13 @@ async fn set_level_with_device(
     level: u32,
     keys: &[String],
     all: bool,
+    create: bool,
     settings: &Settings,
 ) -> Result<Report, Failure> {
     use slashguard::usb::{raise_for_failover, WatermarkDevice};
 
     let dev = device::open(source).await?.expect("a device is named");
-    let store = open_store(source.file.as_deref(), source.etcd, false, settings).await?;
+    let store = open_store(source.file.as_deref(), source.etcd, create, settings).await?;
     let mut tezsign_keys = Vec::new();
     let device_list: Vec<&dyn WatermarkDevice> = match &dev {
         device::Device::Ledger(l) => {
