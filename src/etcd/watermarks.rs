@@ -124,7 +124,16 @@ impl EtcdWatermarks {
     /// [`Error::Regressed`] when `slot` shows `key` below what this process
     /// authorized, set or saw before.
     fn check_floor(&self, key: &WatermarkKey, slot: &Slot) -> Result<()> {
-        let Some(floor) = self.floor().get(key).copied() else {
+        let floor = self.floor().get(key).copied();
+        self.check_floor_at(key, slot, floor)
+    }
+
+    /// [`check_floor`](Self::check_floor) against a floor captured BEFORE
+    /// `slot` was taken: another task of this process may raise the floor
+    /// after this task took its (then current) slot, and that is a race,
+    /// not a regression.
+    fn check_floor_at(&self, key: &WatermarkKey, slot: &Slot, floor: Option<Mark>) -> Result<()> {
+        let Some(floor) = floor else {
             return Ok(());
         };
         let found = match &slot.entry {
@@ -157,15 +166,24 @@ impl EtcdWatermarks {
     /// Remember `slot` unless a newer sighting is already remembered; a
     /// mark seen raises the key's floor.
     fn absorb(&self, key: WatermarkKey, slot: Slot) {
-        if let Entry::Mark(w) = &slot.entry {
-            self.raise_floor(key, w.mark, false);
-        }
-        let mut cache = self.cache();
-        match cache.get(&key) {
-            Some(old) if old.seen > slot.seen => {}
-            _ => {
-                cache.insert(key, slot);
+        // The cache first, then the floor: a task that captured a floor and
+        // then took the cache's slot never sees a slot below that floor
+        // unless etcd really went backwards.
+        let mark = match &slot.entry {
+            Entry::Mark(w) => Some(w.mark),
+            _ => None,
+        };
+        {
+            let mut cache = self.cache();
+            match cache.get(&key) {
+                Some(old) if old.seen > slot.seen => {}
+                _ => {
+                    cache.insert(key, slot);
+                }
             }
+        }
+        if let Some(mark) = mark {
+            self.raise_floor(key, mark, false);
         }
     }
 
@@ -197,12 +215,18 @@ impl EtcdWatermarks {
     /// error unless `force` (then they count as absent, to be overwritten),
     /// and so are values below the floor (a forced set is the operator's
     /// recovery from either).
-    fn table(&self, keys: &[WatermarkKey], slots: &[Slot], force: bool) -> Result<WatermarkTable> {
+    fn table(
+        &self,
+        keys: &[WatermarkKey],
+        slots: &[Slot],
+        floors: &[Option<Mark>],
+        force: bool,
+    ) -> Result<WatermarkTable> {
         let mut table = WatermarkTable::new();
         let mut marks = Vec::new();
-        for (k, s) in keys.iter().zip(slots) {
+        for ((k, s), f) in keys.iter().zip(slots).zip(floors) {
             if !force {
-                self.check_floor(k, s)?;
+                self.check_floor_at(k, s, *f)?;
             }
             match &s.entry {
                 Entry::Mark(w) => marks.push((*k, *w)),
@@ -313,8 +337,16 @@ impl EtcdWatermarks {
     ) -> Result<T> {
         let mut fresh = false;
         for _ in 0..ATTEMPTS {
+            // The floors before the slots (see `check_floor_at`).
+            let floors: Vec<Option<Mark>> = {
+                let floor = self.floor();
+                keys.iter().map(|k| floor.get(k).copied()).collect()
+            };
             let slots = self.snapshot(keys);
-            match self.table(keys, &slots, force).and_then(|t| plan(&t)) {
+            match self
+                .table(keys, &slots, &floors, force)
+                .and_then(|t| plan(&t))
+            {
                 Ok((out, changes)) => {
                     if self
                         .compare_and_set(op, keys, &slots, &changes, force)
