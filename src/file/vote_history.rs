@@ -211,9 +211,9 @@ impl std::fmt::Debug for FileVoteHistory {
     }
 }
 
-/// The history's mutex; a panic while it was held leaves nothing half
-/// written (the slot file is written whole or not at all), so the state is
-/// still the last acknowledged one and the guard can go on.
+/// The history's mutex, recovered after a panic of another holder, as the
+/// other file stores did before they moved to the worker (a torn slot is
+/// caught by its checksum at the next open, not by the mutex).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
