@@ -859,7 +859,7 @@ fn sigterm_of_the_active_signer_releases_the_baker_after_its_last_signature() {
 }
 
 #[test]
-fn check_config_and_identity_status_name_the_active_signer() {
+fn operator_commands_check_config_status_and_a_manual_takeover_with_a_margin() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut rig = Rig::new();
     rig.start(0);
@@ -942,6 +942,63 @@ fn check_config_and_identity_status_name_the_active_signer() {
         assert_eq!(out.status.code(), Some(4), "{expected}: {err}");
         assert!(err.contains(expected), "{expected}: {err}");
     }
+    // The seed's manual sequence, forced from the command line: hold the
+    // baker (the signer is fenced), raise every key with a margin, let go
+    // (the signer takes the baker again and keeps above the margin).
+    let http = rig.http(0);
+    let tz1 = keys(&http).into_iter().find(|k| k.tag == 0).unwrap();
+    let signed = post_sign(&http, &tz1.pkh, &payload("attestation", 100, VARIANT[0])).unwrap();
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    let mut hold = signer_support::server::command()
+        .args(["--instance", "operator", "--config"])
+        .arg(&config)
+        .args(["identity", "take-over", "--baker", BAKER, "--hold"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    rig.wait_event(0, "fenced");
+    let r = post_sign(&http, &tz1.pkh, &payload("attestation", 101, VARIANT[0])).unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    let out = signer_support::server::command()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "watermark",
+            "set-level",
+            "--etcd",
+            "--chain",
+            "mainnet",
+            "--all",
+        ])
+        .args(["--level", "110"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill(Pid::from_raw(hold.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(hold.wait().unwrap().success());
+    let deadline = Instant::now() + DEADLINE;
+    while events(rig.hosts[0].server())
+        .iter()
+        .filter(|v| v["event"] == "active")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "host-a never took the baker back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (level, status) in [(105, 409), (110, 409), (111, 200)] {
+        let r = post_sign(&http, &tz1.pkh, &payload("attestation", level, VARIANT[0])).unwrap();
+        assert_eq!(r.status, status, "level {level}: {}", r.body);
+    }
+
     // --create has nothing to create in etcd.
     let out = signer_support::server::command()
         .arg("--config")
