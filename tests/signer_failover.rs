@@ -169,11 +169,16 @@ impl Rig {
 
     /// Wait until host `i` logged `event` (bounded).
     fn wait_event(&self, i: usize, event: &str) -> Value {
+        self.wait_event_since(i, event, 0)
+    }
+
+    /// Wait until host `i` logged `event` at `since_ms` (unix ms) or later.
+    fn wait_event_since(&self, i: usize, event: &str, since_ms: u64) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(v) = events(self.hosts[i].server())
                 .into_iter()
-                .find(|v| v["event"] == event)
+                .find(|v| v["event"] == event && v["ts_ms"].as_u64().unwrap() >= since_ms)
             {
                 return v;
             }
@@ -197,6 +202,14 @@ impl Rig {
         assert_eq!(h.status, 503, "{}", h.body);
         assert!(h.body.contains("standby"), "{}", h.body);
     }
+}
+
+/// The wall clock in unix milliseconds, as the signers' logs stamp events.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn events(server: &Server) -> Vec<Value> {
@@ -409,12 +422,33 @@ impl Baker {
         }
     }
 
-    /// Run `f` between two requests, and return the number the next
-    /// request will carry: every request numbered below was sent before.
-    fn between_requests(&self, f: impl FnOnce()) -> u64 {
+    /// Wait until `n` requests were signed, by either host.
+    fn wait_signed_any(&self, n: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.signed_by(0, 0) + self.signed_by(1, 0) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} requests signed",
+                self.signed_by(0, 0) + self.signed_by(1, 0)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run `f` between two requests, given the host that signed last (the
+    /// active one, as the client sees it), and return the number the next
+    /// request will carry (every request numbered below was sent before)
+    /// and that host.
+    fn between_requests(&self, f: impl FnOnce(usize)) -> (u64, usize) {
         let s = self.state.lock().unwrap();
-        f();
-        s.seq
+        let active = s
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| matches!(a.outcome, Outcome::Signed(_)))
+            .map_or(0, |a| a.host);
+        f(active);
+        (s.seq, active)
     }
 
     fn stop(mut self) -> Vec<Attempt> {
@@ -634,18 +668,18 @@ fn probe_before(rig: &Rig, keys: &[Key]) -> Vec<u8> {
     b[b.len() - 64..].to_vec()
 }
 
-/// After the failover: host `b` keeps to what host `a` signed, which it
-/// knows only from the shared watermarks. Other bytes at that mark and
-/// below are refused (409); the same bytes get the very signature host
-/// `a` released.
-fn probe_after(rig: &Rig, keys: &[Key], signed_by_a: &[u8]) {
+/// After the failover: the new active host `new` keeps to what host `a`
+/// signed before the fault, which it knows only from the shared
+/// watermarks. Other bytes at that mark and below are refused (409); the
+/// same bytes get the very signature host `a` released.
+fn probe_after(rig: &Rig, keys: &[Key], new: usize, signed_by_a: &[u8]) {
     for level in [PROBE_LEVEL, PROBE_LEVEL - 1] {
-        let data = attestation(0x13, PROBE_CHAIN, level, 0, VARIANT[1]);
-        let r = post_sign(&rig.http(1), &keys[0].pkh, &data).unwrap();
-        assert_eq!(r.status, 409, "host-b at {level}: {}", r.body);
+        let data = attestation(0x13, PROBE_CHAIN, level, 0, 0xc3);
+        let r = post_sign(&rig.http(new), &keys[0].pkh, &data).unwrap();
+        assert_eq!(r.status, 409, "{} at {level}: {}", HOSTS[new], r.body);
     }
     let data = attestation(0x13, PROBE_CHAIN, PROBE_LEVEL, 0, VARIANT[0]);
-    let r = post_sign(&rig.http(1), &keys[0].pkh, &data).unwrap();
+    let r = post_sign(&rig.http(new), &keys[0].pkh, &data).unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let b = b58check(r.json()["signature"].as_str().unwrap());
     assert_eq!(&b[b.len() - 64..], signed_by_a, "the stored signature");
@@ -668,16 +702,16 @@ fn kill_9_of_the_active_signer_the_backup_takes_over_within_the_lease() {
     let keys = keys(&rig.http(0));
     let probe = probe_before(&rig, &keys);
     let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed(0, 0, 20);
+    baker.wait_signed_any(20);
 
-    let killed = baker.between_requests(|| {
-        kill(Pid::from_raw(rig.pid(0)), Signal::SIGKILL).unwrap();
+    let (killed, old) = baker.between_requests(|old| {
+        kill(Pid::from_raw(rig.pid(old)), Signal::SIGKILL).unwrap();
     });
-    baker.wait_signed(1, killed, 20);
+    let new = 1 - old;
+    baker.wait_signed(new, killed, 20);
     let attempts = baker.stop();
-    probe_after(&rig, &keys, &probe);
-
-    healthy(&rig, 1);
+    probe_after(&rig, &keys, new, &probe);
+    healthy(&rig, new);
     verdict(&rig, &keys, &attempts);
 }
 
@@ -689,33 +723,36 @@ fn a_signer_stopped_past_its_lease_signs_nothing_after_it_resumes() {
     let keys = keys(&rig.http(0));
     let probe = probe_before(&rig, &keys);
     let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed(0, 0, 20);
+    baker.wait_signed_any(20);
 
-    let pid = rig.pid(0);
     // Stopped between two requests of the client, and seen stopped before
     // the client sends another: every request numbered from `stopped` on
-    // reached host-a while it was stopped, or after.
-    let stopped = baker.between_requests(|| {
+    // reached it while it was stopped, or after.
+    let mut pid = 0;
+    let (stopped, old) = baker.between_requests(|old| {
+        pid = rig.pid(old);
         kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
         etcd_harness::wait_until_stopped(pid as u32);
     });
-    baker.wait_signed(1, stopped, 20);
-    // Well past host-a's lease (host-b only got the baker once it expired).
+    let new = 1 - old;
+    baker.wait_signed(new, stopped, 20);
+    // Well past the stopped signer's lease (the other one only got the
+    // baker once it expired).
     std::thread::sleep(LEASE);
     kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
     // On resume it finds its lease gone, whatever it was doing.
-    rig.wait_event(0, "fenced");
-    baker.wait_signed(1, stopped, 30);
+    rig.wait_event(old, "fenced");
+    baker.wait_signed(new, stopped, 30);
     let attempts = baker.stop();
 
     // Nothing that reached host-a from the stop on was signed: not the
     // requests queued while it was stopped, not the ones after.
     let late: BTreeSet<(String, String, u32)> = attempts
         .iter()
-        .filter(|a| a.host == 0 && a.seq >= stopped)
+        .filter(|a| a.host == old && a.seq >= stopped)
         .map(|a| (keys[a.key].pkh.clone(), a.kind.to_string(), a.level))
         .collect();
-    let signed_late: Vec<Value> = rig.hosts[0]
+    let signed_late: Vec<Value> = rig.hosts[old]
         .server()
         .decisions()
         .into_iter()
@@ -730,18 +767,22 @@ fn a_signer_stopped_past_its_lease_signs_nothing_after_it_resumes() {
         .collect();
     assert!(
         signed_late.is_empty(),
-        "host-a signed after it was stopped past its lease: {signed_late:#?}"
+        "{} signed after it was stopped past its lease: {signed_late:#?}",
+        HOSTS[old]
     );
     // What the client got back from host-a from the stop on: no reply
     // (stopped), or a standby refusal.
-    for a in attempts.iter().filter(|a| a.host == 0 && a.seq >= stopped) {
+    for a in attempts
+        .iter()
+        .filter(|a| a.host == old && a.seq >= stopped)
+    {
         match &a.outcome {
             Outcome::NoReply(_) => {}
             Outcome::Refused(503, body) if body.contains("standby: not the active signer") => {}
-            other => panic!("host-a answered {other:?} after it was stopped"),
+            other => panic!("{} answered {other:?} after it was stopped", HOSTS[old]),
         }
     }
-    let refused_late = rig.hosts[0]
+    let refused_late = rig.hosts[old]
         .server()
         .decisions()
         .into_iter()
@@ -749,14 +790,14 @@ fn a_signer_stopped_past_its_lease_signs_nothing_after_it_resumes() {
         .count();
     assert!(
         refused_late > 0 || late.is_empty(),
-        "the requests queued at host-a were answered as fenced or standby"
+        "the requests queued at the stopped signer were answered as fenced or standby"
     );
     // Asked directly now: conflicting bytes at levels host-b signed, and
     // new levels.
     let (lo, hi) = levels(&attempts);
-    assert_standby(&rig, 0, &keys, &[lo, (lo + hi) / 2, hi, hi + 1, hi + 50]);
-    probe_after(&rig, &keys, &probe);
-    healthy(&rig, 1);
+    assert_standby(&rig, old, &keys, &[lo, (lo + hi) / 2, hi, hi + 1, hi + 50]);
+    probe_after(&rig, &keys, new, &probe);
+    healthy(&rig, new);
     verdict(&rig, &keys, &attempts);
 }
 
@@ -768,49 +809,56 @@ fn a_signer_cut_off_from_etcd_only_is_replaced_and_stays_fenced() {
     let keys = keys(&rig.http(0));
     let probe = probe_before(&rig, &keys);
     let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed(0, 0, 20);
+    baker.wait_signed_any(20);
 
-    // host-a still serves the client; only its way to etcd is cut.
-    let cut = baker.between_requests(|| rig.hosts[0].proxy.cut());
-    let b_active = rig.wait_event(1, "active");
-    baker.wait_signed(1, cut, 20);
-    let a_fenced = rig.wait_event(0, "fenced");
-    // host-a signed nothing once host-b owned the baker (host-a stops at
-    // its lease's safety margin, before the lease can expire in etcd).
-    let b_since = b_active["ts_ms"].as_u64().unwrap();
-    let late: Vec<Value> = rig.hosts[0]
+    // The active signer still serves the client; only its way to etcd is
+    // cut.
+    let cut_ms = unix_ms();
+    let (cut, old) = baker.between_requests(|old| rig.hosts[old].proxy.cut());
+    let new = 1 - old;
+    let new_active = rig.wait_event_since(new, "active", cut_ms);
+    baker.wait_signed(new, cut, 20);
+    let old_fenced = rig.wait_event_since(old, "fenced", cut_ms);
+    // The cut-off signer signed nothing once the other one owned the baker
+    // (it stops at its lease's safety margin, before the lease can expire
+    // in etcd).
+    let new_since = new_active["ts_ms"].as_u64().unwrap();
+    let late: Vec<Value> = rig.hosts[old]
         .server()
         .decisions()
         .into_iter()
-        .filter(|d| d["outcome"] == "signed" && d["ts_ms"].as_u64().unwrap() >= b_since)
+        .filter(|d| d["outcome"] == "signed" && d["ts_ms"].as_u64().unwrap() >= new_since)
         .collect();
     assert!(
         late.is_empty(),
-        "host-a signed after host-b took the baker: {late:#?}"
+        "{} signed after {} took the baker: {late:#?}",
+        HOSTS[old],
+        HOSTS[new]
     );
     assert!(
-        a_fenced["ts_ms"].as_u64().unwrap() <= b_since + 2000 * LEASE.as_secs(),
-        "host-a saw the loss: {a_fenced}"
+        old_fenced["ts_ms"].as_u64().unwrap() <= new_since + 2000 * LEASE.as_secs(),
+        "the cut-off signer saw the loss: {old_fenced}"
     );
     let attempts_so_far = baker.attempts();
     let (lo, hi) = levels(&attempts_so_far);
-    assert_standby(&rig, 0, &keys, &[lo, hi, hi + 1]);
-    probe_after(&rig, &keys, &probe);
+    assert_standby(&rig, old, &keys, &[lo, hi, hi + 1]);
+    probe_after(&rig, &keys, new, &probe);
 
-    // etcd reachable again: host-a stays a standby, host-b keeps signing.
-    rig.hosts[0].proxy.heal();
-    let healed = baker.between_requests(|| {});
-    baker.wait_signed(1, healed, 20);
+    // etcd reachable again: the old signer stays a standby, the new one
+    // keeps signing.
+    rig.hosts[old].proxy.heal();
+    let (healed, _) = baker.between_requests(|_| {});
+    baker.wait_signed(new, healed, 20);
     let attempts = baker.stop();
     let (_, hi) = levels(&attempts);
-    assert_standby(&rig, 0, &keys, &[hi, hi + 1]);
-    healthy(&rig, 1);
+    assert_standby(&rig, old, &keys, &[hi, hi + 1]);
+    healthy(&rig, new);
     assert!(
         attempts
             .iter()
-            .filter(|a| a.host == 0 && a.seq >= healed)
+            .filter(|a| a.host == old && a.seq >= healed)
             .all(|a| !matches!(a.outcome, Outcome::Signed(_))),
-        "host-a signed nothing after the heal"
+        "the old signer signed nothing after the heal"
     );
     verdict(&rig, &keys, &attempts);
 }
@@ -823,17 +871,20 @@ fn sigterm_of_the_active_signer_releases_the_baker_after_its_last_signature() {
     let keys = keys(&rig.http(0));
     let probe = probe_before(&rig, &keys);
     let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed(0, 0, 20);
+    baker.wait_signed_any(20);
 
     // While the client signs through it.
-    kill(Pid::from_raw(rig.pid(0)), Signal::SIGTERM).unwrap();
-    rig.wait_event(0, "stopped");
-    let a_events = events(rig.hosts[0].server());
+    let (_, old) = baker.between_requests(|old| {
+        kill(Pid::from_raw(rig.pid(old)), Signal::SIGTERM).unwrap();
+    });
+    let new = 1 - old;
+    rig.wait_event(old, "stopped");
+    let a_events = events(rig.hosts[old].server());
     let at = |name: &str| {
         a_events
             .iter()
             .position(|v| v["event"] == name)
-            .unwrap_or_else(|| panic!("host-a logged no {name:?}: {a_events:#?}"))
+            .unwrap_or_else(|| panic!("{} logged no {name:?}: {a_events:#?}", HOSTS[old]))
     };
     // In order: the signal, the release of the baker, the end; nothing
     // signed after the release.
@@ -843,18 +894,21 @@ fn sigterm_of_the_active_signer_releases_the_baker_after_its_last_signature() {
         a_events[released..]
             .iter()
             .all(|v| !(v["event"] == "sign" && v["outcome"] == "signed")),
-        "host-a signed after releasing the baker"
+        "the stopped signer signed after releasing the baker"
     );
-    let b_active = rig.wait_event(1, "active");
+    let down_ms = a_events[down]["ts_ms"].as_u64().unwrap();
+    let new_active = rig.wait_event_since(new, "active", down_ms);
     println!(
-        "host-b signed for the baker {} ms after host-a got SIGTERM (lease {LEASE:?})",
-        b_active["ts_ms"].as_i64().unwrap() - a_events[down]["ts_ms"].as_i64().unwrap()
+        "{} signed for the baker {} ms after {} got SIGTERM (lease {LEASE:?})",
+        HOSTS[new],
+        new_active["ts_ms"].as_u64().unwrap() - down_ms,
+        HOSTS[old]
     );
-    let since = baker.between_requests(|| {});
-    baker.wait_signed(1, since, 20);
+    let (since, _) = baker.between_requests(|_| {});
+    baker.wait_signed(new, since, 20);
     let attempts = baker.stop();
-    probe_after(&rig, &keys, &probe);
-    healthy(&rig, 1);
+    probe_after(&rig, &keys, new, &probe);
+    healthy(&rig, new);
     verdict(&rig, &keys, &attempts);
 }
 

@@ -199,7 +199,7 @@ mod imp {
                     let reason = format!("fenced: lost the baker {baker:?} (fence {fence}): {why}");
                     // Waits for the signatures in flight; they were
                     // refused already (their signers are fenced).
-                    service.stand_by(reason.clone()).await;
+                    service.stand_by(reason).await;
                     log::event(
                         "fenced",
                         json!({"baker": baker, "fence": fence, "reason": why}),
