@@ -693,9 +693,9 @@ fn healthy(rig: &Rig, i: usize) {
 
 // ---------------------------------------------------------------- tests
 
-#[test]
-fn kill_9_of_the_active_signer_the_backup_takes_over_within_the_lease() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// Both signers up (host `a` active, host `b` a standby), the probe
+/// signed by host `a`, and the client signing through the active signer.
+fn warmed_up() -> (Rig, Vec<Key>, Vec<u8>, Baker) {
     let mut rig = Rig::new();
     rig.start_both();
     healthy(&rig, 0);
@@ -703,6 +703,13 @@ fn kill_9_of_the_active_signer_the_backup_takes_over_within_the_lease() {
     let probe = probe_before(&rig, &keys);
     let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
     baker.wait_signed_any(20);
+    (rig, keys, probe, baker)
+}
+
+#[test]
+fn kill_9_of_the_active_signer_the_backup_takes_over_within_the_lease() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (rig, keys, probe, baker) = warmed_up();
 
     let (killed, old) = baker.between_requests(|old| {
         kill(Pid::from_raw(rig.pid(old)), Signal::SIGKILL).unwrap();
@@ -718,12 +725,7 @@ fn kill_9_of_the_active_signer_the_backup_takes_over_within_the_lease() {
 #[test]
 fn a_signer_stopped_past_its_lease_signs_nothing_after_it_resumes() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rig = Rig::new();
-    rig.start_both();
-    let keys = keys(&rig.http(0));
-    let probe = probe_before(&rig, &keys);
-    let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed_any(20);
+    let (rig, keys, probe, baker) = warmed_up();
 
     // Stopped between two requests of the client, and seen stopped before
     // the client sends another: every request numbered from `stopped` on
@@ -804,12 +806,7 @@ fn a_signer_stopped_past_its_lease_signs_nothing_after_it_resumes() {
 #[test]
 fn a_signer_cut_off_from_etcd_only_is_replaced_and_stays_fenced() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rig = Rig::new();
-    rig.start_both();
-    let keys = keys(&rig.http(0));
-    let probe = probe_before(&rig, &keys);
-    let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed_any(20);
+    let (rig, keys, probe, baker) = warmed_up();
 
     // The active signer still serves the client; only its way to etcd is
     // cut.
@@ -866,12 +863,7 @@ fn a_signer_cut_off_from_etcd_only_is_replaced_and_stays_fenced() {
 #[test]
 fn sigterm_of_the_active_signer_releases_the_baker_after_its_last_signature() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rig = Rig::new();
-    rig.start_both();
-    let keys = keys(&rig.http(0));
-    let probe = probe_before(&rig, &keys);
-    let baker = Baker::start([rig.http(0), rig.http(1)], keys.clone());
-    baker.wait_signed_any(20);
+    let (rig, keys, probe, baker) = warmed_up();
 
     // While the client signs through it.
     let (_, old) = baker.between_requests(|old| {
