@@ -255,9 +255,7 @@ impl<S: TowerStorage> VoteGuard<S> {
                         }
                     }
                 };
-                stored
-                    .released
-                    .filter(|_| stored.vote == Some(update.vote))
+                stored.released.filter(|_| stored.vote == Some(update.vote))
             }
         };
         let record = self.record(update, TowerBytesKind::Opaque, released)?;
