@@ -31,7 +31,7 @@ mod server;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -248,6 +248,11 @@ fn overhead(c: &mut Criterion, report: &mut Report) {
     drop(daemon);
 }
 
+/// The next attestation level of the throughput runs: shared by every
+/// client of every run, so each key's levels keep rising whichever client
+/// thread signs for it.
+static LEVEL: AtomicU32 = AtomicU32::new(1);
+
 /// Signatures per second with `clients` concurrent kept-alive HTTP clients
 /// over `keys`, for `secs` seconds.
 fn throughput(addr: &str, keys: &[String], clients: usize, secs: u64) -> (u64, f64) {
@@ -265,9 +270,8 @@ fn throughput(addr: &str, keys: &[String], clients: usize, secs: u64) -> (u64, f
             let (stop, done, addr) = (stop.clone(), done.clone(), addr.to_string());
             std::thread::spawn(move || {
                 let mut http = Http::connect(&addr);
-                let mut level = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    level += 1;
+                    let level = LEVEL.fetch_add(1, Ordering::Relaxed);
                     for k in &mine {
                         let p = attestation(0x13, MAINNET, level, 0, (t % 251) as u8);
                         let (status, body) = http.sign(k, &p);
