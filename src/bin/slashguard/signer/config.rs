@@ -35,7 +35,8 @@ SLASHGUARD_CONFIG), e.g.:
   unix = [\"/run/slashguard/signer.sock\"]
   [signer.limits]                          # the defaults
   max-body-bytes = 16384
-  max-connections = 64
+  max-connections = 64                     # per listener
+  first-request-timeout-ms = 2000          # connect to first byte
   request-timeout-ms = 10000
   idle-timeout-ms = 60000
   [[signer.keys]]
@@ -83,6 +84,7 @@ struct ListenSection {
 struct LimitsSection {
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    first_request_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
 }
@@ -108,7 +110,12 @@ pub struct Listeners {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Open connections of each listener (one listener full of idle
+    /// clients does not close the others).
     pub max_connections: usize,
+    /// From connecting to the first byte of the first request: a client
+    /// that connects and sends nothing is dropped after this.
+    pub first_request_timeout: Duration,
     /// From the first byte of a request to its reply, signing included.
     pub request_timeout: Duration,
     /// A connection with no request for this long is closed.
@@ -304,6 +311,9 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
     let limits = Limits {
         max_body_bytes: section.limits.max_body_bytes.unwrap_or(16 * 1024),
         max_connections: section.limits.max_connections.unwrap_or(64),
+        first_request_timeout: Duration::from_millis(
+            section.limits.first_request_timeout_ms.unwrap_or(2_000),
+        ),
         request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
         idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
     };
@@ -319,7 +329,10 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             "limits: max-connections must be at least 1 and max-body-bytes at least 64",
         ));
     }
-    if limits.request_timeout.is_zero() || limits.idle_timeout.is_zero() {
+    if limits.request_timeout.is_zero()
+        || limits.idle_timeout.is_zero()
+        || limits.first_request_timeout.is_zero()
+    {
         return Err(bad("limits: timeouts must be positive"));
     }
     Ok(SignerConfig {

@@ -1,6 +1,6 @@
 //! The HTTP listener: hyper 1 on a TCP socket, one task per connection,
-//! bounded by the connection semaphore, header and body deadlines, the
-//! body size limit and the per-request deadline.
+//! bounded by the listener's connection slots, the first-request, header
+//! and body deadlines, the body size limit and the per-request deadline.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use slashguard::keys::signature_to_b58;
 use slashguard::remote_signer::http::{self as codec, HttpError, Route};
 use slashguard::remote_signer::trace::{to_json, TraceError};
 use slashguard::remote_signer::{ServiceError, SignCall};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 
+use super::slots::Slot;
 use super::{log, Shared};
 
 type Reply = Response<Full<Bytes>>;
@@ -165,54 +166,83 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// Accept connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Marks the connection busy for as long as a request is being handled,
+/// idle again when the handler ends or is dropped.
+struct Busy<'a>(&'a Slot);
+
+impl<'a> Busy<'a> {
+    fn new(slot: &'a Slot) -> Self {
+        slot.busy();
+        Busy(slot)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.idle();
+    }
+}
+
+/// Serve one connection until it closes, times out, its slot is
+/// reclaimed or the signer shuts down.
+pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut stop = shared.stop.subscribe();
-    loop {
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = super::stopped(&mut stop) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    log::event("accept_error", json!({"transport": "http", "error": e.to_string()}));
-                    continue;
-                }
-            },
-            _ = super::stopped(&mut stop) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    // The first byte within the first-request deadline, before hyper
+    // (whose header timeout is the longer idle timeout) gets the stream.
+    let mut probe = [0u8; 1];
+    let first = tokio::select! {
+        r = tokio::time::timeout(shared.limits.first_request_timeout, stream.peek(&mut probe)) => r,
+        _ = slot.reclaimed() => return,
+        _ = super::stopped(&mut stop) => return,
+    };
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            log::event(
+                "first_request_timeout",
+                json!({"transport": "http", "peer": peer}),
+            );
+            return;
+        }
+    }
+    let slot = Arc::new(slot);
+    let svc = {
         let shared = shared.clone();
-        let mut stop = shared.stop.subscribe();
-        tokio::spawn(async move {
-            let svc = {
-                let shared = shared.clone();
-                service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(shared, req).await) }
-                })
-            };
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.limits.idle_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = super::stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                log::event(
-                    "connection_error",
-                    json!({"transport": "http", "peer": peer.to_string(), "error": e.to_string()}),
-                );
+        let slot = slot.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            let slot = slot.clone();
+            async move {
+                let _busy = Busy::new(&slot);
+                Ok::<_, Infallible>(handle(shared, req).await)
             }
-            drop(permit);
-        });
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.idle_timeout)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = slot.reclaimed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = super::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        log::event(
+            "connection_error",
+            json!({"transport": "http", "peer": peer, "error": e.to_string()}),
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! `slashguard signer`: the octez remote signer (feature `signer`).
 
+mod accept;
 mod config;
 mod http;
 mod log;
+mod slots;
 mod socket;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use slashguard::file::FileWatermarks;
 use slashguard::remote_signer::{Role, SignerService};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::args::SignerCommand;
 use crate::exit::{Code, Failure};
@@ -25,7 +27,6 @@ pub use config::EXAMPLE;
 pub struct Shared {
     service: SignerService<FileWatermarks>,
     limits: config::Limits,
-    connections: Arc<Semaphore>,
     stop: watch::Sender<bool>,
 }
 
@@ -202,7 +203,6 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
     let shared = Arc::new(Shared {
         service,
         limits: cfg.limits,
-        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
         stop,
     });
     // Install the signal handlers before announcing readiness.
@@ -212,6 +212,14 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         .map_err(|e| Failure::new(Code::Other, format!("cannot handle SIGINT: {e}")))?;
 
     let mut listeners = Vec::new();
+    // Each listener has its own slots: idle clients of one cannot lock
+    // the baker out of another.
+    let mut all_slots = Vec::new();
+    let new_slots = |all: &mut Vec<Arc<slots::Slots>>| {
+        let s = slots::Slots::new(cfg.limits.max_connections);
+        all.push(s.clone());
+        s
+    };
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     for addr in &cfg.listen.http {
         let l = tokio::net::TcpListener::bind(addr.as_str())
@@ -219,7 +227,14 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             .map_err(|e| Failure::bad_input(format!("cannot listen on http {addr}: {e}")))?;
         let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         log::event("listening", json!({"transport": "http", "address": local}));
-        listeners.push(tokio::spawn(http::serve(l, shared.clone())));
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "http",
+            move |s, slot| http::connection(s, slot, sh.clone()),
+        )));
     }
     for addr in &cfg.listen.tcp {
         let l = tokio::net::TcpListener::bind(addr.as_str())
@@ -227,52 +242,27 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             .map_err(|e| Failure::bad_input(format!("cannot listen on tcp {addr}: {e}")))?;
         let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         log::event("listening", json!({"transport": "tcp", "address": local}));
-        let shared = shared.clone();
-        listeners.push(tokio::spawn(async move {
-            let mut stop = shared.stop.subscribe();
-            loop {
-                let permit = tokio::select! {
-                    p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stopped(&mut stop) => return,
-                };
-                tokio::select! {
-                    r = l.accept() => if let Ok((s, _)) = r {
-                        let _ = s.set_nodelay(true);
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            socket::connection(s, shared, "tcp").await;
-                            drop(permit);
-                        });
-                    },
-                    _ = stopped(&mut stop) => return,
-                }
-            }
-        }));
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "tcp",
+            move |s, slot| socket::connection(s, slot, sh.clone(), "tcp"),
+        )));
     }
     for path in &cfg.listen.unix {
         let l = bind_unix(path).await?;
         unix_paths.push(path.clone());
         log::event("listening", json!({"transport": "unix", "address": path}));
-        let shared = shared.clone();
-        listeners.push(tokio::spawn(async move {
-            let mut stop = shared.stop.subscribe();
-            loop {
-                let permit = tokio::select! {
-                    p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stopped(&mut stop) => return,
-                };
-                tokio::select! {
-                    r = l.accept() => if let Ok((s, _)) = r {
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            socket::connection(s, shared, "unix").await;
-                            drop(permit);
-                        });
-                    },
-                    _ = stopped(&mut stop) => return,
-                }
-            }
-        }));
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "unix",
+            move |s, slot| socket::connection(s, slot, sh.clone(), "unix"),
+        )));
     }
     log::event(
         "ready",
@@ -292,11 +282,13 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         let _ = l.await;
     }
     // Let connections answer what they hold (refusals now), within a bound.
-    let all = cfg.limits.max_connections as u32;
-    let drained =
-        tokio::time::timeout(Duration::from_secs(5), shared.connections.acquire_many(all))
-            .await
-            .is_ok();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        for s in &all_slots {
+            s.drained().await;
+        }
+    })
+    .await
+    .is_ok();
     for p in &unix_paths {
         let _ = std::fs::remove_file(p);
     }
