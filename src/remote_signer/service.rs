@@ -114,14 +114,58 @@ impl ServiceError {
         }
     }
 
-    /// The octez error trace.
+    /// The octez error trace sent to the client: the text of
+    /// [`public_message`](Self::public_message).
     pub fn trace(&self) -> Vec<TraceError> {
-        let msg = match self {
+        vec![TraceError::failure(self.public_message())]
+    }
+
+    /// What the client is told. Anyone who can reach a listener reads it,
+    /// authenticated or not, so store and internal failures are told in
+    /// generic words (the [`Display`](std::fmt::Display) text, with file
+    /// paths, etcd keys, instance names and operator commands, goes to the
+    /// signer's log only). Refusals the baker acts on keep their precise,
+    /// non-secret reason: the watermark (key, requested and stored
+    /// marks), the policy, the signer's documented limits.
+    pub fn public_message(&self) -> String {
+        use crate::Refusal;
+        match self {
             // octez's own wording, which operators grep for.
             ServiceError::Policy(p @ PolicyRefusal::MagicByte(_)) => p.to_string(),
+            ServiceError::Refused(e) => match e {
+                Error::Refused(r @ (Refusal::Watermark(_) | Refusal::Limit(_))) => {
+                    format!("slashguard: refused: {r}")
+                }
+                Error::Refused(Refusal::SignerRefused { refusal, .. }) => {
+                    format!("slashguard: refused: {refusal}")
+                }
+                Error::Fenced { .. } => {
+                    "slashguard: refused: this signer does not own the key's watermarks any more (fenced); nothing was signed".into()
+                }
+                Error::Damaged { .. } => {
+                    "slashguard: refused: the watermark store is damaged; nothing is signed until the operator recovers it".into()
+                }
+                Error::Regressed { .. } => {
+                    "slashguard: refused: the watermark store went backwards; nothing is signed until the operator repairs it".into()
+                }
+                e => format!(
+                    "slashguard: refused by a safety rule ({}); nothing was signed",
+                    crate::metrics::RefusalReason::of(e).map_or("other", |r| r.as_str())
+                ),
+            },
+            ServiceError::Unavailable(e) => {
+                let backend = match e {
+                    Error::Unavailable { backend, .. } => backend,
+                    _ => "watermark",
+                };
+                format!("slashguard: unavailable: the {backend} store did not answer; nothing was signed, a retry may succeed")
+            }
+            ServiceError::Failed(_) => {
+                "slashguard: signer error: no signature was released (the signer's log has the details)"
+                    .into()
+            }
             e => format!("slashguard: {e}"),
-        };
-        vec![TraceError::failure(msg)]
+        }
     }
 
     fn from_guard(e: Error) -> Self {
@@ -489,5 +533,163 @@ mod tests {
         drop(in_flight);
         closer.await.unwrap();
         assert!(s.sign(call(pkh, &attestation(1, 1))).await.is_err());
+    }
+
+    /// A store that fails every authorization with a chosen error.
+    struct Failing(std::sync::Mutex<Option<Error>>);
+
+    #[async_trait::async_trait]
+    impl SignerGuard for Failing {
+        async fn authorize(&self, _: &[SignRequest]) -> crate::Result<Vec<Decision>> {
+            Err(self.0.lock().unwrap().take().expect("one call"))
+        }
+        async fn watermark(
+            &self,
+            _: &WatermarkKey,
+        ) -> crate::Result<Option<crate::watermark::Watermark>> {
+            Ok(None)
+        }
+        async fn watermarks(
+            &self,
+        ) -> crate::Result<Vec<(WatermarkKey, crate::watermark::Watermark)>> {
+            Ok(Vec::new())
+        }
+        async fn set_marks(
+            &self,
+            _: &[(WatermarkKey, crate::watermark::Mark)],
+            _: crate::watermark::SetMode,
+        ) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    const SECRET_PATH: &str = "/srv/secret-place/watermarks";
+
+    async fn reply_to(error: Error) -> (ServiceError, String) {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let s = SignerService::new(
+            Arc::new(Failing(std::sync::Mutex::new(Some(error)))),
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+        );
+        let e = s
+            .sign(call(pkh, &attestation(7, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        let trace = e.trace();
+        assert_eq!(trace.len(), 1);
+        let msg = trace[0].msg.clone();
+        (e, msg)
+    }
+
+    #[tokio::test]
+    async fn store_and_internal_failures_reach_the_client_in_generic_words() {
+        let io = || std::io::Error::other("disk on fire at /dev/sdz");
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::io(SECRET_PATH, io()), 500, "signer error"),
+            (
+                Error::Corrupt {
+                    what: SECRET_PATH.into(),
+                    problem: crate::FormatError::Truncated {
+                        needed: 10,
+                        have: 1,
+                    },
+                },
+                500,
+                "signer error",
+            ),
+            (
+                Error::Locked {
+                    path: SECRET_PATH.into(),
+                },
+                500,
+                "signer error",
+            ),
+            (
+                Error::Unavailable {
+                    backend: "etcd",
+                    detail: format!("10.9.8.7:2379 refused, lock {SECRET_PATH}"),
+                    source: Some(Box::new(io())),
+                },
+                503,
+                "the etcd store did not answer",
+            ),
+            (
+                Error::Damaged {
+                    path: SECRET_PATH.into(),
+                    detail: "slot 1 bad".into(),
+                    recover: format!("slashguard watermark set-level --file {SECRET_PATH}"),
+                },
+                409,
+                "damaged",
+            ),
+            (
+                Error::Regressed {
+                    what: SECRET_PATH.into(),
+                    floor: "10".into(),
+                    found: "nothing".into(),
+                    recovery: format!("restore {SECRET_PATH}"),
+                },
+                409,
+                "went backwards",
+            ),
+            (
+                Error::Fenced {
+                    identity: "tz1...".into(),
+                    reason: "owned by backup@host-b.internal since revision 12".into(),
+                },
+                409,
+                "fenced",
+            ),
+        ];
+        for (error, status, words) in cases {
+            let detail = error.to_string();
+            let (e, msg) = reply_to(error).await;
+            assert_eq!(e.status(), status, "{detail}");
+            assert!(msg.contains(words), "{msg:?} for {detail}");
+            for secret in [
+                "secret-place",
+                "/dev/sdz",
+                "10.9.8.7",
+                "host-b",
+                "set-level",
+            ] {
+                assert!(!msg.contains(secret), "{msg:?} leaks {secret:?}");
+            }
+            // The full detail is still there for the log.
+            assert!(e.to_string().len() > msg.len() / 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_the_baker_acts_on_keep_their_precise_reason() {
+        let (s, pkh) = service(ServiceOptions::default());
+        s.sign(call(pkh, &attestation(10, 1))).await.unwrap();
+        let e = s
+            .sign(call(pkh, &attestation(9, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        let msg = &e.trace()[0].msg;
+        assert_eq!(e.status(), 409);
+        assert!(msg.contains(&pkh.to_string()), "{msg}");
+        assert!(msg.contains("stored watermark"), "{msg}");
+        let (e, msg) = reply_to(Error::Refused(crate::Refusal::Limit(
+            crate::SignerLimit::PayloadTooLong {
+                signer: "Ledger",
+                len: 300,
+                max: 235,
+            },
+        )))
+        .await;
+        assert_eq!(e.status(), 409);
+        assert!(msg.contains("at most 235 bytes"), "{msg}");
+        // Policy and magic-byte refusals are unchanged.
+        let mut generic = attestation(9, 1);
+        generic[0] = 0x03;
+        let e = s.sign(call(pkh, &generic)).await.unwrap_err().error;
+        assert_eq!(e.trace()[0].msg, "magic byte 0x03 not allowed");
     }
 }

@@ -130,7 +130,14 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             match result {
                 Ok(s) => match signature_to_b58(pkh.curve, &s.signature) {
                     Ok(b58) => reply(200, codec::signature_reply(&b58)),
-                    Err(e) => error(500, format!("slashguard: {e}")),
+                    Err(e) => {
+                        // Details for the log; the client gets generic words.
+                        log::event(
+                            "internal_error",
+                            json!({"transport": "http", "key": pkh.to_string(), "error": e.to_string()}),
+                        );
+                        error(500, "slashguard: signer error: no signature was released (the signer's log has the details)")
+                    }
                 },
                 Err(w) => service_error(&w.error),
             }
