@@ -33,6 +33,8 @@ SLASHGUARD_CONFIG), e.g.:
   http = [\"127.0.0.1:6732\"]
   tcp = [\"127.0.0.1:7732\"]
   unix = [\"/run/slashguard/signer.sock\"]
+  # metrics = [\"127.0.0.1:9732\"]          # Prometheus /metrics only
+                                           # (every http listener serves it too)
   [signer.limits]                          # the defaults
   max-body-bytes = 16384
   max-connections = 64                     # per listener
@@ -77,6 +79,8 @@ struct ListenSection {
     tcp: Vec<String>,
     #[serde(default)]
     unix: Vec<PathBuf>,
+    #[serde(default)]
+    metrics: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +108,8 @@ pub struct Listeners {
     pub http: Vec<String>,
     pub tcp: Vec<String>,
     pub unix: Vec<PathBuf>,
+    /// Listeners that serve only `GET /metrics`.
+    pub metrics: Vec<String>,
 }
 
 /// The bounds of the daemon.
@@ -348,6 +354,7 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             http: l.http.clone(),
             tcp: l.tcp.clone(),
             unix: l.unix.clone(),
+            metrics: l.metrics.clone(),
         },
         limits,
     })

@@ -50,8 +50,32 @@ fn http_error(e: &HttpError) -> Reply {
     error(status, format!("slashguard: {e}"))
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+fn metrics_reply(shared: &Shared) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, metrics_only: bool) -> Reply {
+    // Prometheus scrapes: on every HTTP listener, and the only route of a
+    // metrics listener.
+    if req.uri().path() == "/metrics" {
+        return match req.method().as_str() {
+            "GET" => metrics_reply(&shared),
+            m => error(
+                405,
+                format!("slashguard: method {m} not allowed on /metrics"),
+            ),
+        };
+    }
+    if metrics_only {
+        return error(404, "slashguard: this listener serves /metrics only");
+    }
     let deadline = shared.limits.request_timeout;
+    let sign = req.method() == hyper::Method::POST;
     match tokio::time::timeout(deadline, route(&shared, req)).await {
         Ok(r) => r,
         Err(_) => {
@@ -62,6 +86,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
                 "timeout",
                 json!({"transport": "http", "after_ms": deadline.as_millis() as u64}),
             );
+            if sign {
+                shared.metrics.deadline("http");
+            }
             error(503, "slashguard: request deadline exceeded")
         }
     }
@@ -125,8 +152,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
                 authentication: query.authentication.as_deref(),
                 version: query.version,
             };
+            let started = std::time::Instant::now();
             let result = service.sign(call).await;
             log::decision("http", &pkh, &result);
+            shared.metrics.sign("http", &result, started.elapsed());
             match result {
                 Ok(s) => match signature_to_b58(pkh.curve, &s.signature) {
                     Ok(b58) => reply(200, codec::signature_reply(&b58)),
@@ -192,7 +221,7 @@ impl Drop for Busy<'_> {
 
 /// Serve one connection until it closes, times out, its slot is
 /// reclaimed or the signer shuts down.
-pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>) {
+pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, metrics_only: bool) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -226,7 +255,7 @@ pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>) {
             let slot = slot.clone();
             async move {
                 let _busy = Busy::new(&slot);
-                Ok::<_, Infallible>(handle(shared, req).await)
+                Ok::<_, Infallible>(handle(shared, req, metrics_only).await)
             }
         })
     };

@@ -4,6 +4,7 @@ mod accept;
 mod config;
 mod http;
 mod log;
+mod metrics;
 mod slots;
 mod socket;
 
@@ -28,6 +29,7 @@ pub struct Shared {
     service: SignerService<FileWatermarks>,
     limits: config::Limits,
     stop: watch::Sender<bool>,
+    metrics: Arc<metrics::SignerMetrics>,
 }
 
 pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Failure> {
@@ -77,7 +79,7 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         .map(|b| format!("{b:#04x}"))
         .collect();
     human.push_str(&format!(
-        "watermarks: {}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, tcp {:?}, unix {:?}\n",
+        "watermarks: {}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, tcp {:?}, unix {:?}, metrics {:?}\n",
         cfg.watermarks_file.display(),
         magic.join(", "),
         match &cfg.options.authorized_keys {
@@ -87,13 +89,14 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         cfg.listen.http,
         cfg.listen.tcp,
         cfg.listen.unix,
+        cfg.listen.metrics,
     ));
     let json = json!({
         "keys": keys,
         "watermarks_file": cfg.watermarks_file,
         "magic_bytes": magic,
         "require_authentication": cfg.options.authorized_keys.is_some(),
-        "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix},
+        "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix, "metrics": cfg.listen.metrics},
     });
     (human, json)
 }
@@ -197,6 +200,13 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             Failure::from(e).hint_if_missing(missing)
         })?
     };
+    let metrics = metrics::SignerMetrics::install();
+    match slashguard::SignerGuard::watermarks(&store).await {
+        Ok(marks) => metrics.seed_watermarks(&marks),
+        // Not fatal here: the first sign request meets the same store and
+        // refuses with the same error.
+        Err(e) => log::event("metrics_seed_failed", json!({"error": e.to_string()})),
+    }
     let keys: Vec<_> = cfg.keys.into_iter().map(|k| (k.key, k.policy)).collect();
     let service = SignerService::new(Arc::new(store), keys, cfg.options);
     let (stop, _) = watch::channel(false);
@@ -204,6 +214,7 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         service,
         limits: cfg.limits,
         stop,
+        metrics,
     });
     // Install the signal handlers before announcing readiness.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -233,7 +244,25 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             new_slots(&mut all_slots),
             shared.clone(),
             "http",
-            move |s, slot| http::connection(s, slot, sh.clone()),
+            move |s, slot| http::connection(s, slot, sh.clone(), false),
+        )));
+    }
+    for addr in &cfg.listen.metrics {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| Failure::bad_input(format!("cannot listen on metrics {addr}: {e}")))?;
+        let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::event(
+            "listening",
+            json!({"transport": "metrics", "address": local}),
+        );
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "metrics",
+            move |s, slot| http::connection(s, slot, sh.clone(), true),
         )));
     }
     for addr in &cfg.listen.tcp {
@@ -264,6 +293,7 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             move |s, slot| socket::connection(s, slot, sh.clone(), "unix"),
         )));
     }
+    shared.metrics.set_active(true);
     log::event(
         "ready",
         json!({"keys": shared.service.key_hashes().iter().map(|k| k.to_string()).collect::<Vec<_>>()}),
@@ -274,6 +304,7 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         _ = int.recv() => "SIGINT",
     };
     log::event("shutting_down", json!({"signal": signal}));
+    shared.metrics.set_active(false);
     // From here on nothing new is signed: close waits for the signatures
     // in flight, and every later request is refused.
     shared.service.close().await;

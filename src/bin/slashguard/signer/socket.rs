@@ -20,7 +20,7 @@ fn error_reply(msg: impl Into<String>) -> Vec<u8> {
     codec::error_reply(&[TraceError::failure(msg)])
 }
 
-async fn answer(shared: &Shared, transport: &str, frame: &[u8]) -> Vec<u8> {
+async fn answer(shared: &Shared, transport: &'static str, frame: &[u8]) -> Vec<u8> {
     let service = &shared.service;
     let request = match codec::decode_request(frame) {
         Ok(r) => r,
@@ -40,8 +40,10 @@ async fn answer(shared: &Shared, transport: &str, frame: &[u8]) -> Vec<u8> {
                 authentication: authentication.as_deref(),
                 version,
             };
+            let started = std::time::Instant::now();
             let result = service.sign(call).await;
             log::decision(transport, &pkh, &result);
+            shared.metrics.sign(transport, &result, started.elapsed());
             match result {
                 Ok(s) => codec::ok_reply(&s.signature),
                 Err(w) => service_error(w.error),
@@ -134,7 +136,12 @@ where
         let reply =
             match tokio::time::timeout_at(deadline, answer(&shared, transport, &frame)).await {
                 Ok(r) => r,
-                Err(_) => error_reply("slashguard: request deadline exceeded"),
+                Err(_) => {
+                    if frame.first() == Some(&0) {
+                        shared.metrics.deadline(transport);
+                    }
+                    error_reply("slashguard: request deadline exceeded")
+                }
             };
         let Some(out) = codec::frame(&reply) else {
             // Only a key list of thousands of keys could get here.
