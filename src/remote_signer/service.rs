@@ -1,7 +1,9 @@
 //! The signer's request handling, apart from any transport: the checks in
 //! order (known key, version, magic byte, authentication, policy, all
 //! before any watermark is touched), then [`GuardedSigner::sign`].
-//! HTTP and the socket protocol both call it.
+//! HTTP and the socket protocol both call [`SignerService::handle_sign`],
+//! which sends a generic operation (0x03) to its own path and everything
+//! else to [`SignerService::sign`], by the first byte alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tokio::sync::RwLock;
 
 use crate::keys::{PublicKey, SoftwareKey};
 use crate::remote_signer::auth;
+use crate::remote_signer::generic::{self, GenericOperation};
 use crate::remote_signer::policy::{KeyPolicy, MagicBytes, PolicyRefusal};
 use crate::remote_signer::trace::TraceError;
 use crate::watermark::{Decision, KeyHash, SignRequest, SignerGuard};
@@ -104,6 +107,7 @@ impl ServiceError {
             ServiceError::Unauthenticated => "unauthenticated",
             ServiceError::BadAuthentication => "bad_authentication",
             ServiceError::Policy(PolicyRefusal::MagicByte(_)) => "magic_byte",
+            ServiceError::Policy(PolicyRefusal::Generic(_)) => "generic_operation",
             ServiceError::Policy(_) => "policy",
             ServiceError::NotEnabled(_) => "not_enabled",
             ServiceError::UnknownKey(_) => "unknown_key",
@@ -202,6 +206,35 @@ pub struct Signed {
     pub decision: Decision,
 }
 
+/// A released signature of a generic operation (0x03): no watermark is
+/// involved.
+#[derive(Debug, Clone)]
+pub struct SignedOperation {
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+    /// The decoded operation that was signed.
+    pub operation: GenericOperation,
+}
+
+/// What [`SignerService::handle_sign`] released.
+#[derive(Debug, Clone)]
+pub enum Released {
+    /// A consensus payload, behind its watermark.
+    Consensus(Signed),
+    /// A generic operation the key's policy allows.
+    Generic(SignedOperation),
+}
+
+impl Released {
+    /// The signature bytes.
+    pub fn signature(&self) -> &[u8] {
+        match self {
+            Released::Consensus(s) => &s.signature,
+            Released::Generic(g) => &g.signature,
+        }
+    }
+}
+
 /// A withheld signature, with what was understood of the request (for the
 /// log line).
 #[derive(Debug)]
@@ -285,33 +318,7 @@ impl<G: SignerGuard + 'static> SignerService<G> {
         if *closed {
             return Err(withheld(ServiceError::ShuttingDown));
         }
-        let entry = self
-            .keys
-            .get(&call.pkh)
-            .ok_or_else(|| withheld(ServiceError::UnknownKey(call.pkh)))?;
-        if let Some(v) = call.version {
-            if !VERSIONS.contains(&v) {
-                return Err(withheld(ServiceError::BadRequest(format!(
-                    "unsupported signature version {v} (this signer accepts {} to {})",
-                    VERSIONS.start(),
-                    VERSIONS.end()
-                ))));
-            }
-        }
-        if call.data.is_empty() {
-            return Err(withheld(ServiceError::BadRequest("nothing to sign".into())));
-        }
-        self.options
-            .magic_bytes
-            .check(call.data)
-            .map_err(|p| withheld(p.into()))?;
-        if let Some(authorized) = &self.options.authorized_keys {
-            let sig = call
-                .authentication
-                .ok_or_else(|| withheld(ServiceError::Unauthenticated))?;
-            auth::verify(authorized, &call.pkh, call.data, sig)
-                .ok_or_else(|| withheld(ServiceError::BadAuthentication))?;
-        }
+        let entry = self.admit(&call).map_err(withheld)?;
         entry
             .policy
             .check(call.data)
@@ -327,6 +334,63 @@ impl<G: SignerGuard + 'static> SignerService<G> {
             request: signed.request,
             decision: signed.decision,
         })
+    }
+
+    /// The checks every sign request passes first, in octez's order: key
+    /// known, version, magic byte, authentication.
+    fn admit(&self, call: &SignCall<'_>) -> Result<&Entry<G>, ServiceError> {
+        let entry = self
+            .keys
+            .get(&call.pkh)
+            .ok_or(ServiceError::UnknownKey(call.pkh))?;
+        if let Some(v) = call.version {
+            if !VERSIONS.contains(&v) {
+                return Err(ServiceError::BadRequest(format!(
+                    "unsupported signature version {v} (this signer accepts {} to {})",
+                    VERSIONS.start(),
+                    VERSIONS.end()
+                )));
+            }
+        }
+        if call.data.is_empty() {
+            return Err(ServiceError::BadRequest("nothing to sign".into()));
+        }
+        self.options.magic_bytes.check(call.data)?;
+        if let Some(authorized) = &self.options.authorized_keys {
+            let sig = call.authentication.ok_or(ServiceError::Unauthenticated)?;
+            auth::verify(authorized, &call.pkh, call.data, sig)
+                .ok_or(ServiceError::BadAuthentication)?;
+        }
+        Ok(entry)
+    }
+
+    /// A sign request from either transport: a generic operation (first
+    /// byte 0x03) is decoded and checked against the key's allowed
+    /// operation kinds, then signed without a watermark; anything else
+    /// goes to [`sign`](Self::sign), which never decodes operations.
+    pub async fn handle_sign(&self, call: SignCall<'_>) -> Result<Released, Withheld> {
+        if call.data.first() != Some(&generic::MAGIC) {
+            return self.sign(call).await.map(Released::Consensus);
+        }
+        let withheld = |error| Withheld {
+            error,
+            request: None,
+        };
+        let closed = self.closed.read().await;
+        if *closed {
+            return Err(withheld(ServiceError::ShuttingDown));
+        }
+        let entry = self.admit(&call).map_err(withheld)?;
+        let operation = entry
+            .policy
+            .check_generic(call.data, &call.pkh)
+            .map_err(|p| withheld(p.into()))?;
+        let signature = entry.signer.signer().sign_bytes(call.data);
+        drop(closed);
+        Ok(Released::Generic(SignedOperation {
+            signature,
+            operation,
+        }))
     }
 
     /// The public key of a served key.
@@ -691,5 +755,81 @@ mod tests {
         generic[0] = 0x03;
         let e = s.sign(call(pkh, &generic)).await.unwrap_err().error;
         assert_eq!(e.trace()[0].msg, "magic byte 0x03 not allowed");
+    }
+
+    /// `03 ‖ branch ‖` one transaction by `source` (fee 1000, counter 5,
+    /// gas 1527, storage 257, 1 tez to tz1 0x22..).
+    fn transfer(source: &KeyHash) -> Vec<u8> {
+        let mut v = vec![0x03];
+        v.extend_from_slice(&[0xbb; 32]);
+        v.extend_from_slice(&[108, source.curve as u8]);
+        v.extend_from_slice(&source.hash);
+        v.extend_from_slice(&[0xe8, 0x07, 0x05, 0xf7, 0x0b, 0x81, 0x02]);
+        v.extend_from_slice(&[0xc0, 0x84, 0x3d, 0x00, 0x00]);
+        v.extend_from_slice(&[0x22; 20]);
+        v.push(0x00);
+        v
+    }
+
+    #[tokio::test]
+    async fn a_generic_operation_is_signed_only_as_the_policy_allows_and_moves_no_watermark() {
+        use crate::remote_signer::generic::OperationKind;
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let public = key.public_key();
+        let pkh = public.hash();
+        let other = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let other_pkh = other.public_key().hash();
+        let guard = Arc::new(MemoryWatermarks::new());
+        let allow = KeyPolicy {
+            operations: [OperationKind::Transaction].into(),
+            ..KeyPolicy::default()
+        };
+        let s = SignerService::new(
+            guard.clone(),
+            vec![(key, allow), (other, KeyPolicy::default())],
+            ServiceOptions {
+                magic_bytes: MagicBytes::consensus_and_generic(),
+                ..ServiceOptions::default()
+            },
+        );
+        let op = transfer(&pkh);
+        let r = s.handle_sign(call(pkh, &op)).await.unwrap();
+        let Released::Generic(g) = &r else {
+            panic!("{r:?}")
+        };
+        assert!(public.verify(&op, r.signature()));
+        assert_eq!(g.operation.contents[0].source, pkh);
+        assert!(guard.watermarks().await.unwrap().is_empty(), "no watermark");
+        // The other key lists no kinds; a transfer of another source; the
+        // consensus path still works through the same entry point.
+        let e = s
+            .handle_sign(call(other_pkh, &transfer(&other_pkh)))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!((e.status(), e.reason()), (403, "generic_operation"));
+        assert!(e.trace()[0].msg.contains("signs no generic operations"));
+        let e = s
+            .handle_sign(call(pkh, &transfer(&other_pkh)))
+            .await
+            .unwrap_err()
+            .error;
+        assert!(e.trace()[0].msg.contains("not this key"), "{e}");
+        let r = s.handle_sign(call(pkh, &attestation(3, 1))).await.unwrap();
+        assert!(matches!(r, Released::Consensus(_)));
+        // `sign` itself never takes the generic path.
+        assert!(s.sign(call(pkh, &op)).await.is_err());
+        // Without 0x03 on the magic-byte list nothing generic is signed.
+        let (strict, strict_pkh) = service(ServiceOptions::default());
+        let e = strict
+            .handle_sign(call(strict_pkh, &transfer(&strict_pkh)))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!(e.reason(), "magic_byte");
+        // After close, nothing generic either.
+        s.close().await;
+        let e = s.handle_sign(call(pkh, &op)).await.unwrap_err().error;
+        assert!(matches!(e, ServiceError::ShuttingDown));
     }
 }

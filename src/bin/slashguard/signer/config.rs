@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use slashguard::keys::{KeyError, PublicKey, SecretKeysFile, SoftwareKey};
+use slashguard::remote_signer::generic::{OperationKind, MAGIC as GENERIC_MAGIC};
 use slashguard::remote_signer::{KeyPolicy, MagicBytes, Role, ServiceOptions};
 use slashguard::watermark::{ChainId, ConsensusKind, Curve};
 use zeroize::Zeroizing;
@@ -24,7 +25,8 @@ SLASHGUARD_CONFIG), e.g.:
   secret-keys-file = \"/home/baker/.octez-client/secret_keys\"
   password-file = \"/etc/slashguard/key-password\"   # or password-env = \"VAR\"
   watermarks-file = \"/var/lib/slashguard/watermarks\"
-  # magic-bytes = [0x11, 0x12, 0x13]        # -M (default: all three)
+  # magic-bytes = [0x11, 0x12, 0x13]        # -M (default: all three, and
+                                           # 0x03 if a key lists generic-operations)
   # require-authentication = true
   # authorized-keys = [\"edpk...\"]
   # allow-list-known-keys = false
@@ -45,7 +47,13 @@ SLASHGUARD_CONFIG), e.g.:
   key = \"consensus\"                       # an alias of secret_keys
   # kinds = [\"block\", \"preattestation\", \"attestation\"]
   # chains = [\"NetXdQprcVkpaWU\"]            # default: any chain
-  # role = \"consensus\"                     # or \"companion\" (tz4 only)";
+  # role = \"consensus\"                     # or \"companion\" (tz4 only)
+  # generic-operations = [\"transaction\"]  # 0x03 kinds this key signs
+  #   (default none; every content of a batch must be listed and have this
+  #   key as source; reveal, transaction, origination, delegation,
+  #   register_global_constant, set_deposits_limit, increase_paid_storage,
+  #   update_consensus_key, update_companion_key, transfer_ticket,
+  #   proposals, ballot)";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -100,6 +108,8 @@ struct KeySection {
     kinds: Option<Vec<String>>,
     chains: Option<Vec<String>>,
     role: Option<String>,
+    #[serde(default)]
+    generic_operations: Vec<String>,
 }
 
 /// Where to listen.
@@ -230,14 +240,34 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
     if section.keys.is_empty() {
         return Err(bad("no [[signer.keys]]: name at least one key to serve"));
     }
+    let generic = section
+        .keys
+        .iter()
+        .any(|k| !k.generic_operations.is_empty());
     let magic_bytes = match &section.magic_bytes {
+        None if generic => MagicBytes::consensus_and_generic(),
         None => MagicBytes::consensus(),
         Some(list) => MagicBytes::new(list.iter().copied()).map_err(|b| {
             bad(format!(
-                "magic byte {b:#04x}: slashguard signs consensus payloads only (0x11, 0x12, 0x13)"
+                "magic byte {b:#04x}: slashguard signs consensus payloads (0x11, 0x12, 0x13) and generic operations (0x03)"
             ))
         })?,
     };
+    // Each contradiction is refused rather than guessed: one of the two
+    // settings would be silently ignored.
+    match (magic_bytes.contains(GENERIC_MAGIC), generic) {
+        (true, false) => {
+            return Err(bad(
+                "magic-bytes allows 0x03 and no key lists generic-operations: nothing would be signed under 0x03 (list the kinds on a key, or remove 0x03)",
+            ))
+        }
+        (false, true) => {
+            return Err(bad(
+                "a key lists generic-operations and magic-bytes does not allow 0x03: add 0x03 to magic-bytes, or remove generic-operations",
+            ))
+        }
+        _ => {}
+    }
     let authorized: Vec<PublicKey> = section
         .authorized_keys
         .iter()
@@ -300,6 +330,26 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
                 .collect::<Result<_, _>>()?,
         };
         let chains = k.chains.as_deref().map(chains).transpose()?;
+        let operations = k
+            .generic_operations
+            .iter()
+            .map(|name| {
+                OperationKind::from_name(name).ok_or_else(|| {
+                    let known: Vec<&str> = OperationKind::ALL.iter().map(|k| k.as_str()).collect();
+                    bad(format!(
+                        "key {:?}: unknown generic operation kind {name:?} (known: {})",
+                        k.key,
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if role == Role::Companion && !k.generic_operations.is_empty() {
+            return Err(bad(format!(
+                "key {:?}: a companion key co-signs attestations only, it signs no generic operations",
+                k.key
+            )));
+        }
         keys.push(LoadedKey {
             alias: k.key.clone(),
             key,
@@ -307,6 +357,7 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
                 kinds,
                 chains,
                 role,
+                operations,
             },
         });
     }

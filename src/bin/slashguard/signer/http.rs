@@ -153,11 +153,11 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
                 version: query.version,
             };
             let started = std::time::Instant::now();
-            let result = service.sign(call).await;
+            let result = service.handle_sign(call).await;
             log::decision("http", &pkh, &result);
             shared.metrics.sign("http", &result, started.elapsed());
             match result {
-                Ok(s) => match signature_to_b58(pkh.curve, &s.signature) {
+                Ok(s) => match signature_to_b58(pkh.curve, s.signature()) {
                     Ok(b58) => reply(200, codec::signature_reply(&b58)),
                     Err(e) => {
                         // Details for the log; the client gets generic words.

@@ -5,7 +5,7 @@
 //!
 //! | family | type | labels |
 //! |---|---|---|
-//! | `slashguard_signer_sign_requests_total` | counter | `transport`, `kind`, `result` (`signed`, `repeat`, or the refusal reason: `watermark`, `policy`, `magic_byte`, `unauthenticated`, `bad_request`, `unknown_key`, `unavailable`, `shutting_down`, `error`, ..., `deadline`) |
+//! | `slashguard_signer_sign_requests_total` | counter | `transport`, `kind` (a consensus kind, `generic` or `unknown`), `result` (`signed`, `repeat`, or the refusal reason: `watermark`, `policy`, `magic_byte`, `generic_operation`, `unauthenticated`, `bad_request`, `unknown_key`, `unavailable`, `shutting_down`, `error`, ..., `deadline`) |
 //! | `slashguard_signer_sign_seconds` | histogram | `transport`, `kind` |
 //! | `slashguard_signer_active` | gauge | 1 while this process signs (active), 0 standby or stopping |
 
@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use slashguard::metrics::prometheus::PrometheusMetrics;
 use slashguard::metrics::Metrics as _;
-use slashguard::remote_signer::{Signed, Withheld};
+use slashguard::remote_signer::{Released, Withheld};
 use slashguard::watermark::{Decision, Watermark, WatermarkKey};
 
 /// The content type of the OpenMetrics text exposition.
@@ -91,16 +91,19 @@ impl SignerMetrics {
     pub fn sign(
         &self,
         transport: &'static str,
-        result: &Result<Signed, Withheld>,
+        result: &Result<Released, Withheld>,
         elapsed: Duration,
     ) {
-        let request = match result {
-            Ok(s) => Some(&s.request),
-            Err(w) => w.request.as_ref(),
+        let kind = match result {
+            Ok(Released::Consensus(s)) => s.request.key.kind.as_str(),
+            Ok(Released::Generic(_)) => "generic",
+            Err(w) => w
+                .request
+                .as_ref()
+                .map_or("unknown", |r| r.key.kind.as_str()),
         };
-        let kind = request.map_or("unknown", |r| r.key.kind.as_str());
         let outcome = match result {
-            Ok(s) if s.decision == Decision::Repeat => "repeat",
+            Ok(Released::Consensus(s)) if s.decision == Decision::Repeat => "repeat",
             Ok(_) => "signed",
             Err(w) => w.error.reason(),
         };

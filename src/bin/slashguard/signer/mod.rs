@@ -63,7 +63,16 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
                 .as_ref()
                 .map_or("any chain".to_string(), |c| c.join(", "))
         ));
+        let operations: Vec<&str> = k.policy.operations.iter().map(|o| o.as_str()).collect();
+        if !operations.is_empty() {
+            human.push_str(&format!(
+                "key {}: generic operations {}\n",
+                k.alias,
+                operations.join(", ")
+            ));
+        }
         keys.push(json!({
+            "generic_operations": operations,
             "alias": k.alias,
             "pkh": k.key.public_key().hash().to_string(),
             "public_key": k.key.public_key().to_string(),

@@ -41,11 +41,11 @@ async fn answer(shared: &Shared, transport: &'static str, frame: &[u8]) -> Vec<u
                 version,
             };
             let started = std::time::Instant::now();
-            let result = service.sign(call).await;
+            let result = service.handle_sign(call).await;
             log::decision(transport, &pkh, &result);
             shared.metrics.sign(transport, &result, started.elapsed());
             match result {
-                Ok(s) => codec::ok_reply(&s.signature),
+                Ok(s) => codec::ok_reply(s.signature()),
                 Err(w) => service_error(w.error),
             }
         }
