@@ -176,11 +176,19 @@ impl Server {
     }
 
     fn spawn(config: &Path, create: bool) -> Server {
+        Self::spawn_with(config, create, &[], &[])
+    }
+
+    /// Start with extra `signer serve` arguments and environment
+    /// variables.
+    pub fn spawn_with(config: &Path, create: bool, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = command()
             .arg("--config")
             .arg(config)
             .args(["signer", "serve"])
             .args(create.then_some("--create"))
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

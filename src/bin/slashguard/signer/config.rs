@@ -19,7 +19,8 @@ use crate::settings::parse_chain;
 /// Shown by `slashguard signer --help`.
 pub const EXAMPLE: &str = "\
 Configuration: the [signer] section of the config file (--config or
-SLASHGUARD_CONFIG), e.g.:
+SLASHGUARD_CONFIG); the files, listeners and limits also have flags and
+SLASHGUARD_SIGNER_* variables (above), which win over the file, e.g.:
 
   [signer]
   secret-keys-file = \"/home/baker/.octez-client/secret_keys\"
@@ -228,7 +229,7 @@ const MAX_CONNECTIONS: usize = 65_536;
 /// setting checked. Nothing is opened for writing.
 pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
     let section = section.ok_or_else(|| {
-        bad("no [signer] section in the configuration file (or no --config given)")
+        bad("no [signer] section in the configuration file (or no --config given) and no signer flags")
     })?;
     let section: Section = section
         .clone()

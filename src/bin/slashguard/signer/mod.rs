@@ -17,7 +17,7 @@ use slashguard::file::FileWatermarks;
 use slashguard::remote_signer::{Role, SignerService};
 use tokio::sync::watch;
 
-use crate::args::SignerCommand;
+use crate::args::{SignerArgs, SignerCommand};
 use crate::exit::{Code, Failure};
 use crate::output::Report;
 use crate::settings::Settings;
@@ -34,8 +34,8 @@ pub struct Shared {
 
 pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Failure> {
     match cmd {
-        SignerCommand::CheckConfig => check_config(settings),
-        SignerCommand::Serve { create } => serve(settings, create).await,
+        SignerCommand::CheckConfig { overrides } => check_config(settings, &overrides),
+        SignerCommand::Serve { create, overrides } => serve(settings, &overrides, create).await,
     }
 }
 
@@ -106,12 +106,19 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         "magic_bytes": magic,
         "require_authentication": cfg.options.authorized_keys.is_some(),
         "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix, "metrics": cfg.listen.metrics},
+        "limits": {
+            "max_connections": cfg.limits.max_connections,
+            "max_body_bytes": cfg.limits.max_body_bytes,
+            "first_request_timeout_ms": cfg.limits.first_request_timeout.as_millis() as u64,
+            "request_timeout_ms": cfg.limits.request_timeout.as_millis() as u64,
+            "idle_timeout_ms": cfg.limits.idle_timeout.as_millis() as u64,
+        },
     });
     (human, json)
 }
 
-fn check_config(settings: &Settings) -> Result<Report, Failure> {
-    let cfg = config::load(settings.signer.as_ref())?;
+fn check_config(settings: &Settings, overrides: &SignerArgs) -> Result<Report, Failure> {
+    let cfg = config::load(overrides.apply(settings.signer.as_ref()).as_ref())?;
     // Read, not open: a running signer holds the file's lock.
     let exists = cfg.watermarks_file.exists();
     if !exists && store_was_opened(&cfg.watermarks_file) {
@@ -199,8 +206,12 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
     Ok(listener)
 }
 
-async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
-    let cfg = config::load(settings.signer.as_ref())?;
+async fn serve(
+    settings: &Settings,
+    overrides: &SignerArgs,
+    create: bool,
+) -> Result<Report, Failure> {
+    let cfg = config::load(overrides.apply(settings.signer.as_ref()).as_ref())?;
     let store = if create {
         FileWatermarks::create(&cfg.watermarks_file)?
     } else {
