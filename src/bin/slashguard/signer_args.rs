@@ -63,6 +63,27 @@ pub struct SignerArgs {
     )]
     pub listen_metrics: Vec<String>,
 
+    /// HTTPS listener address; replaces `[signer.listen] https`.
+    #[arg(
+        long,
+        env = "SLASHGUARD_SIGNER_LISTEN_HTTPS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub listen_https: Vec<String>,
+
+    /// HTTPS certificate chain, PEM (`tls.certificate-file`).
+    #[arg(
+        long,
+        env = "SLASHGUARD_SIGNER_TLS_CERTIFICATE_FILE",
+        value_name = "FILE"
+    )]
+    pub tls_certificate_file: Option<PathBuf>,
+
+    /// HTTPS private key, PEM (`tls.key-file`).
+    #[arg(long, env = "SLASHGUARD_SIGNER_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Open connections per listener (`limits.max-connections`).
     #[arg(long, env = "SLASHGUARD_SIGNER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u64>,
@@ -130,6 +151,15 @@ impl SignerArgs {
                 &["listen", "unix"],
                 Value::Array(self.listen_unix.iter().map(path).collect()),
             );
+        }
+        if !self.listen_https.is_empty() {
+            set(&["listen", "https"], strings(&self.listen_https));
+        }
+        if let Some(p) = &self.tls_certificate_file {
+            set(&["tls", "certificate-file"], path(p));
+        }
+        if let Some(p) = &self.tls_key_file {
+            set(&["tls", "key-file"], path(p));
         }
         if !self.listen_metrics.is_empty() {
             set(&["listen", "metrics"], strings(&self.listen_metrics));

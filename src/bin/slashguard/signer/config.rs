@@ -38,6 +38,10 @@ SLASHGUARD_SIGNER_* variables (above), which win over the file, e.g.:
   unix = [\"/run/slashguard/signer.sock\"]
   # metrics = [\"127.0.0.1:9732\"]          # Prometheus /metrics only
                                            # (every http listener serves it too)
+  # https = [\"0.0.0.0:6733\"]               # needs [signer.tls]
+  # [signer.tls]
+  # certificate-file = \"/etc/slashguard/signer.pem\"   # PEM chain
+  # key-file = \"/etc/slashguard/signer-key.pem\"
   [signer.limits]                          # the defaults
   max-body-bytes = 16384
   max-connections = 64                     # per listener
@@ -76,6 +80,7 @@ struct Section {
     listen: ListenSection,
     #[serde(default)]
     limits: LimitsSection,
+    tls: Option<TlsSection>,
     keys: Vec<KeySection>,
 }
 
@@ -90,6 +95,15 @@ struct ListenSection {
     unix: Vec<PathBuf>,
     #[serde(default)]
     metrics: Vec<String>,
+    #[serde(default)]
+    https: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TlsSection {
+    certificate_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +135,15 @@ pub struct Listeners {
     pub unix: Vec<PathBuf>,
     /// Listeners that serve only `GET /metrics`.
     pub metrics: Vec<String>,
+    /// HTTPS listeners (the HTTP routes over TLS).
+    pub https: Vec<String>,
+}
+
+/// The HTTPS certificate chain and key files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The bounds of the daemon.
@@ -153,6 +176,7 @@ pub struct SignerConfig {
     pub watermarks_file: PathBuf,
     pub listen: Listeners,
     pub limits: Limits,
+    pub tls: Option<TlsFiles>,
 }
 
 fn bad(msg: impl Into<String>) -> Failure {
@@ -363,8 +387,23 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
         });
     }
     let l = &section.listen;
-    if l.http.is_empty() && l.tcp.is_empty() && l.unix.is_empty() {
-        return Err(bad("no listener: set [signer.listen] http, tcp or unix"));
+    if l.http.is_empty() && l.tcp.is_empty() && l.unix.is_empty() && l.https.is_empty() {
+        return Err(bad(
+            "no listener: set [signer.listen] http, https, tcp or unix",
+        ));
+    }
+    match (&section.tls, l.https.is_empty()) {
+        (None, false) => {
+            return Err(bad(
+                "[signer.listen] https needs [signer.tls] certificate-file and key-file",
+            ))
+        }
+        (Some(_), true) => {
+            return Err(bad(
+                "[signer.tls] is set and no [signer.listen] https listener uses it",
+            ))
+        }
+        _ => {}
     }
     let limits = Limits {
         max_body_bytes: section.limits.max_body_bytes.unwrap_or(16 * 1024),
@@ -407,7 +446,12 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             tcp: l.tcp.clone(),
             unix: l.unix.clone(),
             metrics: l.metrics.clone(),
+            https: l.https.clone(),
         },
+        tls: section.tls.as_ref().map(|t| TlsFiles {
+            certificate: t.certificate_file.clone(),
+            key: t.key_file.clone(),
+        }),
         limits,
     })
 }

@@ -59,7 +59,12 @@ fn metrics_reply(shared: &Shared) -> Reply {
     r
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>, metrics_only: bool) -> Reply {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    metrics_only: bool,
+    transport: &'static str,
+) -> Reply {
     // Prometheus scrapes: on every HTTP listener, and the only route of a
     // metrics listener.
     if req.uri().path() == "/metrics" {
@@ -76,7 +81,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, metrics_only: bool)
     }
     let deadline = shared.limits.request_timeout;
     let sign = req.method() == hyper::Method::POST;
-    match tokio::time::timeout(deadline, route(&shared, req)).await {
+    match tokio::time::timeout(deadline, route(&shared, req, transport)).await {
         Ok(r) => r,
         Err(_) => {
             // Dropping the request here is safe: a watermark that advanced
@@ -84,17 +89,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, metrics_only: bool)
             // same bytes a repeat.
             log::event(
                 "timeout",
-                json!({"transport": "http", "after_ms": deadline.as_millis() as u64}),
+                json!({"transport": transport, "after_ms": deadline.as_millis() as u64}),
             );
             if sign {
-                shared.metrics.deadline("http");
+                shared.metrics.deadline(transport);
             }
             error(503, "slashguard: request deadline exceeded")
         }
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+async fn route(shared: &Shared, req: Request<Incoming>, transport: &'static str) -> Reply {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let route = match codec::route(&method, &path) {
@@ -154,8 +159,8 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
             };
             let started = std::time::Instant::now();
             let result = service.handle_sign(call).await;
-            log::decision("http", &pkh, &result);
-            shared.metrics.sign("http", &result, started.elapsed());
+            log::decision(transport, &pkh, &result);
+            shared.metrics.sign(transport, &result, started.elapsed());
             match result {
                 Ok(s) => match signature_to_b58(pkh.curve, s.signature()) {
                     Ok(b58) => reply(200, codec::signature_reply(&b58)),
@@ -163,7 +168,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
                         // Details for the log; the client gets generic words.
                         log::event(
                             "internal_error",
-                            json!({"transport": "http", "key": pkh.to_string(), "error": e.to_string()}),
+                            json!({"transport": transport, "key": pkh.to_string(), "error": e.to_string()}),
                         );
                         error(500, "slashguard: signer error: no signature was released (the signer's log has the details)")
                     }
@@ -219,33 +224,99 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// Serve one connection until it closes, times out, its slot is
-/// reclaimed or the signer shuts down.
-pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, metrics_only: bool) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+/// Wait (bounded by the first-request deadline) for the client's first
+/// byte; `false` when the connection is to be dropped.
+async fn first_byte(stream: &TcpStream, slot: &Slot, shared: &Shared, transport: &str) -> bool {
     let mut stop = shared.stop.subscribe();
-    // The first byte within the first-request deadline, before hyper
-    // (whose header timeout is the longer idle timeout) gets the stream.
     let mut probe = [0u8; 1];
     let first = tokio::select! {
         r = tokio::time::timeout(shared.limits.first_request_timeout, stream.peek(&mut probe)) => r,
-        _ = slot.reclaimed() => return,
-        _ = super::stopped(&mut stop) => return,
+        _ = slot.reclaimed() => return false,
+        _ = super::stopped(&mut stop) => return false,
     };
     match first {
-        Ok(Ok(n)) if n > 0 => {}
-        Ok(_) => return,
+        Ok(Ok(n)) => n > 0,
+        Ok(Err(_)) => false,
         Err(_) => {
             log::event(
                 "first_request_timeout",
-                json!({"transport": "http", "peer": peer}),
+                json!({"transport": transport, "peer": peer(stream)}),
+            );
+            false
+        }
+    }
+}
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Serve one plain HTTP connection until it closes, times out, its slot is
+/// reclaimed or the signer shuts down.
+pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, metrics_only: bool) {
+    // The first byte within the first-request deadline, before hyper
+    // (whose header timeout is the longer idle timeout) gets the stream.
+    let transport = if metrics_only { "metrics" } else { "http" };
+    if !first_byte(&stream, &slot, &shared, transport).await {
+        return;
+    }
+    let peer = peer(&stream);
+    serve_http(stream, peer, slot, shared, metrics_only, transport).await
+}
+
+/// Serve one HTTPS connection: the TLS handshake within the request
+/// deadline after the first byte, then HTTP as [`connection`].
+pub async fn tls_connection(
+    stream: TcpStream,
+    slot: Slot,
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    if !first_byte(&stream, &slot, &shared, "https").await {
+        return;
+    }
+    let peer = peer(&stream);
+    let mut stop = shared.stop.subscribe();
+    slot.busy();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(shared.limits.request_timeout, acceptor.accept(stream)) => r,
+        _ = super::stopped(&mut stop) => return,
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            log::event(
+                "tls_handshake_failed",
+                json!({"transport": "https", "peer": peer, "error": e.to_string()}),
             );
             return;
         }
-    }
+        Err(_) => {
+            log::event(
+                "slow_client",
+                json!({"transport": "https", "peer": peer, "detail": "TLS handshake not done within the request deadline"}),
+            );
+            return;
+        }
+    };
+    slot.idle();
+    serve_http(tls, peer, slot, shared, false, "https").await
+}
+
+async fn serve_http<S>(
+    stream: S,
+    peer: String,
+    slot: Slot,
+    shared: Arc<Shared>,
+    metrics_only: bool,
+    transport: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = shared.stop.subscribe();
     let slot = Arc::new(slot);
     let svc = {
         let shared = shared.clone();
@@ -255,7 +326,7 @@ pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, metr
             let slot = slot.clone();
             async move {
                 let _busy = Busy::new(&slot);
-                Ok::<_, Infallible>(handle(shared, req, metrics_only).await)
+                Ok::<_, Infallible>(handle(shared, req, metrics_only, transport).await)
             }
         })
     };
@@ -278,7 +349,7 @@ pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, metr
     if let Err(e) = result {
         log::event(
             "connection_error",
-            json!({"transport": "http", "peer": peer, "error": e.to_string()}),
+            json!({"transport": transport, "peer": peer, "error": e.to_string()}),
         );
     }
 }

@@ -7,6 +7,7 @@ mod log;
 mod metrics;
 mod slots;
 mod socket;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,7 +106,7 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         "watermarks_file": cfg.watermarks_file,
         "magic_bytes": magic,
         "require_authentication": cfg.options.authorized_keys.is_some(),
-        "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix, "metrics": cfg.listen.metrics},
+        "listen": {"http": cfg.listen.http, "https": cfg.listen.https, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix, "metrics": cfg.listen.metrics},
         "limits": {
             "max_connections": cfg.limits.max_connections,
             "max_body_bytes": cfg.limits.max_body_bytes,
@@ -119,6 +120,9 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
 
 fn check_config(settings: &Settings, overrides: &SignerArgs) -> Result<Report, Failure> {
     let cfg = config::load(overrides.apply(settings.signer.as_ref()).as_ref())?;
+    if let Some(files) = &cfg.tls {
+        tls::acceptor(&files.certificate, &files.key)?;
+    }
     // Read, not open: a running signer holds the file's lock.
     let exists = cfg.watermarks_file.exists();
     if !exists && store_was_opened(&cfg.watermarks_file) {
@@ -266,6 +270,26 @@ async fn serve(
             "http",
             move |s, slot| http::connection(s, slot, sh.clone(), false),
         )));
+    }
+    if let Some(files) = &cfg.tls {
+        // Loaded once: a certificate renewal takes a restart.
+        let acceptor = tls::acceptor(&files.certificate, &files.key)?;
+        for addr in &cfg.listen.https {
+            let l = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(|e| Failure::bad_input(format!("cannot listen on https {addr}: {e}")))?;
+            let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            log::event("listening", json!({"transport": "https", "address": local}));
+            let sh = shared.clone();
+            let acceptor = acceptor.clone();
+            listeners.push(tokio::spawn(accept::run(
+                l,
+                new_slots(&mut all_slots),
+                shared.clone(),
+                "https",
+                move |s, slot| http::tls_connection(s, slot, sh.clone(), acceptor.clone()),
+            )));
+        }
     }
     for addr in &cfg.listen.metrics {
         let l = tokio::net::TcpListener::bind(addr.as_str())
