@@ -2,7 +2,7 @@
 //! byte and chain id), before any watermark is touched. A protocol upgrade
 //! that changes operation encodings cannot break this check. Generic
 //! operations (0x03), when a key allows some kinds, are checked apart by
-//! [`KeyPolicy::check_generic`] with the [`generic`](super::generic)
+//! [`KeyPolicy::check_generic`] with the [`generic`]
 //! decoder; the consensus check never uses it.
 
 use std::collections::BTreeSet;
