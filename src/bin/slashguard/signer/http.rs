@@ -50,7 +50,10 @@ fn http_error(e: &HttpError) -> Reply {
     error(status, format!("slashguard: {e}"))
 }
 
-fn metrics_reply(shared: &Shared) -> Reply {
+async fn metrics_reply(shared: &Shared) -> Reply {
+    // The active gauge is read at scrape time from the service's state,
+    // which the ownership supervisor changes.
+    shared.metrics.set_active(shared.service.is_active().await);
     let mut r = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -69,7 +72,7 @@ async fn handle(
     // metrics listener.
     if req.uri().path() == "/metrics" {
         return match req.method().as_str() {
-            "GET" => metrics_reply(&shared),
+            "GET" => metrics_reply(&shared).await,
             m => error(
                 405,
                 format!("slashguard: method {m} not allowed on /metrics"),

@@ -130,9 +130,8 @@ impl SignerMetrics {
             .inc();
     }
 
-    /// Set the active (1) / standby (0) gauge. The ownership machinery
-    /// sets it on every change; without one the daemon is active from
-    /// `ready` to shutdown.
+    /// Set the active (1) / standby (0) gauge (from the service's state,
+    /// at each scrape).
     pub fn set_active(&self, active: bool) {
         self.active.set(i64::from(active));
     }
