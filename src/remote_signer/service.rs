@@ -186,8 +186,9 @@ impl ServiceError {
                 };
                 format!("slashguard: unavailable: the {backend} store did not answer; nothing was signed, a retry may succeed")
             }
-            // Who owns the baker now, and why this one lost it, is for
-            // the log.
+            // Who owns the baker now, why this one stands by or lost it
+            // (etcd errors, owner instances), is for the log.
+            ServiceError::Standby(_) => "slashguard: standby: not the active signer".into(),
             ServiceError::Fenced(_) => {
                 "slashguard: standby: not the active signer (this signer lost the ownership of its baker; nothing was released)".into()
             }
@@ -579,14 +580,16 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     }
 
     /// Ready to sign: the active signer (its ownership, if any, not lost),
-    /// keys loaded, the store answers.
+    /// keys loaded, the store answers. The `Err` text is for anyone who
+    /// asks (`/healthz` is not authenticated): who owns the baker, why this
+    /// signer stands by and the store's error are in the signer's log.
     pub async fn health(&self) -> Result<(), String> {
         let guard = match &*self.state.read().await {
             State::Closed => return Err("shutting down".into()),
-            State::Standby(why) => return Err(format!("standby: not the active signer ({why})")),
+            State::Standby(_) => return Err("standby: not the active signer".into()),
             State::Active(t) => {
-                if let Some(why) = t.ownership.as_ref().and_then(|o| o.lost_reason()) {
-                    return Err(format!("standby: not the active signer (fenced: {why})"));
+                if t.ownership.as_ref().is_some_and(|o| o.is_lost()) {
+                    return Err("standby: not the active signer (fenced)".into());
                 }
                 t.guard.clone()
             }
@@ -596,11 +599,13 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
         }
         // Asked without the state lock: a slow store does not hold up a
         // change of term.
-        guard
-            .watermarks()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("watermark store: {e}"))
+        guard.watermarks().await.map(|_| ()).map_err(|e| {
+            let backend = match e {
+                Error::Unavailable { backend, .. } => backend,
+                _ => "watermark",
+            };
+            format!("{backend} store: not answering (the signer's log has the details)")
+        })
     }
 
     /// Stop signing for good: wait for the signatures in flight, then
@@ -1061,5 +1066,27 @@ mod tests {
         s.close().await;
         let e = s.handle_sign(call(pkh, &op)).await.unwrap_err().error;
         assert!(matches!(e, ServiceError::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_standby_tells_clients_only_that_it_stands_by() {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let s: Service = SignerService::standby(
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+            "waiting for the baker: owned by backup@host-b.internal, etcd 10.9.8.7:2379",
+        );
+        let e = s
+            .sign(call(pkh, &attestation(1, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!((e.status(), e.reason()), (503, "standby"));
+        let msg = &e.trace()[0].msg;
+        assert_eq!(msg, "slashguard: standby: not the active signer");
+        assert!(e.to_string().contains("host-b"), "the log keeps it");
+        let health = s.health().await.unwrap_err();
+        assert_eq!(health, "standby: not the active signer");
     }
 }
