@@ -14,7 +14,11 @@
 //! | [`watermark`](Metrics::watermark) | after a signature at a new mark | current watermark per key |
 //! | [`ownership`](Metrics::ownership) | when a failover policy gains or loses an identity | ownership state |
 //!
-//! [`MemoryMetrics`] records everything in memory (tests, a status page).
+//! [`MemoryMetrics`] records everything in memory (tests, a status page);
+//! `prometheus::PrometheusMetrics` (feature `prometheus`) exports to Prometheus.
+
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};

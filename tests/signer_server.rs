@@ -122,7 +122,26 @@ fn check_config_loads_every_key_and_names_each_problem() {
         "[[signer.keys]]\nkey = \"nobody\"\n",
         "no key named \"nobody\"",
     );
-    fails("magic-bytes = [0x03]", ALL_KEYS, "consensus payloads only");
+    fails(
+        "magic-bytes = [0x01]",
+        ALL_KEYS,
+        "consensus payloads (0x11, 0x12, 0x13) and generic operations (0x03)",
+    );
+    fails(
+        "magic-bytes = [0x03]",
+        ALL_KEYS,
+        "no key lists generic-operations",
+    );
+    fails(
+        "magic-bytes = [0x11]",
+        "[[signer.keys]]\nkey = \"baker1\"\ngeneric-operations = [\"transaction\"]\n",
+        "does not allow 0x03",
+    );
+    fails(
+        "",
+        "[[signer.keys]]\nkey = \"baker1\"\ngeneric-operations = [\"transfer\"]\n",
+        "unknown generic operation kind \"transfer\"",
+    );
     fails(
         "require-authentication = true",
         ALL_KEYS,

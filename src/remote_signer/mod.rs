@@ -6,11 +6,15 @@
 //! `shared/reference/remote-signer.md`.
 
 pub mod auth;
+pub mod generic;
 pub mod http;
 pub mod policy;
 pub mod service;
 pub mod socket;
 pub mod trace;
 
-pub use policy::{KeyPolicy, MagicBytes, PolicyRefusal, Role};
-pub use service::{ServiceError, ServiceOptions, SignCall, Signed, SignerService, Withheld};
+pub use policy::{GenericRefusal, KeyPolicy, MagicBytes, PolicyRefusal, Role};
+pub use service::{
+    Released, ServiceError, ServiceOptions, SignCall, Signed, SignedOperation, SignerService,
+    Withheld,
+};

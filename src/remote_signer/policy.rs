@@ -1,10 +1,14 @@
 //! What each key may sign, checked from the documented layout alone (magic
 //! byte and chain id), before any watermark is touched. A protocol upgrade
-//! that changes operation encodings cannot break this check.
+//! that changes operation encodings cannot break this check. Generic
+//! operations (0x03), when a key allows some kinds, are checked apart by
+//! [`KeyPolicy::check_generic`] with the [`generic`]
+//! decoder; the consensus check never uses it.
 
 use std::collections::BTreeSet;
 
-use crate::watermark::{ChainId, ConsensusKind};
+use crate::remote_signer::generic::{self, GenericError, GenericOperation, OperationKind};
+use crate::watermark::{ChainId, ConsensusKind, KeyHash};
 
 /// The role of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,10 +37,49 @@ pub enum PolicyRefusal {
     /// The chain is not allowed for this key.
     #[error("chain {0} is not allowed for this key")]
     Chain(ChainId),
+    /// A generic operation (0x03) this key may not sign.
+    #[error("generic operation refused: {0}")]
+    Generic(GenericRefusal),
 }
 
-/// The magic-byte allow list. slashguard signs consensus payloads only, so
-/// the list is a subset of 0x11, 0x12, 0x13.
+/// Why a generic operation (0x03) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenericRefusal {
+    /// The key's policy lists no operation kinds.
+    #[error("this key signs no generic operations (its policy lists no operation kinds)")]
+    NoneAllowed,
+    /// A content the decoder does not understand (named in the error).
+    #[error("{0}")]
+    NotUnderstood(GenericError),
+    /// A content of a kind the key's policy does not list.
+    #[error(
+        "content {index} at byte {offset} is a {kind}, not in this key's allowed operation kinds"
+    )]
+    Kind {
+        /// Which content (0 is the first).
+        index: usize,
+        /// Where it starts.
+        offset: usize,
+        /// Its kind.
+        kind: OperationKind,
+    },
+    /// A content whose source is another key.
+    #[error("content {index} at byte {offset} ({kind}) has source {source_key}, not this key")]
+    Source {
+        /// Which content.
+        index: usize,
+        /// Where it starts.
+        offset: usize,
+        /// Its kind.
+        kind: OperationKind,
+        /// The source it names.
+        source_key: KeyHash,
+    },
+}
+
+/// The magic-byte allow list: a subset of the consensus bytes 0x11, 0x12,
+/// 0x13 and the generic-operation byte 0x03.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MagicBytes(BTreeSet<u8>);
 
@@ -46,12 +89,20 @@ impl MagicBytes {
         MagicBytes(ConsensusKind::ALL.iter().map(|k| k.magic()).collect())
     }
 
-    /// A list of bytes; `Err` names a byte that is not a consensus kind.
+    /// The consensus bytes and 0x03 (generic operations).
+    pub fn consensus_and_generic() -> Self {
+        let mut m = Self::consensus();
+        m.0.insert(generic::MAGIC);
+        m
+    }
+
+    /// A list of bytes; `Err` names a byte that is neither a consensus
+    /// kind nor 0x03.
     pub fn new(bytes: impl IntoIterator<Item = u8>) -> Result<Self, u8> {
         let set: BTreeSet<u8> = bytes.into_iter().collect();
         match set
             .iter()
-            .find(|b| ConsensusKind::from_magic(**b).is_none())
+            .find(|b| **b != generic::MAGIC && ConsensusKind::from_magic(**b).is_none())
         {
             Some(b) => Err(*b),
             None => Ok(MagicBytes(set)),
@@ -72,6 +123,11 @@ impl MagicBytes {
     pub fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
         self.0.iter().copied()
     }
+
+    /// Whether `b` is on the list.
+    pub fn contains(&self, b: u8) -> bool {
+        self.0.contains(&b)
+    }
 }
 
 /// The policy of one key.
@@ -84,6 +140,9 @@ pub struct KeyPolicy {
     pub chains: Option<BTreeSet<ChainId>>,
     /// Its role.
     pub role: Role,
+    /// Generic-operation (0x03) kinds it signs; empty (the default) for
+    /// none.
+    pub operations: BTreeSet<OperationKind>,
 }
 
 impl Default for KeyPolicy {
@@ -92,6 +151,7 @@ impl Default for KeyPolicy {
             kinds: ConsensusKind::ALL.into_iter().collect(),
             chains: None,
             role: Role::Consensus,
+            operations: BTreeSet::new(),
         }
     }
 }
@@ -117,6 +177,42 @@ impl KeyPolicy {
             }
         }
         Ok(())
+    }
+
+    /// Check a generic operation (`data` starting with 0x03) for the key
+    /// `signer`: every content decoded, of an allowed kind, with `signer`
+    /// as its source. The first content that fails is named.
+    pub fn check_generic(
+        &self,
+        data: &[u8],
+        signer: &KeyHash,
+    ) -> Result<GenericOperation, PolicyRefusal> {
+        let refuse = |r| PolicyRefusal::Generic(r);
+        if self.operations.is_empty() {
+            return Err(refuse(GenericRefusal::NoneAllowed));
+        }
+        let op = generic::decode(data).map_err(|e| refuse(GenericRefusal::NotUnderstood(e)))?;
+        for (index, c) in op.contents.iter().enumerate() {
+            if !self.operations.contains(&c.kind) {
+                return Err(refuse(GenericRefusal::Kind {
+                    index,
+                    offset: c.offset,
+                    kind: c.kind,
+                }));
+            }
+            // One signature covers the whole batch, and it is the
+            // source's: a content of another source is not this key's to
+            // sign.
+            if c.source != *signer {
+                return Err(refuse(GenericRefusal::Source {
+                    index,
+                    offset: c.offset,
+                    kind: c.kind,
+                    source_key: c.source,
+                }));
+            }
+        }
+        Ok(op)
     }
 }
 
@@ -145,7 +241,9 @@ mod tests {
         );
         let only_blocks = MagicBytes::new([0x11]).unwrap();
         assert!(only_blocks.check(&[0x13]).is_err());
-        assert_eq!(MagicBytes::new([0x11, 0x03]), Err(0x03));
+        assert_eq!(MagicBytes::new([0x11, 0x01]), Err(0x01));
+        assert!(MagicBytes::new([0x11, 0x03]).unwrap().contains(0x03));
+        assert!(!MagicBytes::consensus().contains(0x03));
     }
 
     #[test]
@@ -160,6 +258,7 @@ mod tests {
             kinds: [ConsensusKind::Attestation].into(),
             chains: Some([ChainId(main)].into()),
             role: Role::Consensus,
+            operations: BTreeSet::new(),
         };
         assert_eq!(p.check(&payload(0x13, main)), Ok(()));
         assert_eq!(
@@ -184,5 +283,67 @@ mod tests {
                 Err(PolicyRefusal::Companion(k))
             );
         }
+    }
+
+    /// `03 ‖ branch ‖` a delegation and a reveal by `source` (tz1).
+    fn batch(source: [u8; 20], first_tag: u8) -> Vec<u8> {
+        let mut v = vec![0x03];
+        v.extend_from_slice(&[0xbb; 32]);
+        v.extend_from_slice(&[first_tag, 0x00]);
+        v.extend_from_slice(&source);
+        v.extend_from_slice(&[0x01, 0x02, 0x03, 0x04, 0x00]); // fee..limits, no delegate
+        v.extend_from_slice(&[107, 0x00]);
+        v.extend_from_slice(&source);
+        v.extend_from_slice(&[0x01, 0x02, 0x03, 0x04]);
+        v.push(0x00);
+        v.extend_from_slice(&[0x44; 32]);
+        v.push(0x00);
+        v
+    }
+
+    #[test]
+    fn generic_operations_every_content_checked() {
+        use crate::watermark::Curve;
+        let me = KeyHash {
+            curve: Curve::Ed25519,
+            hash: [7; 20],
+        };
+        let ok = batch([7; 20], 110);
+        // No kinds listed: nothing generic is signed.
+        assert_eq!(
+            KeyPolicy::default().check_generic(&ok, &me),
+            Err(PolicyRefusal::Generic(GenericRefusal::NoneAllowed))
+        );
+        let p = KeyPolicy {
+            operations: [OperationKind::Delegation, OperationKind::Reveal].into(),
+            ..KeyPolicy::default()
+        };
+        let op = p.check_generic(&ok, &me).unwrap();
+        assert_eq!(op.contents.len(), 2);
+        // The second content of a batch is checked too.
+        let only_delegation = KeyPolicy {
+            operations: [OperationKind::Delegation].into(),
+            ..KeyPolicy::default()
+        };
+        let e = only_delegation.check_generic(&ok, &me).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "generic operation refused: content 1 at byte 60 is a reveal, not in this key's allowed operation kinds"
+        );
+        // Another source.
+        let e = p.check_generic(&batch([8; 20], 110), &me).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PolicyRefusal::Generic(GenericRefusal::Source { index: 0, .. })
+            ),
+            "{e}"
+        );
+        // Not understood: named.
+        let e = p.check_generic(&batch([7; 20], 17), &me).unwrap_err();
+        assert!(e.to_string().contains("failing_noop (tag 17)"), "{e}");
+        // The consensus check lets 0x03 through untouched (the magic-byte
+        // list decides), and never decodes it.
+        assert_eq!(KeyPolicy::default().check(&ok), Ok(()));
     }
 }

@@ -1,7 +1,9 @@
 //! The signer's request handling, apart from any transport: the checks in
 //! order (known key, version, magic byte, authentication, policy, all
 //! before any watermark is touched), then [`GuardedSigner::sign`].
-//! HTTP and the socket protocol both call it.
+//! HTTP and the socket protocol both call [`SignerService::handle_sign`],
+//! which sends a generic operation (0x03) to its own path and everything
+//! else to [`SignerService::sign`], by the first byte alone.
 //!
 //! A service signs in *terms*: one for good ([`SignerService::new`], a
 //! signer alone on its watermarks), or one per ownership of the baker
@@ -17,6 +19,7 @@ use tokio::sync::RwLock;
 use crate::failover::Ownership;
 use crate::keys::{PublicKey, SoftwareKey};
 use crate::remote_signer::auth;
+use crate::remote_signer::generic::{self, GenericOperation};
 use crate::remote_signer::policy::{KeyPolicy, MagicBytes, PolicyRefusal};
 use crate::remote_signer::trace::TraceError;
 use crate::watermark::{Decision, KeyHash, SignRequest, SignerGuard};
@@ -124,6 +127,7 @@ impl ServiceError {
             ServiceError::Unauthenticated => "unauthenticated",
             ServiceError::BadAuthentication => "bad_authentication",
             ServiceError::Policy(PolicyRefusal::MagicByte(_)) => "magic_byte",
+            ServiceError::Policy(PolicyRefusal::Generic(_)) => "generic_operation",
             ServiceError::Policy(_) => "policy",
             ServiceError::NotEnabled(_) => "not_enabled",
             ServiceError::UnknownKey(_) => "unknown_key",
@@ -136,14 +140,64 @@ impl ServiceError {
         }
     }
 
-    /// The octez error trace.
+    /// The octez error trace sent to the client: the text of
+    /// [`public_message`](Self::public_message).
     pub fn trace(&self) -> Vec<TraceError> {
-        let msg = match self {
+        vec![TraceError::failure(self.public_message())]
+    }
+
+    /// What the client is told. Anyone who can reach a listener reads it,
+    /// authenticated or not, so store and internal failures are told in
+    /// generic words (the [`Display`](std::fmt::Display) text, with file
+    /// paths, etcd keys, instance names and operator commands, goes to the
+    /// signer's log only). Refusals the baker acts on keep their precise,
+    /// non-secret reason: the watermark (key, requested and stored
+    /// marks), the policy, the signer's documented limits.
+    pub fn public_message(&self) -> String {
+        use crate::Refusal;
+        match self {
             // octez's own wording, which operators grep for.
             ServiceError::Policy(p @ PolicyRefusal::MagicByte(_)) => p.to_string(),
+            ServiceError::Refused(e) => match e {
+                Error::Refused(r @ (Refusal::Watermark(_) | Refusal::Limit(_))) => {
+                    format!("slashguard: refused: {r}")
+                }
+                Error::Refused(Refusal::SignerRefused { refusal, .. }) => {
+                    format!("slashguard: refused: {refusal}")
+                }
+                Error::Fenced { .. } => {
+                    "slashguard: refused: this signer does not own the key's watermarks any more (fenced); nothing was signed".into()
+                }
+                Error::Damaged { .. } => {
+                    "slashguard: refused: the watermark store is damaged; nothing is signed until the operator recovers it".into()
+                }
+                Error::Regressed { .. } => {
+                    "slashguard: refused: the watermark store went backwards; nothing is signed until the operator repairs it".into()
+                }
+                e => format!(
+                    "slashguard: refused by a safety rule ({}); nothing was signed",
+                    crate::metrics::RefusalReason::of(e).map_or("other", |r| r.as_str())
+                ),
+            },
+            ServiceError::Unavailable(e) => {
+                let backend = match e {
+                    Error::Unavailable { backend, .. } => backend,
+                    _ => "watermark",
+                };
+                format!("slashguard: unavailable: the {backend} store did not answer; nothing was signed, a retry may succeed")
+            }
+            // Who owns the baker now, why this one stands by or lost it
+            // (etcd errors, owner instances), is for the log.
+            ServiceError::Standby(_) => "slashguard: standby: not the active signer".into(),
+            ServiceError::Fenced(_) => {
+                "slashguard: standby: not the active signer (this signer lost the ownership of its baker; nothing was released)".into()
+            }
+            ServiceError::Failed(_) => {
+                "slashguard: signer error: no signature was released (the signer's log has the details)"
+                    .into()
+            }
             e => format!("slashguard: {e}"),
-        };
-        vec![TraceError::failure(msg)]
+        }
     }
 
     fn from_guard(e: Error) -> Self {
@@ -179,6 +233,35 @@ pub struct Signed {
     pub request: SignRequest,
     /// Advanced, or a repeat of the same bytes.
     pub decision: Decision,
+}
+
+/// A released signature of a generic operation (0x03): no watermark is
+/// involved.
+#[derive(Debug, Clone)]
+pub struct SignedOperation {
+    /// The signature bytes.
+    pub signature: Vec<u8>,
+    /// The decoded operation that was signed.
+    pub operation: GenericOperation,
+}
+
+/// What [`SignerService::handle_sign`] released.
+#[derive(Debug, Clone)]
+pub enum Released {
+    /// A consensus payload, behind its watermark.
+    Consensus(Signed),
+    /// A generic operation the key's policy allows.
+    Generic(SignedOperation),
+}
+
+impl Released {
+    /// The signature bytes.
+    pub fn signature(&self) -> &[u8] {
+        match self {
+            Released::Consensus(s) => &s.signature,
+            Released::Generic(g) => &g.signature,
+        }
+    }
 }
 
 /// A withheld signature, with what was understood of the request (for the
@@ -361,33 +444,7 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
             State::Standby(why) => return Err(withheld(ServiceError::Standby(why.clone()))),
             State::Closed => return Err(withheld(ServiceError::ShuttingDown)),
         };
-        let entry = self
-            .keys
-            .get(&call.pkh)
-            .ok_or_else(|| withheld(ServiceError::UnknownKey(call.pkh)))?;
-        if let Some(v) = call.version {
-            if !VERSIONS.contains(&v) {
-                return Err(withheld(ServiceError::BadRequest(format!(
-                    "unsupported signature version {v} (this signer accepts {} to {})",
-                    VERSIONS.start(),
-                    VERSIONS.end()
-                ))));
-            }
-        }
-        if call.data.is_empty() {
-            return Err(withheld(ServiceError::BadRequest("nothing to sign".into())));
-        }
-        self.options
-            .magic_bytes
-            .check(call.data)
-            .map_err(|p| withheld(p.into()))?;
-        if let Some(authorized) = &self.options.authorized_keys {
-            let sig = call
-                .authentication
-                .ok_or_else(|| withheld(ServiceError::Unauthenticated))?;
-            auth::verify(authorized, &call.pkh, call.data, sig)
-                .ok_or_else(|| withheld(ServiceError::BadAuthentication))?;
-        }
+        let entry = self.admit(&call).map_err(withheld)?;
         entry
             .policy
             .check(call.data)
@@ -406,6 +463,70 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
             request: signed.request,
             decision: signed.decision,
         })
+    }
+
+    /// The checks every sign request passes first, in octez's order: key
+    /// known, version, magic byte, authentication.
+    fn admit(&self, call: &SignCall<'_>) -> Result<&Entry, ServiceError> {
+        let entry = self
+            .keys
+            .get(&call.pkh)
+            .ok_or(ServiceError::UnknownKey(call.pkh))?;
+        if let Some(v) = call.version {
+            if !VERSIONS.contains(&v) {
+                return Err(ServiceError::BadRequest(format!(
+                    "unsupported signature version {v} (this signer accepts {} to {})",
+                    VERSIONS.start(),
+                    VERSIONS.end()
+                )));
+            }
+        }
+        if call.data.is_empty() {
+            return Err(ServiceError::BadRequest("nothing to sign".into()));
+        }
+        self.options.magic_bytes.check(call.data)?;
+        if let Some(authorized) = &self.options.authorized_keys {
+            let sig = call.authentication.ok_or(ServiceError::Unauthenticated)?;
+            auth::verify(authorized, &call.pkh, call.data, sig)
+                .ok_or(ServiceError::BadAuthentication)?;
+        }
+        Ok(entry)
+    }
+
+    /// A sign request from either transport: a generic operation (first
+    /// byte 0x03) is decoded and checked against the key's allowed
+    /// operation kinds, then signed without a watermark, by the active
+    /// signer only (as consensus payloads are); anything else goes to
+    /// [`sign`](Self::sign), which never decodes operations.
+    pub async fn handle_sign(&self, call: SignCall<'_>) -> Result<Released, Withheld> {
+        if call.data.first() != Some(&generic::MAGIC) {
+            return self.sign(call).await.map(Released::Consensus);
+        }
+        let withheld = |error| Withheld {
+            error,
+            request: None,
+        };
+        let state = self.state.read().await;
+        match &*state {
+            State::Active(term) => {
+                if let Some(why) = term.ownership.as_ref().and_then(|o| o.lost_reason()) {
+                    return Err(withheld(ServiceError::Standby(format!("fenced: {why}"))));
+                }
+            }
+            State::Standby(why) => return Err(withheld(ServiceError::Standby(why.clone()))),
+            State::Closed => return Err(withheld(ServiceError::ShuttingDown)),
+        }
+        let entry = self.admit(&call).map_err(withheld)?;
+        let operation = entry
+            .policy
+            .check_generic(call.data, &call.pkh)
+            .map_err(|p| withheld(p.into()))?;
+        let signature = entry.key.sign_bytes(call.data);
+        drop(state);
+        Ok(Released::Generic(SignedOperation {
+            signature,
+            operation,
+        }))
     }
 
     /// The public key of a served key.
@@ -459,14 +580,16 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     }
 
     /// Ready to sign: the active signer (its ownership, if any, not lost),
-    /// keys loaded, the store answers.
+    /// keys loaded, the store answers. The `Err` text is for anyone who
+    /// asks (`/healthz` is not authenticated): who owns the baker, why this
+    /// signer stands by and the store's error are in the signer's log.
     pub async fn health(&self) -> Result<(), String> {
         let guard = match &*self.state.read().await {
             State::Closed => return Err("shutting down".into()),
-            State::Standby(why) => return Err(format!("standby: not the active signer ({why})")),
+            State::Standby(_) => return Err("standby: not the active signer".into()),
             State::Active(t) => {
-                if let Some(why) = t.ownership.as_ref().and_then(|o| o.lost_reason()) {
-                    return Err(format!("standby: not the active signer (fenced: {why})"));
+                if t.ownership.as_ref().is_some_and(|o| o.is_lost()) {
+                    return Err("standby: not the active signer (fenced)".into());
                 }
                 t.guard.clone()
             }
@@ -476,11 +599,13 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
         }
         // Asked without the state lock: a slow store does not hold up a
         // change of term.
-        guard
-            .watermarks()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("watermark store: {e}"))
+        guard.watermarks().await.map(|_| ()).map_err(|e| {
+            let backend = match e {
+                Error::Unavailable { backend, .. } => backend,
+                _ => "watermark",
+            };
+            format!("{backend} store: not answering (the signer's log has the details)")
+        })
     }
 
     /// Stop signing for good: wait for the signatures in flight, then
@@ -708,5 +833,260 @@ mod tests {
         change.await.unwrap();
         let e = s.sign(call(pkh, &attestation(1, 1))).await.unwrap_err();
         assert!(matches!(e.error, ServiceError::Standby(_)));
+    }
+    /// A store that fails every authorization with a chosen error.
+    struct Failing(std::sync::Mutex<Option<Error>>);
+
+    #[async_trait::async_trait]
+    impl SignerGuard for Failing {
+        async fn authorize(&self, _: &[SignRequest]) -> crate::Result<Vec<Decision>> {
+            Err(self.0.lock().unwrap().take().expect("one call"))
+        }
+        async fn watermark(
+            &self,
+            _: &WatermarkKey,
+        ) -> crate::Result<Option<crate::watermark::Watermark>> {
+            Ok(None)
+        }
+        async fn watermarks(
+            &self,
+        ) -> crate::Result<Vec<(WatermarkKey, crate::watermark::Watermark)>> {
+            Ok(Vec::new())
+        }
+        async fn set_marks(
+            &self,
+            _: &[(WatermarkKey, crate::watermark::Mark)],
+            _: crate::watermark::SetMode,
+        ) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    const SECRET_PATH: &str = "/srv/secret-place/watermarks";
+
+    async fn reply_to(error: Error) -> (ServiceError, String) {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let s = SignerService::new(
+            Arc::new(Failing(std::sync::Mutex::new(Some(error)))),
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+        );
+        let e = s
+            .sign(call(pkh, &attestation(7, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        let trace = e.trace();
+        assert_eq!(trace.len(), 1);
+        let msg = trace[0].msg.clone();
+        (e, msg)
+    }
+
+    #[tokio::test]
+    async fn store_and_internal_failures_reach_the_client_in_generic_words() {
+        let io = || std::io::Error::other("disk on fire at /dev/sdz");
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::io(SECRET_PATH, io()), 500, "signer error"),
+            (
+                Error::Corrupt {
+                    what: SECRET_PATH.into(),
+                    problem: crate::FormatError::Truncated {
+                        needed: 10,
+                        have: 1,
+                    },
+                },
+                500,
+                "signer error",
+            ),
+            (
+                Error::Locked {
+                    path: SECRET_PATH.into(),
+                },
+                500,
+                "signer error",
+            ),
+            (
+                Error::Unavailable {
+                    backend: "etcd",
+                    detail: format!("10.9.8.7:2379 refused, lock {SECRET_PATH}"),
+                    source: Some(Box::new(io())),
+                },
+                503,
+                "the etcd store did not answer",
+            ),
+            (
+                Error::Damaged {
+                    path: SECRET_PATH.into(),
+                    detail: "slot 1 bad".into(),
+                    recover: format!("slashguard watermark set-level --file {SECRET_PATH}"),
+                },
+                409,
+                "damaged",
+            ),
+            (
+                Error::Regressed {
+                    what: SECRET_PATH.into(),
+                    floor: "10".into(),
+                    found: "nothing".into(),
+                    recovery: format!("restore {SECRET_PATH}"),
+                },
+                409,
+                "went backwards",
+            ),
+            (
+                Error::Fenced {
+                    identity: "tz1...".into(),
+                    reason: "owned by backup@host-b.internal since revision 12".into(),
+                },
+                503,
+                "standby: not the active signer",
+            ),
+        ];
+        for (error, status, words) in cases {
+            let detail = error.to_string();
+            let (e, msg) = reply_to(error).await;
+            assert_eq!(e.status(), status, "{detail}");
+            assert!(msg.contains(words), "{msg:?} for {detail}");
+            for secret in [
+                "secret-place",
+                "/dev/sdz",
+                "10.9.8.7",
+                "host-b",
+                "set-level",
+            ] {
+                assert!(!msg.contains(secret), "{msg:?} leaks {secret:?}");
+            }
+            // The full detail is still there for the log.
+            assert!(e.to_string().len() > msg.len() / 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_the_baker_acts_on_keep_their_precise_reason() {
+        let (s, pkh, _) = service(ServiceOptions::default());
+        s.sign(call(pkh, &attestation(10, 1))).await.unwrap();
+        let e = s
+            .sign(call(pkh, &attestation(9, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        let msg = &e.trace()[0].msg;
+        assert_eq!(e.status(), 409);
+        assert!(msg.contains(&pkh.to_string()), "{msg}");
+        assert!(msg.contains("stored watermark"), "{msg}");
+        let (e, msg) = reply_to(Error::Refused(crate::Refusal::Limit(
+            crate::SignerLimit::PayloadTooLong {
+                signer: "Ledger",
+                len: 300,
+                max: 235,
+            },
+        )))
+        .await;
+        assert_eq!(e.status(), 409);
+        assert!(msg.contains("at most 235 bytes"), "{msg}");
+        // Policy and magic-byte refusals are unchanged.
+        let mut generic = attestation(9, 1);
+        generic[0] = 0x03;
+        let e = s.sign(call(pkh, &generic)).await.unwrap_err().error;
+        assert_eq!(e.trace()[0].msg, "magic byte 0x03 not allowed");
+    }
+
+    /// `03 ‖ branch ‖` one transaction by `source` (fee 1000, counter 5,
+    /// gas 1527, storage 257, 1 tez to tz1 0x22..).
+    fn transfer(source: &KeyHash) -> Vec<u8> {
+        let mut v = vec![0x03];
+        v.extend_from_slice(&[0xbb; 32]);
+        v.extend_from_slice(&[108, source.curve as u8]);
+        v.extend_from_slice(&source.hash);
+        v.extend_from_slice(&[0xe8, 0x07, 0x05, 0xf7, 0x0b, 0x81, 0x02]);
+        v.extend_from_slice(&[0xc0, 0x84, 0x3d, 0x00, 0x00]);
+        v.extend_from_slice(&[0x22; 20]);
+        v.push(0x00);
+        v
+    }
+
+    #[tokio::test]
+    async fn a_generic_operation_is_signed_only_as_the_policy_allows_and_moves_no_watermark() {
+        use crate::remote_signer::generic::OperationKind;
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let public = key.public_key();
+        let pkh = public.hash();
+        let other = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let other_pkh = other.public_key().hash();
+        let guard = Arc::new(MemoryWatermarks::new());
+        let allow = KeyPolicy {
+            operations: [OperationKind::Transaction].into(),
+            ..KeyPolicy::default()
+        };
+        let s = SignerService::new(
+            guard.clone(),
+            vec![(key, allow), (other, KeyPolicy::default())],
+            ServiceOptions {
+                magic_bytes: MagicBytes::consensus_and_generic(),
+                ..ServiceOptions::default()
+            },
+        );
+        let op = transfer(&pkh);
+        let r = s.handle_sign(call(pkh, &op)).await.unwrap();
+        let Released::Generic(g) = &r else {
+            panic!("{r:?}")
+        };
+        assert!(public.verify(&op, r.signature()));
+        assert_eq!(g.operation.contents[0].source, pkh);
+        assert!(guard.watermarks().await.unwrap().is_empty(), "no watermark");
+        // The other key lists no kinds; a transfer of another source; the
+        // consensus path still works through the same entry point.
+        let e = s
+            .handle_sign(call(other_pkh, &transfer(&other_pkh)))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!((e.status(), e.reason()), (403, "generic_operation"));
+        assert!(e.trace()[0].msg.contains("signs no generic operations"));
+        let e = s
+            .handle_sign(call(pkh, &transfer(&other_pkh)))
+            .await
+            .unwrap_err()
+            .error;
+        assert!(e.trace()[0].msg.contains("not this key"), "{e}");
+        let r = s.handle_sign(call(pkh, &attestation(3, 1))).await.unwrap();
+        assert!(matches!(r, Released::Consensus(_)));
+        // `sign` itself never takes the generic path.
+        assert!(s.sign(call(pkh, &op)).await.is_err());
+        // Without 0x03 on the magic-byte list nothing generic is signed.
+        let (strict, strict_pkh, _) = service(ServiceOptions::default());
+        let e = strict
+            .handle_sign(call(strict_pkh, &transfer(&strict_pkh)))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!(e.reason(), "magic_byte");
+        // After close, nothing generic either.
+        s.close().await;
+        let e = s.handle_sign(call(pkh, &op)).await.unwrap_err().error;
+        assert!(matches!(e, ServiceError::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn a_standby_tells_clients_only_that_it_stands_by() {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let s: Service = SignerService::standby(
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+            "waiting for the baker: owned by backup@host-b.internal, etcd 10.9.8.7:2379",
+        );
+        let e = s
+            .sign(call(pkh, &attestation(1, 1)))
+            .await
+            .unwrap_err()
+            .error;
+        assert_eq!((e.status(), e.reason()), (503, "standby"));
+        let msg = &e.trace()[0].msg;
+        assert_eq!(msg, "slashguard: standby: not the active signer");
+        assert!(e.to_string().contains("host-b"), "the log keeps it");
+        let health = s.health().await.unwrap_err();
+        assert_eq!(health, "standby: not the active signer");
     }
 }

@@ -100,15 +100,20 @@ impl ConsensusKind {
     pub fn from_magic(b: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.magic() == b)
     }
+
+    /// `block`, `preattestation` or `attestation` (also a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsensusKind::Block => "block",
+            ConsensusKind::Preattestation => "preattestation",
+            ConsensusKind::Attestation => "attestation",
+        }
+    }
 }
 
 impl fmt::Display for ConsensusKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConsensusKind::Block => "block",
-            ConsensusKind::Preattestation => "preattestation",
-            ConsensusKind::Attestation => "attestation",
-        })
+        f.write_str(self.as_str())
     }
 }
 

@@ -101,6 +101,12 @@ impl Setup {
     /// A config file: the base settings plus `extra` lines in [signer]
     /// and `keys` as [[signer.keys]] tables.
     pub fn config(&self, extra: &str, keys: &str) -> PathBuf {
+        self.config_with_limits(extra, DEFAULT_LIMITS, keys)
+    }
+
+    /// As [`config`](Self::config), with `limits` as the body of the
+    /// [signer.limits] table.
+    pub fn config_with_limits(&self, extra: &str, limits: &str, keys: &str) -> PathBuf {
         let d = self.dir.path().display();
         let text = format!(
             r#"[signer]
@@ -113,10 +119,7 @@ http = ["127.0.0.1:0"]
 tcp = ["127.0.0.1:0"]
 unix = ["{d}/signer.sock"]
 [signer.limits]
-max-body-bytes = 4096
-max-connections = 16
-request-timeout-ms = 3000
-idle-timeout-ms = 3000
+{limits}
 {keys}"#
         );
         let path = self.dir.path().join("slashguard.toml");
@@ -124,6 +127,12 @@ idle-timeout-ms = 3000
         path
     }
 }
+
+/// The [signer.limits] of [`Setup::config`].
+pub const DEFAULT_LIMITS: &str = "max-body-bytes = 4096
+max-connections = 16
+request-timeout-ms = 3000
+idle-timeout-ms = 3000";
 
 pub const ALL_KEYS: &str = r#"
 [[signer.keys]]
@@ -167,11 +176,19 @@ impl Server {
     }
 
     fn spawn(config: &Path, create: bool) -> Server {
+        Self::spawn_with(config, create, &[], &[])
+    }
+
+    /// Start with extra `signer serve` arguments and environment
+    /// variables.
+    pub fn spawn_with(config: &Path, create: bool, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = command()
             .arg("--config")
             .arg(config)
             .args(["signer", "serve"])
             .args(create.then_some("--create"))
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

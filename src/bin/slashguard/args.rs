@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
 pub use crate::etcd_args::EtcdArgs;
+pub use crate::signer_args::SignerArgs;
 
 /// Shown at the end of `--help`.
 pub const EXIT_CODES: &str = "\
@@ -142,11 +143,16 @@ pub enum SignerCommand {
         /// below marks already signed.
         #[arg(long)]
         create: bool,
+        #[command(flatten)]
+        overrides: SignerArgs,
     },
     /// Load and check the configuration: keys decrypt, policies parse, the
     /// watermark file is intact. Changes nothing.
     #[command(after_long_help = SIGNER_CONFIG)]
-    CheckConfig,
+    CheckConfig {
+        #[command(flatten)]
+        overrides: SignerArgs,
+    },
 }
 
 #[cfg(feature = "signer")]

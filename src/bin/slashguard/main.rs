@@ -17,6 +17,7 @@ mod output;
 mod settings;
 #[cfg(feature = "signer")]
 mod signer;
+mod signer_args;
 mod tower;
 mod watermark;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use slashguard::keys::{KeyError, PublicKey, SecretKeysFile, SoftwareKey};
+use slashguard::remote_signer::generic::{OperationKind, MAGIC as GENERIC_MAGIC};
 use slashguard::remote_signer::{KeyPolicy, MagicBytes, Role, ServiceOptions};
 use slashguard::watermark::{ChainId, ConsensusKind, Curve};
 use zeroize::Zeroizing;
@@ -19,7 +20,8 @@ use crate::settings::parse_chain;
 /// Shown by `slashguard signer --help`.
 pub const EXAMPLE: &str = "\
 Configuration: the [signer] section of the config file (--config or
-SLASHGUARD_CONFIG), e.g.:
+SLASHGUARD_CONFIG); the files, listeners and limits also have flags and
+SLASHGUARD_SIGNER_* variables (above), which win over the file, e.g.:
 
   [signer]
   secret-keys-file = \"/home/baker/.octez-client/secret_keys\"
@@ -29,7 +31,8 @@ SLASHGUARD_CONFIG), e.g.:
   #                                        # watermarks in etcd ([etcd] section or
   #                                        # --etcd-* flags), shared with a backup
   #                                        # host; see [signer.ownership]
-  # magic-bytes = [0x11, 0x12, 0x13]        # -M (default: all three)
+  # magic-bytes = [0x11, 0x12, 0x13]        # -M (default: all three, and
+                                           # 0x03 if a key lists generic-operations)
   # require-authentication = true
   # authorized-keys = [\"edpk...\"]
   # allow-list-known-keys = false
@@ -38,9 +41,16 @@ SLASHGUARD_CONFIG), e.g.:
   http = [\"127.0.0.1:6732\"]
   tcp = [\"127.0.0.1:7732\"]
   unix = [\"/run/slashguard/signer.sock\"]
+  # metrics = [\"127.0.0.1:9732\"]          # Prometheus /metrics only
+                                           # (every http listener serves it too)
+  # https = [\"0.0.0.0:6733\"]               # needs [signer.tls]
+  # [signer.tls]
+  # certificate-file = \"/etc/slashguard/signer.pem\"   # PEM chain
+  # key-file = \"/etc/slashguard/signer-key.pem\"
   [signer.limits]                          # the defaults
   max-body-bytes = 16384
-  max-connections = 64
+  max-connections = 64                     # per listener
+  first-request-timeout-ms = 2000          # connect to first byte
   request-timeout-ms = 10000
   idle-timeout-ms = 60000
   # [signer.ownership]                     # store = \"etcd\" only
@@ -51,7 +61,13 @@ SLASHGUARD_CONFIG), e.g.:
   key = \"consensus\"                       # an alias of secret_keys
   # kinds = [\"block\", \"preattestation\", \"attestation\"]
   # chains = [\"NetXdQprcVkpaWU\"]            # default: any chain
-  # role = \"consensus\"                     # or \"companion\" (tz4 only)";
+  # role = \"consensus\"                     # or \"companion\" (tz4 only)
+  # generic-operations = [\"transaction\"]  # 0x03 kinds this key signs
+  #   (default none; every content of a batch must be listed and have this
+  #   key as source; reveal, transaction, origination, delegation,
+  #   register_global_constant, set_deposits_limit, increase_paid_storage,
+  #   update_consensus_key, update_companion_key, transfer_ticket,
+  #   proposals, ballot)";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -75,6 +91,7 @@ struct Section {
     listen: ListenSection,
     #[serde(default)]
     limits: LimitsSection,
+    tls: Option<TlsSection>,
     keys: Vec<KeySection>,
 }
 
@@ -87,6 +104,17 @@ struct ListenSection {
     tcp: Vec<String>,
     #[serde(default)]
     unix: Vec<PathBuf>,
+    #[serde(default)]
+    metrics: Vec<String>,
+    #[serde(default)]
+    https: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TlsSection {
+    certificate_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +122,7 @@ struct ListenSection {
 struct LimitsSection {
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    first_request_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
 }
@@ -112,6 +141,8 @@ struct KeySection {
     kinds: Option<Vec<String>>,
     chains: Option<Vec<String>>,
     role: Option<String>,
+    #[serde(default)]
+    generic_operations: Vec<String>,
 }
 
 /// Where to listen.
@@ -120,13 +151,29 @@ pub struct Listeners {
     pub http: Vec<String>,
     pub tcp: Vec<String>,
     pub unix: Vec<PathBuf>,
+    /// Listeners that serve only `GET /metrics`.
+    pub metrics: Vec<String>,
+    /// HTTPS listeners (the HTTP routes over TLS).
+    pub https: Vec<String>,
+}
+
+/// The HTTPS certificate chain and key files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The bounds of the daemon.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Open connections of each listener (one listener full of idle
+    /// clients does not close the others).
     pub max_connections: usize,
+    /// From connecting to the first byte of the first request: a client
+    /// that connects and sends nothing is dropped after this.
+    pub first_request_timeout: Duration,
     /// From the first byte of a request to its reply, signing included.
     pub request_timeout: Duration,
     /// A connection with no request for this long is closed.
@@ -174,6 +221,7 @@ pub struct SignerConfig {
     pub store: Store,
     pub listen: Listeners,
     pub limits: Limits,
+    pub tls: Option<TlsFiles>,
 }
 
 fn bad(msg: impl Into<String>) -> Failure {
@@ -300,7 +348,7 @@ const MAX_CONNECTIONS: usize = 65_536;
 /// setting checked. Nothing is opened for writing.
 pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
     let section = section.ok_or_else(|| {
-        bad("no [signer] section in the configuration file (or no --config given)")
+        bad("no [signer] section in the configuration file (or no --config given) and no signer flags")
     })?;
     let section: Section = section
         .clone()
@@ -312,15 +360,35 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
     if section.keys.is_empty() {
         return Err(bad("no [[signer.keys]]: name at least one key to serve"));
     }
+    let generic = section
+        .keys
+        .iter()
+        .any(|k| !k.generic_operations.is_empty());
     let store = store(&section)?;
     let magic_bytes = match &section.magic_bytes {
+        None if generic => MagicBytes::consensus_and_generic(),
         None => MagicBytes::consensus(),
         Some(list) => MagicBytes::new(list.iter().copied()).map_err(|b| {
             bad(format!(
-                "magic byte {b:#04x}: slashguard signs consensus payloads only (0x11, 0x12, 0x13)"
+                "magic byte {b:#04x}: slashguard signs consensus payloads (0x11, 0x12, 0x13) and generic operations (0x03)"
             ))
         })?,
     };
+    // Each contradiction is refused rather than guessed: one of the two
+    // settings would be silently ignored.
+    match (magic_bytes.contains(GENERIC_MAGIC), generic) {
+        (true, false) => {
+            return Err(bad(
+                "magic-bytes allows 0x03 and no key lists generic-operations: nothing would be signed under 0x03 (list the kinds on a key, or remove 0x03)",
+            ))
+        }
+        (false, true) => {
+            return Err(bad(
+                "a key lists generic-operations and magic-bytes does not allow 0x03: add 0x03 to magic-bytes, or remove generic-operations",
+            ))
+        }
+        _ => {}
+    }
     let authorized: Vec<PublicKey> = section
         .authorized_keys
         .iter()
@@ -383,6 +451,26 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
                 .collect::<Result<_, _>>()?,
         };
         let chains = k.chains.as_deref().map(chains).transpose()?;
+        let operations = k
+            .generic_operations
+            .iter()
+            .map(|name| {
+                OperationKind::from_name(name).ok_or_else(|| {
+                    let known: Vec<&str> = OperationKind::ALL.iter().map(|k| k.as_str()).collect();
+                    bad(format!(
+                        "key {:?}: unknown generic operation kind {name:?} (known: {})",
+                        k.key,
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if role == Role::Companion && !k.generic_operations.is_empty() {
+            return Err(bad(format!(
+                "key {:?}: a companion key co-signs attestations only, it signs no generic operations",
+                k.key
+            )));
+        }
         keys.push(LoadedKey {
             alias: k.key.clone(),
             key,
@@ -390,16 +478,35 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
                 kinds,
                 chains,
                 role,
+                operations,
             },
         });
     }
     let l = &section.listen;
-    if l.http.is_empty() && l.tcp.is_empty() && l.unix.is_empty() {
-        return Err(bad("no listener: set [signer.listen] http, tcp or unix"));
+    if l.http.is_empty() && l.tcp.is_empty() && l.unix.is_empty() && l.https.is_empty() {
+        return Err(bad(
+            "no listener: set [signer.listen] http, https, tcp or unix",
+        ));
+    }
+    match (&section.tls, l.https.is_empty()) {
+        (None, false) => {
+            return Err(bad(
+                "[signer.listen] https needs [signer.tls] certificate-file and key-file",
+            ))
+        }
+        (Some(_), true) => {
+            return Err(bad(
+                "[signer.tls] is set and no [signer.listen] https listener uses it",
+            ))
+        }
+        _ => {}
     }
     let limits = Limits {
         max_body_bytes: section.limits.max_body_bytes.unwrap_or(16 * 1024),
         max_connections: section.limits.max_connections.unwrap_or(64),
+        first_request_timeout: Duration::from_millis(
+            section.limits.first_request_timeout_ms.unwrap_or(2_000),
+        ),
         request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
         idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
     };
@@ -415,7 +522,10 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             "limits: max-connections must be at least 1 and max-body-bytes at least 64",
         ));
     }
-    if limits.request_timeout.is_zero() || limits.idle_timeout.is_zero() {
+    if limits.request_timeout.is_zero()
+        || limits.idle_timeout.is_zero()
+        || limits.first_request_timeout.is_zero()
+    {
         return Err(bad("limits: timeouts must be positive"));
     }
     Ok(SignerConfig {
@@ -431,7 +541,13 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             http: l.http.clone(),
             tcp: l.tcp.clone(),
             unix: l.unix.clone(),
+            metrics: l.metrics.clone(),
+            https: l.https.clone(),
         },
+        tls: section.tls.as_ref().map(|t| TlsFiles {
+            certificate: t.certificate_file.clone(),
+            key: t.key_file.clone(),
+        }),
         limits,
     })
 }

@@ -1,6 +1,6 @@
 //! The HTTP listener: hyper 1 on a TCP socket, one task per connection,
-//! bounded by the connection semaphore, header and body deadlines, the
-//! body size limit and the per-request deadline.
+//! bounded by the listener's connection slots, the first-request, header
+//! and body deadlines, the body size limit and the per-request deadline.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,8 +16,9 @@ use slashguard::keys::signature_to_b58;
 use slashguard::remote_signer::http::{self as codec, HttpError, Route};
 use slashguard::remote_signer::trace::{to_json, TraceError};
 use slashguard::remote_signer::{ServiceError, SignCall};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 
+use super::slots::Slot;
 use super::{log, Shared};
 
 type Reply = Response<Full<Bytes>>;
@@ -49,9 +50,41 @@ fn http_error(e: &HttpError) -> Reply {
     error(status, format!("slashguard: {e}"))
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
+async fn metrics_reply(shared: &Shared) -> Reply {
+    // The active gauge is read at scrape time from the service's state,
+    // which the ownership supervisor changes.
+    shared.metrics.set_active(shared.service.is_active().await);
+    let mut r = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    metrics_only: bool,
+    transport: &'static str,
+) -> Reply {
+    // Prometheus scrapes: on every HTTP listener, and the only route of a
+    // metrics listener.
+    if req.uri().path() == "/metrics" {
+        return match req.method().as_str() {
+            "GET" => metrics_reply(&shared).await,
+            m => error(
+                405,
+                format!("slashguard: method {m} not allowed on /metrics"),
+            ),
+        };
+    }
+    if metrics_only {
+        return error(404, "slashguard: this listener serves /metrics only");
+    }
     let deadline = shared.limits.request_timeout;
-    match tokio::time::timeout(deadline, route(&shared, req)).await {
+    let sign = req.method() == hyper::Method::POST;
+    match tokio::time::timeout(deadline, route(&shared, req, transport)).await {
         Ok(r) => r,
         Err(_) => {
             // Dropping the request here is safe: a watermark that advanced
@@ -59,14 +92,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
             // same bytes a repeat.
             log::event(
                 "timeout",
-                json!({"transport": "http", "after_ms": deadline.as_millis() as u64}),
+                json!({"transport": transport, "after_ms": deadline.as_millis() as u64}),
             );
+            if sign {
+                shared.metrics.deadline(transport);
+            }
             error(503, "slashguard: request deadline exceeded")
         }
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+async fn route(shared: &Shared, req: Request<Incoming>, transport: &'static str) -> Reply {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let route = match codec::route(&method, &path) {
@@ -124,12 +160,21 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
                 authentication: query.authentication.as_deref(),
                 version: query.version,
             };
-            let result = service.sign(call).await;
-            log::decision("http", &pkh, &result);
+            let started = std::time::Instant::now();
+            let result = service.handle_sign(call).await;
+            log::decision(transport, &pkh, &result);
+            shared.metrics.sign(transport, &result, started.elapsed());
             match result {
-                Ok(s) => match signature_to_b58(pkh.curve, &s.signature) {
+                Ok(s) => match signature_to_b58(pkh.curve, s.signature()) {
                     Ok(b58) => reply(200, codec::signature_reply(&b58)),
-                    Err(e) => error(500, format!("slashguard: {e}")),
+                    Err(e) => {
+                        // Details for the log; the client gets generic words.
+                        log::event(
+                            "internal_error",
+                            json!({"transport": transport, "key": pkh.to_string(), "error": e.to_string()}),
+                        );
+                        error(500, "slashguard: signer error: no signature was released (the signer's log has the details)")
+                    }
                 },
                 Err(w) => service_error(&w.error),
             }
@@ -165,54 +210,149 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// Accept connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Marks the connection busy for as long as a request is being handled,
+/// idle again when the handler ends or is dropped.
+struct Busy<'a>(&'a Slot);
+
+impl<'a> Busy<'a> {
+    fn new(slot: &'a Slot) -> Self {
+        slot.busy();
+        Busy(slot)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.idle();
+    }
+}
+
+/// Wait (bounded by the first-request deadline) for the client's first
+/// byte; `false` when the connection is to be dropped.
+async fn first_byte(stream: &TcpStream, slot: &Slot, shared: &Shared, transport: &str) -> bool {
     let mut stop = shared.stop.subscribe();
-    loop {
-        let permit = tokio::select! {
-            p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = super::stopped(&mut stop) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    log::event("accept_error", json!({"transport": "http", "error": e.to_string()}));
-                    continue;
-                }
-            },
-            _ = super::stopped(&mut stop) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    let mut probe = [0u8; 1];
+    let first = tokio::select! {
+        r = tokio::time::timeout(shared.limits.first_request_timeout, stream.peek(&mut probe)) => r,
+        _ = slot.reclaimed() => return false,
+        _ = super::stopped(&mut stop) => return false,
+    };
+    match first {
+        Ok(Ok(n)) => n > 0,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            log::event(
+                "first_request_timeout",
+                json!({"transport": transport, "peer": peer(stream)}),
+            );
+            false
+        }
+    }
+}
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
+/// Serve one plain HTTP connection until it closes, times out, its slot is
+/// reclaimed or the signer shuts down.
+pub async fn connection(stream: TcpStream, slot: Slot, shared: Arc<Shared>, metrics_only: bool) {
+    // The first byte within the first-request deadline, before hyper
+    // (whose header timeout is the longer idle timeout) gets the stream.
+    let transport = if metrics_only { "metrics" } else { "http" };
+    if !first_byte(&stream, &slot, &shared, transport).await {
+        return;
+    }
+    let peer = peer(&stream);
+    serve_http(stream, peer, slot, shared, metrics_only, transport).await
+}
+
+/// Serve one HTTPS connection: the TLS handshake within the request
+/// deadline after the first byte, then HTTP as [`connection`].
+pub async fn tls_connection(
+    stream: TcpStream,
+    slot: Slot,
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    if !first_byte(&stream, &slot, &shared, "https").await {
+        return;
+    }
+    let peer = peer(&stream);
+    let mut stop = shared.stop.subscribe();
+    slot.busy();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(shared.limits.request_timeout, acceptor.accept(stream)) => r,
+        _ = super::stopped(&mut stop) => return,
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            log::event(
+                "tls_handshake_failed",
+                json!({"transport": "https", "peer": peer, "error": e.to_string()}),
+            );
+            return;
+        }
+        Err(_) => {
+            log::event(
+                "slow_client",
+                json!({"transport": "https", "peer": peer, "detail": "TLS handshake not done within the request deadline"}),
+            );
+            return;
+        }
+    };
+    slot.idle();
+    serve_http(tls, peer, slot, shared, false, "https").await
+}
+
+async fn serve_http<S>(
+    stream: S,
+    peer: String,
+    slot: Slot,
+    shared: Arc<Shared>,
+    metrics_only: bool,
+    transport: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stop = shared.stop.subscribe();
+    let slot = Arc::new(slot);
+    let svc = {
         let shared = shared.clone();
-        let mut stop = shared.stop.subscribe();
-        tokio::spawn(async move {
-            let svc = {
-                let shared = shared.clone();
-                service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(shared, req).await) }
-                })
-            };
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.limits.idle_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = super::stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                log::event(
-                    "connection_error",
-                    json!({"transport": "http", "peer": peer.to_string(), "error": e.to_string()}),
-                );
+        let slot = slot.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            let slot = slot.clone();
+            async move {
+                let _busy = Busy::new(&slot);
+                Ok::<_, Infallible>(handle(shared, req, metrics_only, transport).await)
             }
-            drop(permit);
-        });
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.idle_timeout)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = slot.reclaimed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = super::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        log::event(
+            "connection_error",
+            json!({"transport": transport, "peer": peer, "error": e.to_string()}),
+        );
     }
 }

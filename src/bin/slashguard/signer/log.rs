@@ -3,7 +3,7 @@
 //! secret: only key hashes, marks and reasons are written.
 
 use serde_json::{json, Value};
-use slashguard::remote_signer::{Signed, Withheld};
+use slashguard::remote_signer::{Released, Withheld};
 use slashguard::watermark::KeyHash;
 
 use crate::output::now_ms;
@@ -17,9 +17,29 @@ pub fn event(event: &str, mut fields: Value) {
 }
 
 /// The decision on one sign request.
-pub fn decision(transport: &str, pkh: &KeyHash, result: &Result<Signed, Withheld>) {
+pub fn decision(transport: &str, pkh: &KeyHash, result: &Result<Released, Withheld>) {
+    if let Ok(Released::Generic(g)) = result {
+        let operations: Vec<&str> = g
+            .operation
+            .contents
+            .iter()
+            .map(|c| c.kind.as_str())
+            .collect();
+        event(
+            "sign",
+            json!({
+                "transport": transport,
+                "key": pkh.to_string(),
+                "kind": "generic",
+                "operations": operations,
+                "outcome": "signed",
+            }),
+        );
+        return;
+    }
     let request = match result {
-        Ok(s) => Some(&s.request),
+        Ok(Released::Consensus(s)) => Some(&s.request),
+        Ok(Released::Generic(_)) => None,
         Err(w) => w.request.as_ref(),
     };
     let mut v = json!({
@@ -31,10 +51,11 @@ pub fn decision(transport: &str, pkh: &KeyHash, result: &Result<Signed, Withheld
         "round": request.map(|r| r.mark.round),
     });
     match result {
-        Ok(s) => {
+        Ok(Released::Consensus(s)) => {
             v["outcome"] = "signed".into();
             v["decision"] = format!("{:?}", s.decision).into();
         }
+        Ok(Released::Generic(_)) => {}
         Err(w) => {
             v["outcome"] = "withheld".into();
             v["status"] = w.error.status().into();

@@ -1,10 +1,14 @@
 //! `slashguard signer`: the octez remote signer (feature `signer`).
 
+mod accept;
 mod config;
 mod http;
 mod log;
+mod metrics;
 mod ownership;
+mod slots;
 mod socket;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,9 +18,9 @@ use serde_json::json;
 use slashguard::file::FileWatermarks;
 use slashguard::remote_signer::{Role, SignerService};
 use slashguard::watermark::SignerGuard;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
-use crate::args::SignerCommand;
+use crate::args::{SignerArgs, SignerCommand};
 use crate::exit::{Code, Failure};
 use crate::output::Report;
 use crate::settings::Settings;
@@ -28,14 +32,14 @@ pub struct Shared {
     /// On the watermark file, or on etcd in terms of the baker's ownership.
     service: SignerService<dyn SignerGuard>,
     limits: config::Limits,
-    connections: Arc<Semaphore>,
     stop: watch::Sender<bool>,
+    metrics: Arc<metrics::SignerMetrics>,
 }
 
 pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Failure> {
     match cmd {
-        SignerCommand::CheckConfig => check_config(settings).await,
-        SignerCommand::Serve { create } => serve(settings, create).await,
+        SignerCommand::CheckConfig { overrides } => check_config(settings, &overrides).await,
+        SignerCommand::Serve { create, overrides } => serve(settings, &overrides, create).await,
     }
 }
 
@@ -63,7 +67,16 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
                 .as_ref()
                 .map_or("any chain".to_string(), |c| c.join(", "))
         ));
+        let operations: Vec<&str> = k.policy.operations.iter().map(|o| o.as_str()).collect();
+        if !operations.is_empty() {
+            human.push_str(&format!(
+                "key {}: generic operations {}\n",
+                k.alias,
+                operations.join(", ")
+            ));
+        }
         keys.push(json!({
+            "generic_operations": operations,
             "alias": k.alias,
             "pkh": k.key.public_key().hash().to_string(),
             "public_key": k.key.public_key().to_string(),
@@ -87,15 +100,17 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         ),
     };
     human.push_str(&format!(
-        "watermarks: {store}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, tcp {:?}, unix {:?}\n",
+        "watermarks: {store}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, https {:?}, tcp {:?}, unix {:?}, metrics {:?}\n",
         magic.join(", "),
         match &cfg.options.authorized_keys {
             None => "not required".to_string(),
             Some(k) => format!("required ({} authorized keys)", k.len()),
         },
         cfg.listen.http,
+        cfg.listen.https,
         cfg.listen.tcp,
         cfg.listen.unix,
+        cfg.listen.metrics,
     ));
     let (store, file) = match &cfg.store {
         config::Store::File(f) => ("file", Some(f)),
@@ -107,13 +122,23 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         "watermarks_file": file,
         "magic_bytes": magic,
         "require_authentication": cfg.options.authorized_keys.is_some(),
-        "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix},
+        "listen": {"http": cfg.listen.http, "https": cfg.listen.https, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix, "metrics": cfg.listen.metrics},
+        "limits": {
+            "max_connections": cfg.limits.max_connections,
+            "max_body_bytes": cfg.limits.max_body_bytes,
+            "first_request_timeout_ms": cfg.limits.first_request_timeout.as_millis() as u64,
+            "request_timeout_ms": cfg.limits.request_timeout.as_millis() as u64,
+            "idle_timeout_ms": cfg.limits.idle_timeout.as_millis() as u64,
+        },
     });
     (human, json)
 }
 
-async fn check_config(settings: &Settings) -> Result<Report, Failure> {
-    let cfg = config::load(settings.signer.as_ref())?;
+async fn check_config(settings: &Settings, overrides: &SignerArgs) -> Result<Report, Failure> {
+    let cfg = config::load(overrides.apply(settings.signer.as_ref()).as_ref())?;
+    if let Some(files) = &cfg.tls {
+        tls::acceptor(&files.certificate, &files.key)?;
+    }
     let file = match &cfg.store {
         config::Store::File(f) => f.clone(),
         config::Store::Etcd(e) => {
@@ -209,8 +234,13 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
     Ok(listener)
 }
 
-async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
-    let cfg = config::load(settings.signer.as_ref())?;
+async fn serve(
+    settings: &Settings,
+    overrides: &SignerArgs,
+    create: bool,
+) -> Result<Report, Failure> {
+    let cfg = config::load(overrides.apply(settings.signer.as_ref()).as_ref())?;
+    let metrics = metrics::SignerMetrics::install();
     let keys: Vec<_> = cfg.keys.into_iter().map(|k| (k.key, k.policy)).collect();
     // With etcd: connected, standing by until the supervisor (started once
     // the listeners are up) takes the baker.
@@ -224,6 +254,12 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
                     Failure::from(e).hint_if_missing(missing)
                 })?
             };
+            match SignerGuard::watermarks(&store).await {
+                Ok(marks) => metrics.seed_watermarks(&marks),
+                // Not fatal here: the first sign request meets the same
+                // store and refuses with the same error.
+                Err(e) => log::event("metrics_seed_failed", json!({"error": e.to_string()})),
+            }
             let store: Arc<dyn SignerGuard> = Arc::new(store);
             (SignerService::new(store, keys, cfg.options), None)
         }
@@ -249,8 +285,8 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
     let shared = Arc::new(Shared {
         service,
         limits: cfg.limits,
-        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
         stop,
+        metrics,
     });
     // Install the signal handlers before announcing readiness.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -259,6 +295,14 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         .map_err(|e| Failure::new(Code::Other, format!("cannot handle SIGINT: {e}")))?;
 
     let mut listeners = Vec::new();
+    // Each listener has its own slots: idle clients of one cannot lock
+    // the baker out of another.
+    let mut all_slots = Vec::new();
+    let new_slots = |all: &mut Vec<Arc<slots::Slots>>| {
+        let s = slots::Slots::new(cfg.limits.max_connections);
+        all.push(s.clone());
+        s
+    };
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     for addr in &cfg.listen.http {
         let l = tokio::net::TcpListener::bind(addr.as_str())
@@ -266,7 +310,52 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             .map_err(|e| Failure::bad_input(format!("cannot listen on http {addr}: {e}")))?;
         let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         log::event("listening", json!({"transport": "http", "address": local}));
-        listeners.push(tokio::spawn(http::serve(l, shared.clone())));
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "http",
+            move |s, slot| http::connection(s, slot, sh.clone(), false),
+        )));
+    }
+    if let Some(files) = &cfg.tls {
+        // Loaded once: a certificate renewal takes a restart.
+        let acceptor = tls::acceptor(&files.certificate, &files.key)?;
+        for addr in &cfg.listen.https {
+            let l = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(|e| Failure::bad_input(format!("cannot listen on https {addr}: {e}")))?;
+            let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            log::event("listening", json!({"transport": "https", "address": local}));
+            let sh = shared.clone();
+            let acceptor = acceptor.clone();
+            listeners.push(tokio::spawn(accept::run(
+                l,
+                new_slots(&mut all_slots),
+                shared.clone(),
+                "https",
+                move |s, slot| http::tls_connection(s, slot, sh.clone(), acceptor.clone()),
+            )));
+        }
+    }
+    for addr in &cfg.listen.metrics {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| Failure::bad_input(format!("cannot listen on metrics {addr}: {e}")))?;
+        let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::event(
+            "listening",
+            json!({"transport": "metrics", "address": local}),
+        );
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "metrics",
+            move |s, slot| http::connection(s, slot, sh.clone(), true),
+        )));
     }
     for addr in &cfg.listen.tcp {
         let l = tokio::net::TcpListener::bind(addr.as_str())
@@ -274,52 +363,27 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
             .map_err(|e| Failure::bad_input(format!("cannot listen on tcp {addr}: {e}")))?;
         let local = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         log::event("listening", json!({"transport": "tcp", "address": local}));
-        let shared = shared.clone();
-        listeners.push(tokio::spawn(async move {
-            let mut stop = shared.stop.subscribe();
-            loop {
-                let permit = tokio::select! {
-                    p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stopped(&mut stop) => return,
-                };
-                tokio::select! {
-                    r = l.accept() => if let Ok((s, _)) = r {
-                        let _ = s.set_nodelay(true);
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            socket::connection(s, shared, "tcp").await;
-                            drop(permit);
-                        });
-                    },
-                    _ = stopped(&mut stop) => return,
-                }
-            }
-        }));
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "tcp",
+            move |s, slot| socket::connection(s, slot, sh.clone(), "tcp"),
+        )));
     }
     for path in &cfg.listen.unix {
         let l = bind_unix(path).await?;
         unix_paths.push(path.clone());
         log::event("listening", json!({"transport": "unix", "address": path}));
-        let shared = shared.clone();
-        listeners.push(tokio::spawn(async move {
-            let mut stop = shared.stop.subscribe();
-            loop {
-                let permit = tokio::select! {
-                    p = shared.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                    _ = stopped(&mut stop) => return,
-                };
-                tokio::select! {
-                    r = l.accept() => if let Ok((s, _)) = r {
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            socket::connection(s, shared, "unix").await;
-                            drop(permit);
-                        });
-                    },
-                    _ = stopped(&mut stop) => return,
-                }
-            }
-        }));
+        let sh = shared.clone();
+        listeners.push(tokio::spawn(accept::run(
+            l,
+            new_slots(&mut all_slots),
+            shared.clone(),
+            "unix",
+            move |s, slot| socket::connection(s, slot, sh.clone(), "unix"),
+        )));
     }
     log::event(
         "ready",
@@ -333,6 +397,7 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         _ = int.recv() => "SIGINT",
     };
     log::event("shutting_down", json!({"signal": signal}));
+    shared.metrics.set_active(false);
     // From here on nothing new is signed: close waits for the signatures
     // in flight, and every later request is refused.
     shared.service.close().await;
@@ -346,11 +411,13 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         let _ = l.await;
     }
     // Let connections answer what they hold (refusals now), within a bound.
-    let all = cfg.limits.max_connections as u32;
-    let drained =
-        tokio::time::timeout(Duration::from_secs(5), shared.connections.acquire_many(all))
-            .await
-            .is_ok();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        for s in &all_slots {
+            s.drained().await;
+        }
+    })
+    .await
+    .is_ok();
     for p in &unix_paths {
         let _ = std::fs::remove_file(p);
     }

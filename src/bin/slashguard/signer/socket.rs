@@ -1,7 +1,9 @@
 //! The TCP and Unix-socket listeners: `u16` length frames, one request per
 //! frame, answered in order until the client closes. A client that sends
-//! nothing for the idle timeout, or takes longer than the request deadline
-//! to send a frame it started, is disconnected.
+//! nothing within the first-request deadline after connecting, or for the
+//! idle timeout between requests, or takes longer than the request
+//! deadline to send a frame it started, is disconnected; so is one whose
+//! slot the listener reclaims while it waits.
 
 use std::sync::Arc;
 
@@ -11,13 +13,14 @@ use slashguard::remote_signer::trace::TraceError;
 use slashguard::remote_signer::{ServiceError, SignCall};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::slots::Slot;
 use super::{log, Shared};
 
 fn error_reply(msg: impl Into<String>) -> Vec<u8> {
     codec::error_reply(&[TraceError::failure(msg)])
 }
 
-async fn answer(shared: &Shared, transport: &str, frame: &[u8]) -> Vec<u8> {
+async fn answer(shared: &Shared, transport: &'static str, frame: &[u8]) -> Vec<u8> {
     let service = &shared.service;
     let request = match codec::decode_request(frame) {
         Ok(r) => r,
@@ -37,10 +40,12 @@ async fn answer(shared: &Shared, transport: &str, frame: &[u8]) -> Vec<u8> {
                 authentication: authentication.as_deref(),
                 version,
             };
-            let result = service.sign(call).await;
+            let started = std::time::Instant::now();
+            let result = service.handle_sign(call).await;
             log::decision(transport, &pkh, &result);
+            shared.metrics.sign(transport, &result, started.elapsed());
             match result {
-                Ok(s) => codec::ok_reply(&s.signature),
+                Ok(s) => codec::ok_reply(s.signature()),
                 Err(w) => service_error(w.error),
             }
         }
@@ -71,18 +76,26 @@ async fn answer(shared: &Shared, transport: &str, frame: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Serve one connection until EOF, error, timeout or shutdown.
-pub async fn connection<S>(mut stream: S, shared: Arc<Shared>, transport: &'static str)
+/// Serve one connection until EOF, error, timeout, reclaim or shutdown.
+pub async fn connection<S>(mut stream: S, slot: Slot, shared: Arc<Shared>, transport: &'static str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stop = shared.stop.subscribe();
+    let mut first_request = true;
     loop {
-        // Wait for the next frame's first byte (idle), then read the rest
+        // Wait for the next frame's first byte (the first request has a
+        // short deadline, later ones the idle timeout), then read the rest
         // of it within the request deadline.
+        let wait = if first_request {
+            shared.limits.first_request_timeout
+        } else {
+            shared.limits.idle_timeout
+        };
         let mut len = [0u8; 2];
         let first = tokio::select! {
-            r = tokio::time::timeout(shared.limits.idle_timeout, stream.read(&mut len[..1])) => r,
+            r = tokio::time::timeout(wait, stream.read(&mut len[..1])) => r,
+            _ = slot.reclaimed() => return,
             _ = super::stopped(&mut stop) => return,
         };
         match first {
@@ -90,10 +103,17 @@ where
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return,
             Err(_) => {
-                log::event("idle_timeout", json!({"transport": transport}));
+                let event = if first_request {
+                    "first_request_timeout"
+                } else {
+                    "idle_timeout"
+                };
+                log::event(event, json!({"transport": transport}));
                 return;
             }
         }
+        first_request = false;
+        slot.busy();
         let deadline = tokio::time::Instant::now() + shared.limits.request_timeout;
         let read = async {
             stream.read_exact(&mut len[1..]).await?;
@@ -116,7 +136,12 @@ where
         let reply =
             match tokio::time::timeout_at(deadline, answer(&shared, transport, &frame)).await {
                 Ok(r) => r,
-                Err(_) => error_reply("slashguard: request deadline exceeded"),
+                Err(_) => {
+                    if frame.first() == Some(&0) {
+                        shared.metrics.deadline(transport);
+                    }
+                    error_reply("slashguard: request deadline exceeded")
+                }
             };
         let Some(out) = codec::frame(&reply) else {
             // Only a key list of thousands of keys could get here.
@@ -128,7 +153,7 @@ where
         )
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => slot.idle(),
             _ => return,
         }
     }
