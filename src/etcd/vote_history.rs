@@ -9,7 +9,9 @@ use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnResponse};
 use tokio::sync::Mutex;
 
 use crate::alpenglow::storage::{check_create, plan};
-use crate::alpenglow::{Applied, HistoryStorage, HistoryUpdate, RuleMode, VoteHistory};
+use crate::alpenglow::{
+    Applied, Check, HistoryStep, HistoryStorage, HistoryUpdate, RuleMode, VoteHistory,
+};
 use crate::error::{Error, FormatError, Result};
 use crate::etcd::client::EtcdClient;
 use crate::etcd::holding::Holding;
@@ -248,10 +250,27 @@ impl HistoryStorage for EtcdVoteHistory {
     }
 
     async fn apply(&self, update: &HistoryUpdate, mode: RuleMode) -> Result<Applied> {
+        let node = self.node;
+        self.apply_with(|current| plan(&node, current, update, mode))
+            .await
+    }
+
+    async fn apply_step(&self, step: &HistoryStep) -> Result<Applied> {
+        self.apply_with(|current| step.plan(current)).await
+    }
+}
+
+impl EtcdVoteHistory {
+    /// Plan from the history in etcd and put the result under the fence,
+    /// planning again on the record's new value when it changed under us.
+    async fn apply_with(
+        &self,
+        plan: impl Fn(Option<&VoteHistory>) -> Result<(Option<VoteHistory>, Vec<Check>)>,
+    ) -> Result<Applied> {
         let mut cache = self.cache.lock().await;
         self.holding.check()?;
         for _ in 0..STORE_ATTEMPTS {
-            let (next, checks) = plan(&self.node, self.current(&cache)?, update, mode)?;
+            let (next, checks) = plan(self.current(&cache)?)?;
             let Some(next) = next else {
                 return Ok(Applied {
                     receipt: self.receipt(cache.rev),

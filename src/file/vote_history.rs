@@ -16,7 +16,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::alpenglow::storage::{check_create, plan};
-use crate::alpenglow::{Applied, HistoryStorage, HistoryUpdate, RuleMode, VoteHistory};
+use crate::alpenglow::{
+    Applied, Check, HistoryStep, HistoryStorage, HistoryUpdate, RuleMode, VoteHistory,
+};
 use crate::error::{Error, Result};
 use crate::file::lock::{peek_generation, OwnerLock};
 use crate::file::slots::{exists_refusal, refuse_open_here, Loaded, Medium, Recovery, SlotFile};
@@ -95,8 +97,18 @@ impl<M: Medium> Inner<M> {
     }
 
     fn apply(&mut self, update: &HistoryUpdate, mode: RuleMode) -> Result<Applied> {
+        let node = self.node;
+        self.apply_with(|current| plan(&node, current, update, mode))
+    }
+
+    /// Plan from the current history, then write the result (if any) in
+    /// one durable step under the lock.
+    fn apply_with(
+        &mut self,
+        plan: impl FnOnce(Option<&VoteHistory>) -> Result<(Option<VoteHistory>, Vec<Check>)>,
+    ) -> Result<Applied> {
         self.refuse_if_damaged()?;
-        let (next, checks) = plan(&self.node, self.current.as_ref(), update, mode)?;
+        let (next, checks) = plan(self.current.as_ref())?;
         let Some(next) = next else {
             return Ok(Applied {
                 receipt: self.receipt(),
@@ -382,6 +394,13 @@ impl HistoryStorage for FileVoteHistory {
         let update = update.clone();
         self.worker
             .run(move |inner| inner.apply(&update, mode))
+            .await
+    }
+
+    async fn apply_step(&self, step: &HistoryStep) -> Result<Applied> {
+        let step = step.clone();
+        self.worker
+            .run(move |inner| inner.apply_with(|current| step.plan(current)))
             .await
     }
 }
