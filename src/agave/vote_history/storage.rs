@@ -147,6 +147,29 @@ impl<S: HistoryStorage> AgaveVoteHistoryStorage<S> {
             .map_err(AgaveVoteHistoryError::of)
     }
 
+    /// Start the identity's history from an Agave file (an operator's
+    /// import): ONE create holding the file's root, its votes and the file
+    /// itself, so that no empty history is ever left behind if it fails.
+    /// `shred_version` is the cluster's. Refused like
+    /// [`store`](Self::store), and with
+    /// [`AlpenglowRefusal::HistoryExists`] when the store has a history.
+    pub async fn start_from_file(
+        &self,
+        saved: &[u8],
+        shred_version: u16,
+    ) -> std::result::Result<StoreReceipt, AgaveVoteHistoryError> {
+        let node = self.node();
+        let saved = SavedVoteHistory::decode(saved, self.layout, &node)
+            .map_err(|source| AgaveVoteHistoryError::Invalid { node, source })?;
+        let fresh = VoteHistory::new(node, shred_version, saved.root());
+        let (first, _) =
+            plan_file(node, Some(&fresh), &saved).map_err(AgaveVoteHistoryError::of)?;
+        self.storage
+            .create(&first.unwrap_or(fresh))
+            .await
+            .map_err(AgaveVoteHistoryError::of)
+    }
+
     /// Agave's `load`: the file last stored for `node`, checked again.
     /// Another identity than the adapter's is
     /// [`AgaveVoteHistoryError::Invalid`]; a store with no history, or a
