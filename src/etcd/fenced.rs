@@ -40,6 +40,8 @@ pub(crate) trait FencedValue: Clone + Send + Sync + 'static {
     fn what(key: &str) -> String;
     /// What an absent key is, for messages ("no tower at all").
     fn absent() -> &'static str;
+    /// The read, for an unavailable etcd's message ("load the tower").
+    fn load() -> &'static str;
     /// The operator's repair of a regressed `key`.
     fn recovery(key: &str) -> String;
 }
@@ -91,7 +93,7 @@ impl<V: FencedValue> FencedKey<V> {
             }),
         };
         let mut cache = key.cache.lock().await;
-        key.read(&mut cache, "load").await?;
+        key.read(&mut cache).await?;
         drop(cache);
         Ok(key)
     }
@@ -107,13 +109,13 @@ impl<V: FencedValue> FencedKey<V> {
 
     /// Read the record under the fence into `cache` (refused when it went
     /// backwards).
-    pub(crate) async fn read(&self, cache: &mut Cached<V>, what: &str) -> Result<()> {
+    pub(crate) async fn read(&self, cache: &mut Cached<V>) -> Result<()> {
         self.holding.check()?;
         let txn = Txn::new()
             .when(self.owner_compares())
             .and_then([TxnOp::get(self.record_key.clone(), None)])
             .or_else([TxnOp::get(self.owner_key.clone(), None)]);
-        let resp = self.client.txn(what, txn).await?;
+        let resp = self.client.txn(V::load(), txn).await?;
         if !resp.succeeded() {
             return Err(self.fenced_by(&resp));
         }

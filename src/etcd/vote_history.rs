@@ -75,6 +75,10 @@ impl FencedValue for VoteHistory {
         format!("the vote history {key}")
     }
 
+    fn load() -> &'static str {
+        "load the vote history"
+    }
+
     fn absent() -> &'static str {
         "no vote history at all"
     }
@@ -178,7 +182,7 @@ impl HistoryStorage for EtcdVoteHistory {
 
     async fn load(&self) -> Result<Option<VoteHistory>> {
         let mut cache = self.key.lock().await;
-        self.key.read(&mut cache, "load the vote history").await?;
+        self.key.read(&mut cache).await?;
         Ok(self.key.current(&cache)?.cloned())
     }
 
