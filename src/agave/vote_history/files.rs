@@ -6,14 +6,14 @@
 //! `set-identity --vote-history-file`) trusts next, so
 //! [`write_vote_history_durable`] syncs the file and the directory.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use crate::agave::files::{read_bounded, write_durable};
 use crate::agave::vote_history::layout::HistoryLayout;
 use crate::agave::vote_history::saved::{SavedVoteHistory, MAX_VOTE_HISTORY_FILE_BYTES};
 use crate::alpenglow::AlpenglowRefusal;
-use crate::error::{Error, FormatError, Result};
+use crate::error::{Error, Result};
 use crate::identity::NodeId;
 
 /// The file name Agave uses for `node`'s vote history.
@@ -39,7 +39,7 @@ pub fn read_vote_history_file(
     expected: &NodeId,
 ) -> Result<SavedVoteHistory> {
     let path = path.as_ref();
-    let bytes = read_bounded(path)?;
+    let bytes = read_bounded(path, MAX_VOTE_HISTORY_FILE_BYTES)?;
     match layout {
         Some(layout) => SavedVoteHistory::decode(&bytes, layout, expected),
         None => SavedVoteHistory::decode_any(&bytes, expected),
@@ -114,50 +114,5 @@ pub fn write_vote_history_durable(
             check_successor(&existing, saved)?;
         }
     }
-    let name = vote_history_file_name(&node);
-    let path = dir.join(&name);
-    // Not Agave's own `.bin.new`, so that a validator writing at the same
-    // moment (which it must not be) cannot interleave with this file.
-    let tmp = dir.join(format!("{name}.slashguard-new"));
-    let result = write_synced(&tmp, &saved.encode())
-        .and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)))
-        .and_then(|()| {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(dir, e))
-        });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map(|()| path)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(path, e))
-}
-
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_VOTE_HISTORY_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
-    if bytes.len() > MAX_VOTE_HISTORY_FILE_BYTES {
-        return Err(Error::corrupt(
-            path.display().to_string(),
-            FormatError::InvalidField {
-                field: "file",
-                detail: format!("larger than {MAX_VOTE_HISTORY_FILE_BYTES} bytes"),
-            },
-        ));
-    }
-    Ok(bytes)
+    write_durable(dir, &vote_history_file_name(&node), &saved.encode())
 }
