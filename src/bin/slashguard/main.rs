@@ -11,6 +11,7 @@ mod etcd_args;
 #[cfg(feature = "etcd")]
 mod etcd_conn;
 mod exit;
+mod held;
 mod identity;
 mod node;
 mod output;

@@ -302,16 +302,7 @@ async fn import(
         {
             let client = crate::etcd_conn::connect(settings).await?;
             let identity = crate::etcd_conn::identity(client.clone(), node, settings)?;
-            if let Some(owner) = identity.status().await? {
-                return Err(Failure::refused(format!(
-                    "identity {node} is owned by instance {:?} (fence {}): a running validator keeps its vote history in memory and would overwrite or be fenced by an import",
-                    owner.instance, owner.fence
-                ))
-                .hint("stop that validator (or `slashguard identity release`) and import again"));
-            }
-            let ownership = identity
-                .acquire_when_free(std::time::Duration::from_secs(5))
-                .await?;
+            let ownership = crate::held::hold_free(&identity, node, "vote history").await?;
             let recorded = async {
                 let storage =
                     slashguard::etcd::EtcdVoteHistory::open(&identity, &ownership).await?;
@@ -357,28 +348,12 @@ async fn read_fenced(
 ) -> Result<(Option<VoteHistory>, String), Failure> {
     if let Some(dir) = &store.dir {
         let source = format!("file:{}", dir.display());
-        // A validator that is stopping lets go within moments: wait a
-        // little, bounded, before calling it running.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let opened = loop {
-            match FileVoteHistory::open(dir, node) {
-                Err(slashguard::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
-                }
-                other => break other,
-            }
-        };
-        let storage = match opened {
-            Ok(s) => s,
-            Err(slashguard::Error::Locked { path }) => {
-                return Err(Failure::refused(format!(
-                    "{} is held by a running validator: its vote history changes with every vote, and a validator started on an exported copy would vote twice",
-                    path.display()
-                ))
-                .hint("stop that validator first, then export (`vote-history show` reads it without exporting)"));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let storage = crate::held::open_unheld(
+            || FileVoteHistory::open(dir, node),
+            "vote history",
+            "vote-history show",
+        )
+        .await?;
         let history = storage.load().await?;
         return Ok((history, source));
     }
@@ -387,28 +362,8 @@ async fn read_fenced(
     {
         let client = crate::etcd_conn::connect(settings).await?;
         let identity = crate::etcd_conn::identity(client.clone(), node, settings)?;
-        let ownership = match identity.status().await? {
-            Some(owner) if !take_over => {
-                return Err(Failure::refused(format!(
-                    "identity {node} is owned by instance {:?} (fence {}): it may still be voting, so its vote history is stale the moment it is read, and a validator started on an exported copy would vote twice",
-                    owner.instance, owner.fence
-                ))
-                .hint("stop that validator (or `slashguard identity release`) and export again, or pass --take-over to fence it, read its last history and hand the identity to the validator you start on the file"));
-            }
-            Some(owner) => {
-                let own = identity.take_over().await?;
-                eprintln!(
-                    "took identity {node} over from instance {:?} (fence {}): it can no longer store a vote history",
-                    owner.instance, owner.fence
-                );
-                own
-            }
-            None => {
-                identity
-                    .acquire_when_free(std::time::Duration::from_secs(5))
-                    .await?
-            }
-        };
+        let ownership =
+            crate::held::hold_for_export(&identity, node, take_over, "vote history").await?;
         let read = async {
             let storage = slashguard::etcd::EtcdVoteHistory::open(&identity, &ownership).await?;
             storage.load().await
