@@ -161,7 +161,7 @@ fn alpenglow_vote(c: &mut Criterion) {
 
     let dir = scratch.sub("file");
     let open = |seed: u8| {
-        FileVoteHistory::open(&dir, NodeKeypair::from_seed([seed; 32]).node_id()).expect("open")
+        FileVoteHistory::create(&dir, NodeKeypair::from_seed([seed; 32]).node_id()).expect("create")
     };
     let key = derive_voter_key(&NodeKeypair::from_seed([9; 32])).expect("derive");
     let key2 = derive_voter_key(&NodeKeypair::from_seed([9; 32])).expect("derive");

@@ -233,6 +233,12 @@ async fn main() -> Result<(), slashguard::Error> {
     let mut sent: Vec<(String, Vote, slashguard::bls::Signature)> = Vec::new();
     let mut refused = 0;
 
+    // 0. The operator creates the (empty) store once; every instance after
+    // opens it, so a history file that went missing is refused, never
+    // read as "never voted".
+    if let Site::Local(dir) = &site {
+        drop(FileVoteHistory::create(dir, node)?);
+    }
     // 1. The primary.
     let mut active = site
         .take(node, "primary", How::TakeOver, &registered)

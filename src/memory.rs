@@ -152,9 +152,19 @@ impl crate::alpenglow::HistoryStorage for MemoryVoteHistory {
         update: &crate::alpenglow::HistoryUpdate,
         mode: crate::alpenglow::RuleMode,
     ) -> Result<crate::alpenglow::Applied> {
+        let step = crate::alpenglow::HistoryStep::new("votes", {
+            let (node, update) = (self.node, update.clone());
+            move |current| crate::alpenglow::storage::plan(&node, current, &update, mode)
+        });
+        self.apply_step(&step).await
+    }
+
+    async fn apply_step(
+        &self,
+        step: &crate::alpenglow::HistoryStep,
+    ) -> Result<crate::alpenglow::Applied> {
         let mut state = lock(&self.state);
-        let (next, checks) =
-            crate::alpenglow::storage::plan(&self.node, state.0.as_ref(), update, mode)?;
+        let (next, checks) = step.plan(state.0.as_ref())?;
         let wrote = next.is_some();
         if let Some(next) = next {
             state.0 = Some(next);

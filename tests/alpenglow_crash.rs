@@ -129,7 +129,7 @@ fn vote_history_survives_sigkill() {
     let mut rng = Rng::from_env("alpenglow");
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let store = FileVoteHistory::open(dir.path(), node()).unwrap();
+        let store = FileVoteHistory::create(dir.path(), node()).unwrap();
         slashguard::alpenglow::HistoryStorage::create(&store, &VoteHistory::new(node(), SV, 0))
             .await
             .unwrap();

@@ -265,3 +265,57 @@ async fn an_etcd_partition_withholds_votes_and_the_standby_follows_the_history()
     let err = a.vote(&[v(3, VoteKind::Skip)], None).await.unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
 }
+
+/// Agave's `VoteHistoryStorage` on etcd: the file stored by the primary is
+/// what the spare loads after `set-identity` (no `scp`), and the primary's
+/// next store is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agave_adapter_hands_the_file_to_the_spare_and_fences_the_primary() {
+    use slashguard::agave::{
+        AgaveVoteHistory, AgaveVoteHistoryStorage, HistoryLayout, SavedVote, SavedVoteHistory,
+    };
+    let etcd = EtcdCluster::single();
+    let kp = NodeKeypair::from_seed([71; 32]);
+    let node = kp.node_id();
+    let layout = HistoryLayout::SignedPayload;
+    let file = |last: u64| {
+        let mut h = AgaveVoteHistory::new(node, 10);
+        for slot in 11..=last {
+            h.add_vote(SavedVote {
+                slot,
+                kind: VoteKind::Skip,
+                shred_version: Some(SV),
+            });
+        }
+        SavedVoteHistory::sign(h, layout, &kp).unwrap().encode()
+    };
+    let a_id = identity(
+        &client(&etcd, "/agv").await,
+        node,
+        "primary",
+        Duration::from_secs(5),
+    );
+    let b_id = identity(
+        &client(&etcd, "/agv").await,
+        node,
+        "spare",
+        Duration::from_secs(5),
+    );
+
+    let a_own = a_id.take_over().await.unwrap();
+    let a =
+        AgaveVoteHistoryStorage::new(EtcdVoteHistory::open(&a_id, &a_own).await.unwrap(), layout);
+    a.start_history(SV, 10).await.unwrap();
+    a.store(&file(12)).await.unwrap();
+    assert_eq!(a.load(&node).await.unwrap().encode(), file(12));
+
+    let b_own = b_id.take_over().await.unwrap();
+    let b =
+        AgaveVoteHistoryStorage::new(EtcdVoteHistory::open(&b_id, &b_own).await.unwrap(), layout);
+    assert_eq!(b.load(&node).await.unwrap().encode(), file(12));
+    let err = a.store(&file(13)).await.unwrap_err();
+    assert!(err.is_fenced(), "{err}");
+    b.store(&file(13)).await.unwrap();
+    assert_eq!(b.load(&node).await.unwrap().encode(), file(13));
+    drop((a, a_own));
+}

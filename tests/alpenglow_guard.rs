@@ -30,13 +30,24 @@ fn registered() -> PublicKey {
         .public_key()
 }
 
+/// The identity's store in `dir`: created (empty) the first time, as an
+/// operator does once, and opened after that.
+fn store(dir: &Path) -> slashguard::Result<FileVoteHistory> {
+    if FileVoteHistory::data_path(dir, &node()).exists() {
+        FileVoteHistory::open(dir, node())
+    } else {
+        FileVoteHistory::create(dir, node())
+    }
+}
+
 fn guard(dir: &Path, mode: RuleMode) -> slashguard::Result<AlpenglowGuard<FileVoteHistory>> {
-    let store = FileVoteHistory::open(dir, node())?;
+    let store = store(dir)?;
     AlpenglowGuard::new(store, NodeKeypair::from_seed(VOTER), &registered(), mode)
 }
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap()
 }
@@ -59,7 +70,7 @@ fn refusal(e: Error) -> AlpenglowRefusal {
 #[test]
 fn a_key_that_is_not_the_registered_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FileVoteHistory::open(dir.path(), node()).unwrap();
+    let store = FileVoteHistory::create(dir.path(), node()).unwrap();
     let other = derive_voter_key(&NodeKeypair::from_seed([3; 32]))
         .unwrap()
         .public_key();
@@ -80,7 +91,11 @@ fn no_history_is_refused_until_started_and_never_restarted() {
         let g = guard(dir.path(), RuleMode::Strict).unwrap();
         let err = g.vote(&[v(10, VoteKind::Skip)], None).await.unwrap_err();
         assert!(matches!(refusal(err), AlpenglowRefusal::NoHistory { .. }));
-        assert!(!FileVoteHistory::data_path(dir.path(), &node()).exists());
+        // The store exists (created empty) and still holds no history.
+        assert_eq!(
+            FileVoteHistory::read_unlocked(dir.path(), node()).unwrap(),
+            None
+        );
         g.start_history(SV, 5).await.unwrap();
         let err = g.start_history(SV, 500).await.unwrap_err();
         assert!(matches!(
@@ -238,10 +253,12 @@ fn the_root_moves_forward_only_and_prunes() {
 #[test]
 fn one_owner_per_identity_on_a_host() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = FileVoteHistory::open(dir.path(), node()).unwrap();
+    let _first = FileVoteHistory::create(dir.path(), node()).unwrap();
+    // A second open in this process says so (another process gets
+    // `Locked`, see tests/alpenglow_crash.rs and the file lock tests).
     assert!(matches!(
         FileVoteHistory::open(dir.path(), node()),
-        Err(Error::Locked { .. })
+        Err(Error::AlreadyOpen { .. })
     ));
     // The tower of the same identity shares the lock: one owner, whatever
     // it votes with.
@@ -362,7 +379,7 @@ fn run(dir: &Path, mode: RuleMode, ops: &[Op]) -> (Vec<(Vote, [u8; 96])>, usize)
                     // The standby was blocked on the lock until now.
                     assert!(matches!(
                         FileVoteHistory::open(dir, node()),
-                        Err(Error::Locked { .. })
+                        Err(Error::AlreadyOpen { .. })
                     ));
                     drop(g);
                     active = Some(guard(dir, mode).unwrap());
@@ -445,6 +462,7 @@ fn the_property_check_sees_conflicts() {
 fn racing_tasks_get_exactly_one_vote_per_slashable_decision() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
+        .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {

@@ -48,7 +48,7 @@ pub fn read_tower_file(
     expected: &NodeId,
 ) -> Result<SavedTower> {
     let path = path.as_ref();
-    let bytes = read_bounded(path)?;
+    let bytes = read_bounded(path, MAX_TOWER_FILE_BYTES)?;
     SavedTower::decode(&bytes, kind, expected)
         .map_err(|e| Error::corrupt(path.display().to_string(), e.into()))
 }
@@ -122,12 +122,23 @@ pub fn write_tower_durable(
             )?;
         }
     }
-    let name = tower_file_name(&node, FileKind::V1_9);
-    let path = dir.join(&name);
+    write_durable(
+        dir,
+        &tower_file_name(&node, FileKind::V1_9),
+        &saved.encode(),
+    )
+}
+
+/// Write `bytes` as `dir/name`, durably and atomically: a temporary file in
+/// `dir` written and fsynced, renamed over `name`, the directory fsynced.
+/// At any moment before `Ok`, the old file (or none) is what a validator
+/// finds. Returns the path written.
+pub(crate) fn write_durable(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let path = dir.join(name);
     // Not Agave's own `.bin.new`, so that a validator writing at the same
     // moment (which it must not be) cannot interleave with this file.
     let tmp = dir.join(format!("{name}.slashguard-new"));
-    let result = write_synced(&tmp, &saved.encode())
+    let result = write_synced(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)))
         .and_then(|()| {
             File::open(dir)
@@ -154,18 +165,20 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+/// Read the file at `path`, refusing one above `max` bytes without
+/// reading more than that.
+pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
-    file.take(MAX_TOWER_FILE_BYTES as u64 + 1)
+    file.take(max as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, e))?;
-    if bytes.len() > MAX_TOWER_FILE_BYTES {
+    if bytes.len() > max {
         return Err(Error::corrupt(
             path.display().to_string(),
             FormatError::InvalidField {
                 field: "file",
-                detail: format!("larger than {MAX_TOWER_FILE_BYTES} bytes"),
+                detail: format!("larger than {max} bytes"),
             },
         ));
     }

@@ -1,6 +1,8 @@
 //! Agave's tower files: a byte-exact reader and writer, signature checks,
 //! and conversion to and from slashguard's
-//! [`TowerRecord`](crate::tower::TowerRecord).
+//! [`TowerRecord`](crate::tower::TowerRecord). With feature `alpenglow`,
+//! also Agave's Alpenglow vote history file and its `VoteHistoryStorage`
+//! ([`AgaveVoteHistoryStorage`]).
 //!
 //! Layers, outermost first (byte by byte in `docs/agave-tower.md`):
 //!
@@ -47,6 +49,8 @@ mod files;
 mod last_vote;
 mod storage;
 mod tower;
+#[cfg(feature = "alpenglow")]
+mod vote_history;
 mod vote_state;
 mod wire;
 
@@ -62,6 +66,14 @@ pub(crate) use last_vote::{read_vote_body, write_vote_body};
 pub use last_vote::{LastVote, TowerSync, Vote, VoteStateUpdate};
 pub use storage::{AgaveStorageError, AgaveTowerStorage};
 pub use tower::{AgaveTower, F64Bits, TowerLayout, THRESHOLD_DEPTH};
+#[cfg(feature = "alpenglow")]
+pub use vote_history::{
+    check_successor, load_vote_history, read_vote_history_file, vote_history_file_name,
+    vote_history_file_path, write_vote_history_durable, AgaveVoteHistory, AgaveVoteHistoryError,
+    AgaveVoteHistoryStorage, HistoryLayout, SavedVote, SavedVoteHistory, VoteHistoryFileError,
+    ENVELOPE_BYTES, FIREDANCER_IMPORT_LIMIT, MAX_VOTE_HISTORY_FILE_BYTES,
+};
+
 pub use vote_state::{
     BlockTimestamp, EpochCredits, Lockout, PriorVoter, PriorVoters, VoteState, PRIOR_VOTERS_LEN,
 };

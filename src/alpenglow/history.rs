@@ -1,18 +1,25 @@
 //! The vote history record: this node's own Alpenglow votes per slot from
 //! the finalized root on, with its identity and cluster (shred version).
 //!
-//! Encoding (version 1, little-endian), the same bytes in a file slot and
-//! in an etcd value:
+//! Encoding (little-endian), the same bytes in a file slot and in an etcd
+//! value. Version 1 is a history alone; version 2 adds the exact file an
+//! Agave validator saved with it (through
+//! [`AgaveVoteHistoryStorage`](crate::agave::AgaveVoteHistoryStorage)).
+//! A history without one is still written as version 1, so stores written
+//! before version 2 existed read and write unchanged.
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic `sgAV` |
-//! | 1 | version (1) |
+//! | 1 | version (1 or 2) |
 //! | 32 | identity (node public key) |
 //! | 2 | shred version |
 //! | 8 | root (finalized slot) |
 //! | 4 | number of slots n |
 //! | n × | slot u64, flags u8 (1 skip, 2 finalize, 4 skip-fallback, 8 notarize, 16 genesis), [32] notarized block if flag 8, [32] genesis block if flag 16, u16 fallback count m, m × [32] fallback blocks (sorted, distinct) |
+//! | 1 | version 2 only: the Agave file's inner layout code |
+//! | 4 | version 2 only: the Agave file's length k |
+//! | k | version 2 only: the Agave file (`vote_history-<identity>.bin`), verbatim |
 //! | 4 | CRC-32 of everything before |
 //!
 //! Slots are strictly increasing, at or above the root, and never empty.
@@ -27,7 +34,10 @@ use crate::error::FormatError;
 use crate::identity::NodeId;
 
 const MAGIC: [u8; 4] = *b"sgAV";
+/// A history alone.
 const VERSION: u8 = 1;
+/// A history and the Agave file saved with it.
+const VERSION_AGAVE: u8 = 2;
 const FLAG_SKIP: u8 = 1;
 const FLAG_FINALIZE: u8 = 2;
 const FLAG_SKIP_FALLBACK: u8 = 4;
@@ -42,6 +52,17 @@ pub struct VoteHistory {
     shred_version: u16,
     root: u64,
     slots: BTreeMap<u64, SlotVotes>,
+    agave: Option<AgaveCopy>,
+}
+
+/// The file an Agave validator saved, kept with the history it was
+/// checked against: what `AgaveVoteHistoryStorage::load` gives back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgaveCopy {
+    /// The inner layout code (`agave::HistoryLayout::code`).
+    pub(crate) layout: u8,
+    /// The file's bytes.
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// One durable step: the votes of one event, and optionally a newer
@@ -64,7 +85,23 @@ impl VoteHistory {
             shred_version,
             root,
             slots: BTreeMap::new(),
+            agave: None,
         }
+    }
+
+    /// The Agave vote history file stored with this history, exactly as
+    /// the validator saved it: present only while no vote or root was
+    /// recorded by any other path since (any other change drops it).
+    pub fn agave_file(&self) -> Option<&[u8]> {
+        self.agave.as_ref().map(|a| a.bytes.as_slice())
+    }
+
+    pub(crate) fn agave_copy(&self) -> Option<&AgaveCopy> {
+        self.agave.as_ref()
+    }
+
+    pub(crate) fn set_agave_copy(&mut self, copy: Option<AgaveCopy>) {
+        self.agave = copy;
     }
 
     /// The node whose votes these are.
@@ -142,6 +179,11 @@ impl VoteHistory {
             }
             checks.push(check);
         }
+        if changed {
+            // The Agave file no longer describes the history: never give
+            // it back as if it did.
+            next.agave = None;
+        }
         Ok((changed.then_some(next), checks))
     }
 
@@ -149,7 +191,11 @@ impl VoteHistory {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(55 + self.slots.len() * 44);
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(if self.agave.is_some() {
+            VERSION_AGAVE
+        } else {
+            VERSION
+        });
         out.extend_from_slice(self.identity.as_bytes());
         out.extend_from_slice(&self.shred_version.to_le_bytes());
         out.extend_from_slice(&self.root.to_le_bytes());
@@ -177,6 +223,11 @@ impl VoteHistory {
                 out.extend_from_slice(b);
             }
         }
+        if let Some(agave) = &self.agave {
+            out.push(agave.layout);
+            out.extend_from_slice(&(agave.bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&agave.bytes);
+        }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -198,10 +249,11 @@ impl VoteHistory {
                 found: bytes[..4].to_vec(),
             });
         }
-        if bytes[4] != VERSION {
+        let version = bytes[4];
+        if version != VERSION && version != VERSION_AGAVE {
             return Err(FormatError::UnsupportedVersion {
-                found: bytes[4],
-                supported: VERSION,
+                found: version,
+                supported: VERSION_AGAVE,
             });
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -264,6 +316,21 @@ impl VoteHistory {
             }
             slots.insert(slot, v);
         }
+        let agave = if version == VERSION_AGAVE {
+            let [layout] = r.array::<1>()?;
+            let len = u32::from_le_bytes(r.array()?) as usize;
+            if len == 0 || len > body.len() - r.at {
+                return Err(invalid(
+                    "agave file",
+                    format!("length {len} with {} bytes left", body.len() - r.at),
+                ));
+            }
+            let bytes = body[r.at..r.at + len].to_vec();
+            r.at += len;
+            Some(AgaveCopy { layout, bytes })
+        } else {
+            None
+        };
         if r.at != body.len() {
             return Err(FormatError::TrailingBytes {
                 count: body.len() - r.at,
@@ -274,6 +341,7 @@ impl VoteHistory {
             shred_version,
             root,
             slots,
+            agave,
         })
     }
 }
@@ -345,6 +413,47 @@ mod tests {
         assert_eq!(&empty[39..47], &2u64.to_le_bytes());
         assert_eq!(&empty[47..51], &[0; 4]);
         assert_eq!(empty.len(), 55);
+    }
+
+    #[test]
+    fn an_agave_file_makes_version_2_and_any_change_drops_it() {
+        let mut h = sample();
+        let v1 = h.encode();
+        assert_eq!(v1[4], 1);
+        h.set_agave_copy(Some(AgaveCopy {
+            layout: 2,
+            bytes: vec![0xab; 5],
+        }));
+        let v2 = h.encode();
+        assert_eq!(v2[4], 2);
+        // The history's bytes, then layout, length, file, CRC.
+        assert_eq!(&v2[5..v1.len() - 4], &v1[5..v1.len() - 4]);
+        assert_eq!(
+            &v2[v1.len() - 4..v1.len() + 6],
+            &[2, 5, 0, 0, 0, 0xab, 0xab, 0xab, 0xab, 0xab]
+        );
+        let back = VoteHistory::decode(&v2, &node()).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(back.agave_file(), Some(&[0xab; 5][..]));
+        for i in 0..v2.len() {
+            assert!(
+                VoteHistory::decode(&v2[..i], &node()).is_err(),
+                "cut at {i}"
+            );
+        }
+        // A repeat keeps it; a new vote or a root move drops it.
+        let repeat = HistoryUpdate {
+            votes: vec![vote(101, Skip)],
+            finalized: None,
+        };
+        assert_eq!(h.apply(&repeat, RuleMode::Slashable).unwrap().0, None);
+        let new = HistoryUpdate {
+            votes: vec![vote(103, Skip)],
+            finalized: None,
+        };
+        let next = h.apply(&new, RuleMode::Slashable).unwrap().0.unwrap();
+        assert_eq!(next.agave_file(), None);
+        assert_eq!(next.encode()[4], 1);
     }
 
     #[test]

@@ -23,10 +23,11 @@ pub(crate) mod storage;
 pub use guard::{
     derive_voter_key, pop_prefix, AlpenglowGuard, SignedAlpenglowVote, BLS_DERIVATION_MESSAGE,
 };
+pub(crate) use history::AgaveCopy;
 pub use history::{HistoryUpdate, VoteHistory};
 pub use payload::{AlpenglowPayloadError, BlockId, Vote, VoteKind, BLOCK_VOTE_LEN, SLOT_VOTE_LEN};
 pub use rules::{
     check_slot, check_vote, slashable_pair, strict_pair, AlpenglowRefusal, Check, ConflictClass,
     RuleMode, SlotVotes,
 };
-pub use storage::{Applied, HistoryStorage};
+pub use storage::{Applied, HistoryStep, HistoryStorage};

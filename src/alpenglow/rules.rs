@@ -174,6 +174,16 @@ pub enum AlpenglowRefusal {
         /// The identity.
         identity: String,
     },
+    /// A whole history offered in place of the stored one (an Agave
+    /// validator's saved file) lacks a vote the stored one holds: it is
+    /// older than the stored history, or another instance's.
+    #[error("the history offered lacks {vote} in slot {slot}, which the stored history holds: it is older than the stored one (or another instance's); nothing was stored")]
+    HistoryRegressed {
+        /// The slot.
+        slot: u64,
+        /// The recorded vote missing from the offered history.
+        vote: VoteKind,
+    },
     /// A vote history already exists; starting a fresh one would forget it.
     #[error("a vote history for {identity} already exists (root {root}); it is never replaced")]
     HistoryExists {

@@ -60,6 +60,77 @@ pub trait HistoryStorage: Send + Sync {
     fn backend(&self) -> &'static str {
         "custom"
     }
+
+    /// Apply a [`HistoryStep`] built by one of slashguard's adapters (the
+    /// Agave adapter stores a whole saved history this way): the step is
+    /// computed from the stored history and its result written in ONE
+    /// durable, fenced step, with the same contract as
+    /// [`apply`](HistoryStorage::apply). The file, etcd and memory
+    /// backends implement it; the default refuses with
+    /// [`Error::Invalid`](crate::Error::Invalid).
+    async fn apply_step(&self, step: &HistoryStep) -> Result<Applied> {
+        let _ = step;
+        Err(Error::Invalid(format!(
+            "the {} vote history backend cannot store what {} needs",
+            self.backend(),
+            step.what
+        )))
+    }
+}
+
+/// The new history as a function of the stored one: `None` stored gives
+/// [`AlpenglowRefusal::NoHistory`] or what the step decides; the result is
+/// the history to write (`None`: nothing to write) and the checks of its
+/// votes. Pure, so that a backend can run it again on a record that
+/// changed under it (etcd) before its write.
+type StepFn =
+    dyn Fn(Option<&VoteHistory>) -> Result<(Option<VoteHistory>, Vec<Check>)> + Send + Sync;
+
+/// A step from the stored history to the next one, for
+/// [`HistoryStorage::apply_step`]. Only slashguard's own adapters build
+/// steps (each checks the rules and refuses a regression itself), so a
+/// store written through one is as safe as through
+/// [`apply`](HistoryStorage::apply).
+#[derive(Clone)]
+pub struct HistoryStep {
+    what: &'static str,
+    f: std::sync::Arc<StepFn>,
+}
+
+impl HistoryStep {
+    pub(crate) fn new(
+        what: &'static str,
+        f: impl Fn(Option<&VoteHistory>) -> Result<(Option<VoteHistory>, Vec<Check>)>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        HistoryStep {
+            what,
+            f: std::sync::Arc::new(f),
+        }
+    }
+
+    /// Run the step on `current`.
+    pub(crate) fn plan(
+        &self,
+        current: Option<&VoteHistory>,
+    ) -> Result<(Option<VoteHistory>, Vec<Check>)> {
+        (self.f)(current)
+    }
+
+    /// What the step stores (for logs and errors).
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+}
+
+impl std::fmt::Debug for HistoryStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryStep")
+            .field("what", &self.what)
+            .finish()
+    }
 }
 
 /// The storage-independent half of an `apply`: the new history to write
@@ -121,6 +192,9 @@ macro_rules! forward_storage {
             }
             fn backend(&self) -> &'static str {
                 (**self).backend()
+            }
+            async fn apply_step(&self, step: &HistoryStep) -> Result<Applied> {
+                (**self).apply_step(step).await
             }
         }
     )*};

@@ -22,6 +22,7 @@
 mod claim;
 mod client;
 mod config;
+mod fenced;
 mod holding;
 mod keepalive;
 mod keys;

@@ -524,7 +524,12 @@ impl SlotFile {
 impl<M: Medium> SlotFile<M> {
     /// Decide the current record from the file's bytes (length already
     /// checked to be two whole slots).
-    fn from_image(medium: M, bytes: &[u8], path: &Path, magic: [u8; 4]) -> Result<(Self, Loaded)> {
+    pub(crate) fn from_image(
+        medium: M,
+        bytes: &[u8],
+        path: &Path,
+        magic: [u8; 4],
+    ) -> Result<(Self, Loaded)> {
         let what = path.display().to_string();
         match detect_version(bytes, magic).map_err(|p| Error::corrupt(&what, p))? {
             VERSION_1 => Self::from_image_v1(medium, bytes, path, magic),

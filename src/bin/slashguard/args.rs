@@ -86,6 +86,10 @@ pub enum Command {
     /// Solana towers: show, import from an Agave file, export to one.
     #[command(subcommand)]
     Tower(TowerCommand),
+    /// Solana Alpenglow vote histories: show, import an Agave or Firedancer
+    /// vote_history-<identity>.bin, export one (feature `alpenglow`).
+    #[command(subcommand, name = "vote-history")]
+    VoteHistory(VoteHistoryCommand),
     /// Who owns a validator identity in etcd; take it over; release it.
     #[command(subcommand)]
     Identity(IdentityCommand),
@@ -257,6 +261,107 @@ pub enum TowerCommand {
         /// the identity is owned.
         #[arg(long = "take-over")]
         take_over: bool,
+    },
+}
+
+/// A slashguard vote history store.
+#[derive(Debug, Args, Clone)]
+#[command(group(ArgGroup::new("history_store").required(true).args(["dir", "etcd"])))]
+pub struct HistoryStoreArgs {
+    /// The file store: the directory holding slashguard-alpenglow-<node>.bin.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The etcd store (settings from the --etcd-* flags).
+    #[arg(long)]
+    pub etcd: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VoteHistoryCommand {
+    /// Show a vote history: identity, root, votes, the Agave file kept.
+    #[command(group(ArgGroup::new("source").required(true).args(["dir", "etcd", "agave"])))]
+    Show {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The file store directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The etcd store.
+        #[arg(long)]
+        etcd: bool,
+        /// A validator's ledger directory (vote_history-<node>.bin).
+        #[arg(long, value_name = "DIR")]
+        agave: Option<PathBuf>,
+        /// The file's inner layout: vote-enum or signed-payload (default:
+        /// whichever the file is in).
+        #[arg(long, value_name = "LAYOUT")]
+        layout: Option<String>,
+    },
+    /// Import an Agave or Firedancer vote_history-<node>.bin into a store:
+    /// its votes are recorded and the file kept. Never replaces a newer
+    /// history (a lower root, or a stored vote the file lacks: refused).
+    Import {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The ledger directory holding vote_history-<node>.bin.
+        #[arg(long = "from-agave", value_name = "DIR")]
+        from_agave: PathBuf,
+        #[command(flatten)]
+        store: HistoryStoreArgs,
+        /// The file's inner layout: vote-enum or signed-payload (default:
+        /// whichever the file is in; refused when that is ambiguous).
+        #[arg(long, value_name = "LAYOUT")]
+        layout: Option<String>,
+        /// Start the identity's history from this file (refused if one
+        /// exists; with --dir, also creates the file store). Without it, a
+        /// store without a history is an error, never silently started.
+        #[arg(long)]
+        create: bool,
+        /// The cluster's shred version, for --create (default: the one the
+        /// file's votes carry).
+        #[arg(long = "shred-version", value_name = "N", requires = "create")]
+        shred_version: Option<u16>,
+    },
+    /// Export a stored history's Agave file to vote_history-<node>.bin in a
+    /// ledger directory, for `agave-validator set-identity` or Firedancer's
+    /// `set-identity --vote-history-file`.
+    Export {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        store: HistoryStoreArgs,
+        /// The ledger directory to write vote_history-<node>.bin into.
+        #[arg(long = "to-agave", value_name = "DIR")]
+        to_agave: PathBuf,
+        /// The layout the target validator reads: vote-enum or
+        /// signed-payload (default: the one the file was stored in).
+        #[arg(long, value_name = "LAYOUT")]
+        layout: Option<String>,
+        /// Overwrite a newer vote history file there (operator recovery only).
+        #[arg(long)]
+        force: bool,
+        /// etcd: when a running instance owns the identity, take it over
+        /// first (that instance is fenced and stops voting), read the history
+        /// under the new fence, then release the identity for the validator
+        /// started on the exported file. Without it, export refuses while
+        /// the identity is owned.
+        #[arg(long = "take-over")]
+        take_over: bool,
+        /// Write a file above Firedancer's 32,688-byte import limit (for an
+        /// Agave validator, which has none).
+        #[arg(long = "beyond-firedancer-limit")]
+        beyond_firedancer_limit: bool,
+    },
+    /// Operator recovery of a damaged file store (a refused vote says when):
+    /// accept the older history it loaded and let the validator vote again.
+    /// Run it only when this identity cannot vote again in a slot the lost
+    /// record may hold.
+    AcceptOlder {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The file store directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 

@@ -11,6 +11,7 @@ mod etcd_args;
 #[cfg(feature = "etcd")]
 mod etcd_conn;
 mod exit;
+mod held;
 mod identity;
 mod node;
 mod output;
@@ -19,6 +20,8 @@ mod settings;
 mod signer;
 mod signer_args;
 mod tower;
+#[cfg(feature = "alpenglow")]
+mod vote_history;
 mod watermark;
 
 use std::process::ExitCode;
@@ -76,6 +79,13 @@ async fn run(cli: Cli) -> Result<Report, Failure> {
     let json = cli.json;
     match cli.command {
         Command::Tower(c) => tower::run(c, &settings).await,
+        #[cfg(feature = "alpenglow")]
+        Command::VoteHistory(c) => vote_history::run(c, &settings).await,
+        #[cfg(not(feature = "alpenglow"))]
+        Command::VoteHistory(_) => Err(Failure::bad_input(
+            "this slashguard was built without Solana Alpenglow support",
+        )
+        .hint("rebuild with `cargo install slashguard --features cli,alpenglow`")),
         Command::Identity(c) => identity::run(c, &settings).await,
         Command::Watermark(c) => watermark::run(c, &mut settings).await,
         Command::Device(c) => device::run(c).await,

@@ -296,16 +296,7 @@ async fn store_record(
     {
         let client = crate::etcd_conn::connect(settings).await?;
         let identity = crate::etcd_conn::identity(client.clone(), node, settings)?;
-        if let Some(owner) = identity.status().await? {
-            return Err(Failure::refused(format!(
-                "identity {node} is owned by instance {:?} (fence {}): a running validator keeps its tower in memory and would overwrite or be fenced by an import",
-                owner.instance, owner.fence
-            ))
-            .hint("stop that validator (or `slashguard identity release`) and import again"));
-        }
-        let ownership = identity
-            .acquire_when_free(std::time::Duration::from_secs(5))
-            .await?;
+        let ownership = crate::held::hold_free(&identity, node, "tower").await?;
         let stored = async {
             let storage = slashguard::etcd::EtcdTowerStorage::open(&identity, &ownership).await?;
             storage.store(record, mode(force)).await
@@ -345,29 +336,9 @@ async fn read_fenced(
         if FileTowerStorage::read_unlocked(dir, node)?.is_none() {
             return Ok((None, source));
         }
-        // A validator that is stopping (or a process that just forked
-        // while holding the lock) lets go within moments: wait a little,
-        // bounded, before calling it running.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let opened = loop {
-            match FileTowerStorage::open(dir, node) {
-                Err(slashguard::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
-                }
-                other => break other,
-            }
-        };
-        let storage = match opened {
-            Ok(s) => s,
-            Err(slashguard::Error::Locked { path }) => {
-                return Err(Failure::refused(format!(
-                    "{} is held by a running validator: its tower changes with every vote, and a validator started on an exported copy would vote twice",
-                    path.display()
-                ))
-                .hint("stop that validator first, then export (`tower show` reads it without exporting)"));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let storage =
+            crate::held::open_unheld(|| FileTowerStorage::open(dir, node), "tower", "tower show")
+                .await?;
         let record = storage.load().await?;
         return Ok((record, source));
     }
@@ -376,28 +347,7 @@ async fn read_fenced(
     {
         let client = crate::etcd_conn::connect(settings).await?;
         let identity = crate::etcd_conn::identity(client.clone(), node, settings)?;
-        let ownership = match identity.status().await? {
-            Some(owner) if !take_over => {
-                return Err(Failure::refused(format!(
-                    "identity {node} is owned by instance {:?} (fence {}): it may still be voting, so its tower is stale the moment it is read, and a validator started on an exported copy would vote twice",
-                    owner.instance, owner.fence
-                ))
-                .hint("stop that validator (or `slashguard identity release`) and export again, or pass --take-over to fence it, read its last tower and hand the identity to the validator you start on the file"));
-            }
-            Some(owner) => {
-                let own = identity.take_over().await?;
-                eprintln!(
-                    "took identity {node} over from instance {:?} (fence {}): it can no longer store a tower",
-                    owner.instance, owner.fence
-                );
-                own
-            }
-            None => {
-                identity
-                    .acquire_when_free(std::time::Duration::from_secs(5))
-                    .await?
-            }
-        };
+        let ownership = crate::held::hold_for_export(&identity, node, take_over, "tower").await?;
         let read = async {
             let storage = slashguard::etcd::EtcdTowerStorage::open(&identity, &ownership).await?;
             storage.load().await
