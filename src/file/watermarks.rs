@@ -29,7 +29,8 @@ const MAGIC: [u8; 4] = *b"sgWF";
 /// every key it holds (`slashguard watermark set-level --all`): see
 /// `docs/file-format.md`.
 ///
-/// File I/O runs on tokio's blocking pool with a deadline
+/// File I/O runs on a thread of the store's own (any tokio runtime will
+/// do, with or without timers) with a deadline
 /// ([`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE), see
 /// [`with_deadline`](Self::with_deadline)); a call that misses it returns
 /// [`Error::Unavailable`] and the store refuses every later call until it
