@@ -131,6 +131,9 @@ pub(crate) struct SlotFile<M = File> {
     buf: Vec<u8>,
     // This process's claim on the file (none for simulated disks).
     registered: Option<Registered>,
+    // Injected sync faults of this path, in tests (`file::sim`).
+    #[cfg(feature = "sim")]
+    faults: Option<std::sync::Arc<crate::file::sim::DiskFaults>>,
 }
 
 fn slot_size_for(payload: usize) -> usize {
@@ -645,6 +648,8 @@ impl<M: Medium> SlotFile<M> {
                 version: VERSION,
                 buf: Vec::with_capacity(size),
                 registered: None,
+                #[cfg(feature = "sim")]
+                faults: crate::file::sim::DiskFaults::lookup(path),
             },
             loaded,
         ))
@@ -731,9 +736,20 @@ impl<M: Medium> SlotFile<M> {
                 version: VERSION_1,
                 buf: Vec::with_capacity(slot_size),
                 registered: None,
+                #[cfg(feature = "sim")]
+                faults: crate::file::sim::DiskFaults::lookup(path),
             },
             loaded,
         ))
+    }
+
+    /// The medium's `fdatasync`, after the injected faults of tests.
+    fn sync(&self) -> std::io::Result<()> {
+        #[cfg(feature = "sim")]
+        if let Some(faults) = &self.faults {
+            faults.before_sync()?;
+        }
+        self.medium.sync_data()
     }
 
     /// The sequence number of the current record.
@@ -768,7 +784,7 @@ impl<M: Medium> SlotFile<M> {
             .medium
             .write_all_at(&self.buf, first)
             .and_then(|_| self.medium.write_all_at(&self.buf, second))
-            .and_then(|_| self.medium.sync_data());
+            .and_then(|_| self.sync());
         if let Err(e) = result {
             self.poisoned = true;
             return Err(Error::Unavailable {
