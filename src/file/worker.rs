@@ -10,6 +10,17 @@
 //! or multi-thread, with or without `enable_time`/`enable_io`) and on any
 //! other executor: nothing here needs tokio's timer or blocking pool.
 //!
+//! Group commit: calls made with [`Worker::run_grouped`] that are queued
+//! while the I/O thread is busy (typically in an `fdatasync`) are taken
+//! together: each stages its change on top of the ones staged before it
+//! (so it is decided against them: two conflicting requests cannot both
+//! pass), then ONE [`GroupCommit::flush`] makes them all durable, and only
+//! then is any of them answered. A failed flush fails every call of the
+//! group, and none of its changes becomes visible. Calls made with
+//! [`Worker::run`] run alone, after the group queued before them was
+//! flushed. The queue is first in, first out, so the order of calls (per
+//! key, or any other) is kept.
+//!
 //! A call waits at most the deadline, counted from when it was queued:
 //! past it, the watch thread answers [`Error::Unavailable`], and the store
 //! refuses every later call (and every call still queued) until it is
@@ -32,6 +43,20 @@ use crate::error::{Error, Result};
 /// default. Generous: a loaded disk can take seconds to flush, and a
 /// timeout takes the store out of service until it is reopened.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// At most this many grouped calls share one flush, which bounds the time
+/// a group holds the state and the size of its write.
+const MAX_GROUP: usize = 1024;
+
+/// State whose changes can be staged by several calls and made durable by
+/// one flush (see the module docs).
+pub(crate) trait GroupCommit: Send + 'static {
+    /// Make every change staged since the last flush durable, then
+    /// visible. On `Err`, the staged changes are dropped: none is visible.
+    fn flush(&mut self) -> Result<()>;
+    /// Drop every staged change (the store is out of service).
+    fn discard(&mut self);
+}
 
 /// Shared state run by an I/O thread of its own, each call for at most
 /// the deadline.
@@ -77,11 +102,28 @@ struct Job<I> {
     work: Work<I>,
 }
 
-/// An operation on the state; what it returns answers its caller once the
+/// An operation on the state. What it returns answers its caller once the
 /// I/O thread has let go of the state (a caller that drops the store as
 /// soon as it is answered must find its locks released).
-type Work<I> = Box<dyn FnOnce(&mut I) -> Deliver + Send>;
+enum Work<I> {
+    /// Runs on its own, with nothing staged.
+    Alone(Box<dyn FnOnce(&mut I) -> Deliver + Send>),
+    /// Stages a change; answered with the outcome of its group's flush.
+    Grouped {
+        stage: Box<dyn FnOnce(&mut I) -> Staged + Send>,
+        commit: Commit<I>,
+    },
+}
+/// [`GroupCommit`]'s methods, for the I/O thread, which does not require
+/// the trait of every state.
+struct Commit<I> {
+    flush: fn(&mut I) -> Result<()>,
+    discard: fn(&mut I),
+}
 type Deliver = Box<dyn FnOnce() + Send>;
+/// Answers a grouped call: with its own result if the flush succeeded
+/// (`None`), with the flush's error otherwise.
+type Staged = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 /// The caller's side of one call, answered at most once: by the I/O thread
 /// with the result, or by the watch thread with a timeout.
@@ -197,22 +239,73 @@ impl<I: Send + 'static> Worker<I> {
         let answer = Arc::clone(&reply);
         self.submit(
             reply,
-            Box::new(move |inner: &mut I| {
+            Work::Alone(Box::new(move |inner: &mut I| {
                 let result = f(inner);
                 Box::new(move || {
                     answer.send(result);
                 })
-            }),
+            })),
         )?;
         self.wait(rx).await
     }
 
+    /// Run `f` on the state as part of a group (see the module docs): `f`
+    /// decides against the state with the changes staged before it, stages
+    /// its own change (or returns `Err` having staged nothing), and its
+    /// result is returned only once the group's flush made every staged
+    /// change durable. If the flush fails, the call fails with its error.
+    pub(crate) async fn run_grouped<T, F>(&self, f: F) -> Result<T>
+    where
+        I: GroupCommit,
+        T: Send + 'static,
+        F: FnOnce(&mut I) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let reply = Arc::new(Reply(Mutex::new(Some(tx))));
+        let answer = Arc::clone(&reply);
+        self.submit(
+            reply,
+            Work::Grouped {
+                stage: Box::new(move |inner: &mut I| {
+                    let result = f(inner);
+                    Box::new(move |failed: Option<&Error>| {
+                        answer.send(match failed {
+                            None => result,
+                            Some(e) => Err(shared_failure(e)),
+                        });
+                    })
+                }),
+                commit: Commit {
+                    flush: I::flush,
+                    discard: I::discard,
+                },
+            },
+        )?;
+        self.wait(rx).await
+    }
+
+    /// `Err` when the store no longer serves calls (a missed deadline), for
+    /// reads that do not go through the I/O thread.
+    pub(crate) fn check_in_service(&self) -> Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(self.broken_error(why));
+        }
+        if self.shared.is_wedged() {
+            return Err(self.shared.wedged_error(lock(&self.shared.queue).deadline));
+        }
+        Ok(())
+    }
+
+    fn broken_error(&self, why: &str) -> Error {
+        unavailable(format!(
+            "{}: the store's I/O thread could not be started: {why}",
+            self.shared.path.display()
+        ))
+    }
+
     fn submit(&self, answer: Arc<dyn Answer>, work: Work<I>) -> Result<()> {
         if let Some(why) = &self.broken {
-            return Err(unavailable(format!(
-                "{}: the store's I/O thread could not be started: {why}",
-                self.shared.path.display()
-            )));
+            return Err(self.broken_error(why));
         }
         let mut q = lock(&self.shared.queue);
         if self.shared.is_wedged() {
@@ -277,43 +370,167 @@ fn start_threads<I: Send + 'static>(
     Ok(())
 }
 
-/// Run the queued operations in order until the worker is dropped.
+/// Run the queued operations in order until the worker is dropped: one
+/// `run` call at a time, or all the grouped calls queued in a row.
 fn io_thread<I>(shared: Arc<Shared<I>>, state: Weak<Mutex<I>>) {
     loop {
-        let job = {
+        let batch = {
             let mut q = lock(&shared.queue);
             loop {
                 if q.closed {
                     return;
                 }
-                if let Some(job) = q.jobs.pop_front() {
-                    q.running.push_back((job.due, Arc::clone(&job.answer)));
-                    break job;
+                if !q.jobs.is_empty() {
+                    break take_batch(&mut q);
                 }
                 q.io_idle = true;
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
             }
         };
         let Some(state) = state.upgrade() else { return };
-        let Job { answer, work, .. } = job;
-        let outcome = {
+        let deliveries = {
             let mut inner = lock(&state);
-            catch_unwind(AssertUnwindSafe(|| work(&mut inner)))
+            run_batch(&shared, &mut inner, batch)
         };
         drop(state);
-        match outcome {
-            Ok(deliver) => deliver(),
-            // The thread carries on: the next operation may well succeed,
-            // and a torn record is caught by its checksum.
-            Err(_) => {
-                answer.fail(unavailable(format!(
-                    "{}: the file operation panicked",
-                    shared.path.display()
-                )));
+        for deliver in deliveries {
+            deliver();
+        }
+        // Every call of the batch is answered: nothing is running.
+        lock(&shared.queue).running.clear();
+    }
+}
+
+/// The next batch: a `run` call alone, or the grouped calls at the head of
+/// the queue (at most [`MAX_GROUP`]). Watched from now on as running.
+fn take_batch<I>(q: &mut Queue<I>) -> Vec<Job<I>> {
+    let grouped = |j: &Job<I>| matches!(j.work, Work::Grouped { .. });
+    let n = match q.jobs.front() {
+        Some(j) if grouped(j) => q
+            .jobs
+            .iter()
+            .take(MAX_GROUP)
+            .take_while(|j| grouped(j))
+            .count(),
+        _ => 1,
+    };
+    let batch: Vec<Job<I>> = q.jobs.drain(..n).collect();
+    q.running
+        .extend(batch.iter().map(|j| (j.due, Arc::clone(&j.answer))));
+    batch
+}
+
+/// Run one batch on the state; returns how to answer each call, to be done
+/// once the state is let go of.
+fn run_batch<I>(shared: &Shared<I>, inner: &mut I, batch: Vec<Job<I>>) -> Vec<Deliver> {
+    let panicked = |answer: Arc<dyn Answer>| -> Deliver {
+        let error = unavailable(format!(
+            "{}: the file operation panicked",
+            shared.path.display()
+        ));
+        Box::new(move || {
+            answer.fail(error);
+        })
+    };
+    let mut deliveries: Vec<Deliver> = Vec::with_capacity(batch.len());
+    let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+    let mut group: Option<Commit<I>> = None;
+    for Job { answer, work, .. } in batch {
+        // A panicking operation answers "failed" and the thread carries
+        // on: the next operation may well succeed, and a torn record is
+        // caught by its checksum.
+        match work {
+            Work::Alone(f) => match catch_unwind(AssertUnwindSafe(|| f(inner))) {
+                Ok(deliver) => deliveries.push(deliver),
+                Err(_) => deliveries.push(panicked(answer)),
+            },
+            Work::Grouped { stage, commit } => {
+                group = Some(commit);
+                match catch_unwind(AssertUnwindSafe(|| stage(inner))) {
+                    Ok(answer_with) => staged.push(answer_with),
+                    Err(_) => deliveries.push(panicked(answer)),
+                }
             }
         }
-        let mut q = lock(&shared.queue);
-        q.running.retain(|(_, a)| !Arc::ptr_eq(a, &answer));
+    }
+    let Some(Commit { flush, discard }) = group else {
+        return deliveries;
+    };
+    // Out of service (a call of this group missed its deadline while it
+    // waited): nothing more is written, and every call was answered.
+    let outcome = if shared.is_wedged() {
+        discard(inner);
+        Err(unavailable(format!(
+            "{}: store out of service after a missed deadline",
+            shared.path.display()
+        )))
+    } else {
+        match catch_unwind(AssertUnwindSafe(|| flush(inner))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                discard(inner);
+                Err(unavailable(format!(
+                    "{}: the group's write panicked",
+                    shared.path.display()
+                )))
+            }
+        }
+    };
+    let outcome = Arc::new(outcome);
+    deliveries.extend(staged.into_iter().map(|answer_with| -> Deliver {
+        let outcome = Arc::clone(&outcome);
+        Box::new(move || answer_with(outcome.as_ref().as_ref().err()))
+    }));
+    deliveries
+}
+
+/// The error of a failed group write, for each of its calls (`Error` is not
+/// `Clone`: its sources are boxed). The kind is kept, so that a refusal
+/// (`Fenced`, `Damaged`) stays one; a source is folded into the text.
+fn shared_failure(e: &Error) -> Error {
+    match e {
+        Error::Refused(r) => Error::Refused(r.clone()),
+        Error::Fenced { identity, reason } => Error::Fenced {
+            identity: identity.clone(),
+            reason: reason.clone(),
+        },
+        Error::Locked { path } => Error::Locked { path: path.clone() },
+        Error::Damaged {
+            path,
+            detail,
+            recover,
+        } => Error::Damaged {
+            path: path.clone(),
+            detail: detail.clone(),
+            recover: recover.clone(),
+        },
+        Error::AlreadyOpen { path } => Error::AlreadyOpen { path: path.clone() },
+        Error::Aliased { path, detail } => Error::Aliased {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        Error::Corrupt { what, problem } => Error::Corrupt {
+            what: what.clone(),
+            problem: problem.clone(),
+        },
+        Error::Invalid(s) => Error::Invalid(s.clone()),
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Unavailable {
+            backend,
+            detail,
+            source,
+        } => Error::Unavailable {
+            backend,
+            detail: match source {
+                Some(s) => format!("{detail}: {s}"),
+                None => detail.clone(),
+            },
+            source: None,
+        },
+        other => unavailable(other.to_string()),
     }
 }
 
@@ -376,5 +593,134 @@ fn watch_thread<I>(shared: Arc<Shared<I>>) {
             job.answer.fail(shared.wedged_error(deadline));
         }
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        // No driver at all: the worker must not need one.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    /// A caller that drops the store as soon as it is answered finds its
+    /// state (its file locks, in a store) already released.
+    #[test]
+    fn an_answered_store_releases_its_state_when_dropped() {
+        let rt = rt();
+        for _ in 0..500 {
+            let held = Arc::new(());
+            let worker = Worker::new(Arc::clone(&held), "state".into());
+            rt.block_on(worker.run(|_| Ok(()))).unwrap();
+            drop(worker);
+            assert_eq!(Arc::strong_count(&held), 1, "state outlived its store");
+        }
+    }
+
+    /// A panicking operation fails its own call only.
+    #[test]
+    fn a_panicking_operation_fails_only_its_call() {
+        let rt = rt();
+        let worker = Worker::new(7u64, "panics".into());
+        let got = rt.block_on(worker.run(|_: &mut u64| -> Result<()> { panic!("boom") }));
+        assert!(matches!(got, Err(Error::Unavailable { .. })), "{got:?}");
+        assert_eq!(rt.block_on(worker.run(|v| Ok(*v))).unwrap(), 7);
+    }
+
+    #[derive(Default)]
+    struct Counter {
+        durable: u64,
+        staged: u64,
+        flushes: u64,
+        fail_flush: bool,
+    }
+
+    impl GroupCommit for Counter {
+        fn flush(&mut self) -> Result<()> {
+            self.flushes += 1;
+            let staged = std::mem::take(&mut self.staged);
+            if std::mem::take(&mut self.fail_flush) {
+                return Err(Error::Fenced {
+                    identity: "counter".into(),
+                    reason: "lost".into(),
+                });
+            }
+            self.durable += staged;
+            Ok(())
+        }
+        fn discard(&mut self) {
+            self.staged = 0;
+        }
+    }
+
+    /// Grouped calls queued behind a busy thread share one flush; a failed
+    /// flush fails each of them with its kind of error, and changes nothing.
+    #[test]
+    fn grouped_calls_share_one_flush_and_fail_together() {
+        let rt = rt();
+        let worker = Worker::new(Counter::default(), "counter".into());
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let add = |n: u64| {
+            worker.run_grouped(move |c: &mut Counter| {
+                c.staged += n;
+                Ok(c.durable + c.staged)
+            })
+        };
+        let open_gate = || {
+            let (open, cv) = &*gate;
+            *lock(open) = true;
+            cv.notify_all();
+        };
+        // The first call holds the thread until the others are queued.
+        let g = Arc::clone(&gate);
+        let hold = worker.run(move |_| {
+            let (open, cv) = &*g;
+            let mut o = lock(open);
+            while !*o {
+                o = cv.wait(o).unwrap();
+            }
+            Ok(())
+        });
+        let (held, a, b, c, ()) = rt
+            .block_on(async { tokio::join!(hold, add(1), add(2), add(3), async { open_gate() }) });
+        held.unwrap();
+        // Each decided against the ones before it.
+        assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (1, 3, 6));
+        let (durable, flushes) = rt
+            .block_on(worker.run(|c| Ok((c.durable, c.flushes))))
+            .unwrap();
+        assert_eq!((durable, flushes), (6, 1), "one flush for the group");
+
+        // A failed flush: every call fails, as a refusal (Fenced).
+        *lock(&gate.0) = false;
+        rt.block_on(worker.run(|c| {
+            c.fail_flush = true;
+            Ok(())
+        }))
+        .unwrap();
+        let g = Arc::clone(&gate);
+        let hold = worker.run(move |_| {
+            let (open, cv) = &*g;
+            let mut o = lock(open);
+            while !*o {
+                o = cv.wait(o).unwrap();
+            }
+            Ok(())
+        });
+        let (held, a, b, ()) =
+            rt.block_on(async { tokio::join!(hold, add(10), add(20), async { open_gate() }) });
+        held.unwrap();
+        for got in [a, b] {
+            assert!(
+                matches!(got, Err(Error::Fenced { .. })),
+                "the group's error, for each call: {got:?}"
+            );
+        }
+        let durable = rt.block_on(worker.run(|c| Ok(c.durable))).unwrap();
+        assert_eq!(durable, 6, "nothing of the failed group is visible");
     }
 }
