@@ -18,6 +18,10 @@
 //! - `vote_tx_decode`: `VoteMessage::decode` of a legacy TowerSync message
 //!   with 31 lockouts (the issue's budget: under 3 us);
 //! - `memory_vote`: `VoteGuard::sign_vote_message` on `MemoryTowerStorage`.
+//! - `fail_closed_checks`: what the fail-closed file format adds to every
+//!   store besides its one write and `fdatasync`: the owner-lock identity
+//!   check (`OwnerLock::check_held`, one `lstat`) and building the slot's
+//!   second copy (format v2 writes every slot twice; issue budget: 5 us).
 //!
 //! Watermark authorization:
 //! - `payload_parse_tz1` / `_tz4`: `SignRequest::parse` (includes blake2b-256);
@@ -224,6 +228,28 @@ fn tower_cpu(c: &mut Criterion, report: &mut Report) {
             for m in messages {
                 laps.time(|| vote_rt.block_on(vote_guard.sign_vote_message(&m)))
                     .expect("vote");
+            }
+        },
+    );
+
+    // Format v2's per-store additions, measured on a real held lock.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner =
+        slashguard::file::OwnerLock::try_acquire(dir.path().join("bench.lock")).expect("lock");
+    let slot_bytes = vec![0x5au8; SLOT_HEADER + TOWER_BYTES + 4];
+    report.bench(
+        &mut g,
+        "fail_closed_checks",
+        "fail-closed additions per file store: lock identity check + second slot copy (2 KiB)",
+        Role::Cpu,
+        |iters, laps| {
+            let mut twin = vec![0u8; slot_bytes.len()];
+            for _ in 0..iters {
+                laps.time(|| {
+                    owner.check_held().expect("held");
+                    twin.copy_from_slice(std::hint::black_box(&slot_bytes));
+                });
+                std::hint::black_box(&twin);
             }
         },
     );

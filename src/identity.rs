@@ -28,6 +28,19 @@ impl NodeId {
         key.verify(message, &ed25519_dalek::Signature::from_bytes(signature))
             .is_ok()
     }
+
+    /// The identity under which the signers of the Tezos baker `name` (an
+    /// operator's name for it, the same on every host) share ownership in
+    /// etcd: blake2b-256 of `slashguard tezos baker`, a zero byte and the
+    /// name. It is not a public key: nothing is signed with it; it only
+    /// names the owner key (`slashguard identity status --baker NAME`).
+    pub fn tezos_baker(name: &str) -> NodeId {
+        use blake2::digest::{consts::U32, Digest};
+        let mut h = blake2::Blake2b::<U32>::new();
+        h.update(b"slashguard tezos baker\0");
+        h.update(name.as_bytes());
+        NodeId(h.finalize().into())
+    }
 }
 
 impl fmt::Display for NodeId {
@@ -133,6 +146,26 @@ mod tests {
         assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
         assert!("not-base58-0OIl".parse::<NodeId>().is_err());
         assert!("abc".parse::<NodeId>().is_err());
+    }
+
+    /// Every host derives the same identity from the same name; the vector
+    /// is blake2b-256 as Python's `hashlib.blake2b(digest_size=32)` computes it.
+    #[test]
+    fn a_baker_name_gives_a_fixed_identity() {
+        let id = NodeId::tezos_baker("my-baker");
+        assert_eq!(
+            id.0,
+            [
+                0x08, 0x3d, 0xe7, 0x04, 0xf7, 0xe1, 0x82, 0x22, 0x03, 0x3e, 0xe8, 0xc5, 0xbe, 0x9c,
+                0x70, 0xe1, 0xdc, 0xfe, 0x86, 0x93, 0x05, 0x62, 0xbc, 0x9a, 0xca, 0x87, 0x32, 0x95,
+                0x9e, 0xb5, 0x08, 0x43
+            ]
+        );
+        assert_eq!(
+            id.to_string(),
+            "ZB1VF7Y6rGCVdVRKJsW8rh9PG4F2qAFPxGbKb3QToVt"
+        );
+        assert_ne!(NodeId::tezos_baker("my-baker2"), id);
     }
 
     #[test]

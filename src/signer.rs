@@ -45,6 +45,24 @@ pub trait Signer: Send + Sync {
     }
 }
 
+// One key shared by several guarded signers (a remote signer builds new
+// ones, fenced by a new ownership, each time it becomes active again).
+#[async_trait]
+impl<S: Signer + ?Sized> Signer for Arc<S> {
+    fn key_hash(&self) -> KeyHash {
+        (**self).key_hash()
+    }
+    async fn sign(&self, payload: &[u8]) -> Result<Vec<u8>> {
+        (**self).sign(payload).await
+    }
+    fn deterministic(&self) -> bool {
+        (**self).deterministic()
+    }
+    fn check(&self, request: &SignRequest, payload: &[u8]) -> Result<()> {
+        (**self).check(request, payload)
+    }
+}
+
 /// A software ed25519 (tz1) key, for tests, examples and remote-signer
 /// deployments that keep keys in memory. Signs blake2b-256 of the payload,
 /// as Tezos does.

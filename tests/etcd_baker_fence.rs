@@ -160,3 +160,85 @@ async fn a_primary_cut_off_from_etcd_signs_nothing_once_the_backup_owns_the_bake
     );
     assert!(primary.ownership().unwrap().is_lost());
 }
+
+/// `EtcdWatermarks::fenced`, what the `slashguard signer` daemon signs
+/// through with `store = "etcd"`: the watermarks are shared, and only the
+/// baker's current owner may move them. Once another signer owns the baker,
+/// the old owner's handle refuses (`Fenced`) and leaves etcd untouched,
+/// while the new owner keeps to the old owner's marks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_watermarks_move_only_under_the_bakers_current_owner() {
+    use slashguard::etcd::EtcdWatermarks;
+    use slashguard::watermark::SignerGuard;
+    use slashguard::NodeId;
+
+    let etcd = EtcdCluster::single();
+    let prefix = "/fenced-watermarks";
+    let node = NodeId::tezos_baker("fenced-baker");
+    let (ca, cb) = (client(&etcd, prefix).await, client(&etcd, prefix).await);
+    let (ida, idb) = (
+        identity(&ca, node, "host-a", TTL),
+        identity(&cb, node, "host-b", TTL),
+    );
+    let key = wm_key(1, ConsensusKind::Attestation);
+    let shared = EtcdWatermarks::new(ca.clone());
+
+    let own_a = ida.take_over().await.unwrap();
+    let a = shared.fenced(&ida, &own_a).unwrap();
+    assert_eq!(a.fence(), Some(own_a.fence()));
+    a.authorize(&[request(key, 10, 0, b"a10")]).await.unwrap();
+
+    // host-b takes the baker (an operator's take-over: host-a's lease is
+    // still alive, so only the fence stops it).
+    let own_b = idb.take_over().await.unwrap();
+    let e = a
+        .authorize(&[request(key, 11, 0, b"a11")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Fenced { .. }), "{e}");
+    assert!(own_a.is_lost());
+    let e = a
+        .set_marks(
+            &[(
+                key,
+                slashguard::watermark::Mark {
+                    level: 20,
+                    round: 0,
+                },
+            )],
+            slashguard::watermark::SetMode::RaiseOnly,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Fenced { .. }), "{e}");
+    assert_eq!(
+        shared.watermark(&key).await.unwrap().unwrap().mark.level,
+        10,
+        "nothing written by the old owner"
+    );
+    // A lost ownership gives no new handle either.
+    assert!(matches!(
+        shared.fenced(&ida, &own_a),
+        Err(Error::Fenced { .. })
+    ));
+
+    // host-b, on the same watermarks: not at host-a's mark with other
+    // bytes; above it, yes.
+    let b = EtcdWatermarks::new(cb.clone())
+        .fenced(&idb, &own_b)
+        .unwrap();
+    let e = b
+        .authorize(&[request(key, 10, 0, b"b10")])
+        .await
+        .unwrap_err();
+    assert!(e.is_refusal() && !matches!(e, Error::Fenced { .. }), "{e}");
+    b.authorize(&[request(key, 11, 0, b"b11")]).await.unwrap();
+
+    // Another identity's ownership, or another prefix, fences nothing here.
+    let other = identity(&ca, NodeId::tezos_baker("other-baker"), "host-a", TTL);
+    let own_other = other.take_over().await.unwrap();
+    assert!(matches!(
+        EtcdWatermarks::new(client(&etcd, "/elsewhere").await).fenced(&other, &own_other),
+        Err(Error::Invalid(_))
+    ));
+}

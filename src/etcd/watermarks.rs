@@ -2,14 +2,18 @@
 //! processes on any number of hosts, advanced by compare-and-set.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 
 use crate::error::{Error, FormatError, Result};
 use crate::etcd::client::EtcdClient;
+use crate::etcd::holding::Holding;
+use crate::etcd::keepalive::describe_owner;
 use crate::etcd::keys::EtcdKeys;
+use crate::etcd::ownership::EtcdIdentity;
+use crate::failover::Ownership;
 use crate::watermark::table::Changes;
 use crate::watermark::{
     decode_entry, encode_entry, Decision, Mark, SetMode, SignRequest, SignerGuard, Watermark,
@@ -46,9 +50,24 @@ pub const MAX_BATCH: usize = 32;
 /// - etcd down or without quorum: [`Error::Unavailable`] within the
 ///   client's request deadline (each compare-and-set round has its own
 ///   deadline; rounds only follow answers, never timeouts).
+/// - A handle from [`fenced`](EtcdWatermarks::fenced) writes only while an
+///   ownership holds: every write transaction also compares the owner
+///   key's revision and claim, so a signer that lost its baker's
+///   ownership (paused, cut off from etcd, taken over) cannot move a mark,
+///   even with a request it checked before the loss.
 pub struct EtcdWatermarks {
     client: EtcdClient,
     keys: EtcdKeys,
+    /// Shared by every handle [`fenced`](EtcdWatermarks::fenced) makes from
+    /// this one: what one ownership term saw still counts in the next.
+    seen: Arc<Seen>,
+    /// The ownership every write is fenced by, if any.
+    fence: Option<Arc<Holding>>,
+}
+
+/// What this process knows of the keys.
+#[derive(Default)]
+struct Seen {
     cache: Mutex<HashMap<WatermarkKey, Slot>>,
     /// Per key, the highest mark this process authorized, set or saw in
     /// etcd: a value below it (or a missing key) later is a regression
@@ -93,9 +112,48 @@ impl EtcdWatermarks {
         EtcdWatermarks {
             keys: client.keys(),
             client,
-            cache: Mutex::new(HashMap::new()),
-            floor: Mutex::new(HashMap::new()),
+            seen: Arc::default(),
+            fence: None,
         }
+    }
+
+    /// A handle on the same watermarks (and the same memory of them: cache
+    /// and regression floors) whose writes are fenced by `ownership` of
+    /// `identity` (a baker's signers sharing one owner key, see
+    /// [`EtcdIdentity`]): each authorization and set is ONE transaction
+    /// that also compares the owner key's revision with the ownership's
+    /// fence and its value with the claim's bytes. Once the ownership is
+    /// known to be lost, or its lease may have expired on the server, or
+    /// the compare finds another owner (or none), the write fails with
+    /// [`Error::Fenced`] and nothing is written; an answer that arrives
+    /// after the lease may have expired is [`Error::Fenced`] too (the mark
+    /// is in etcd, the signature is withheld). Reads are not fenced.
+    ///
+    /// Errors: [`Error::Invalid`] if `ownership` was not granted by
+    /// `identity`, or `identity` uses another etcd prefix than these
+    /// watermarks; [`Error::Fenced`] if it is already lost.
+    pub fn fenced(&self, identity: &EtcdIdentity, ownership: &Ownership) -> Result<Self> {
+        let holding = identity.holding(ownership)?;
+        if identity.client().keys() != self.keys {
+            return Err(Error::Invalid(format!(
+                "the ownership of {} is kept under {:?} and the watermarks under {:?}: one prefix for both",
+                identity.node(),
+                identity.client().keys().prefix(),
+                self.keys.prefix()
+            )));
+        }
+        holding.check()?;
+        Ok(EtcdWatermarks {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            seen: self.seen.clone(),
+            fence: Some(holding),
+        })
+    }
+
+    /// The fence of the ownership this handle writes under, if any.
+    pub fn fence(&self) -> Option<u64> {
+        self.fence.as_ref().map(|h| h.fence as u64)
     }
 
     /// The key layout.
@@ -104,11 +162,11 @@ impl EtcdWatermarks {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<WatermarkKey, Slot>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn floor(&self) -> std::sync::MutexGuard<'_, HashMap<WatermarkKey, Mark>> {
-        self.floor.lock().unwrap_or_else(|p| p.into_inner())
+        self.seen.floor.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Raise `key`'s floor to `mark` (or, for an operator's forced set
@@ -273,6 +331,10 @@ impl EtcdWatermarks {
         changes: &[(WatermarkKey, Watermark)],
         force: bool,
     ) -> Result<bool> {
+        // Known lost, or the lease may have expired: not even asked.
+        if let Some(h) = &self.fence {
+            h.check()?;
+        }
         // Each key's path once: it is base58check-encoded, which costs
         // more than the rest of building the transaction.
         let paths: Vec<String> = keys.iter().map(|k| self.keys.watermark(k)).collect();
@@ -281,7 +343,13 @@ impl EtcdWatermarks {
                 .position(|x| x == k)
                 .map_or_else(|| self.keys.watermark(k), |i| paths[i].clone())
         };
-        let mut compares: Vec<Compare> = Vec::with_capacity(2 * keys.len());
+        let mut compares: Vec<Compare> = Vec::with_capacity(2 * keys.len() + 2);
+        // The owner key first, so that its read leads the else branch.
+        let mut gets: Vec<TxnOp> = Vec::with_capacity(keys.len() + 1);
+        if let Some(h) = &self.fence {
+            compares.extend(h.fence_compares());
+            gets.push(TxnOp::get(h.owner_key.clone(), None));
+        }
         for (p, s) in paths.iter().zip(slots) {
             compares.push(Compare::mod_revision(p.clone(), CompareOp::Equal, s.rev));
             // A revision is not an identity (etcd hands revisions out again
@@ -300,10 +368,27 @@ impl EtcdWatermarks {
             .zip(&values)
             .map(|((k, _), v)| TxnOp::put(path_of(k), v.clone(), None))
             .collect();
-        let gets: Vec<TxnOp> = paths.iter().map(|p| TxnOp::get(p.clone(), None)).collect();
+        gets.extend(paths.iter().map(|p| TxnOp::get(p.clone(), None)));
         let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
         let resp = self.client.txn(what, txn).await?;
         let rev = header_rev(&resp);
+        let mut responses = resp.op_responses();
+        if let Some(h) = self.fence.as_ref().filter(|_| !resp.succeeded()) {
+            let owner = match responses.first() {
+                Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
+                _ => None,
+            };
+            if owner.as_ref().is_none_or(|kv| !h.is_ours(kv)) {
+                let reason = match owner {
+                    None => "the owner key is gone: the lease expired or the baker was released"
+                        .to_string(),
+                    Some(kv) => describe_owner(&kv, h),
+                };
+                h.lose(reason.clone());
+                return Err(h.fenced(reason));
+            }
+            responses.remove(0);
+        }
         if resp.succeeded() {
             for ((k, w), bytes) in changes.iter().zip(values) {
                 self.raise_floor(*k, w.mark, force);
@@ -317,9 +402,17 @@ impl EtcdWatermarks {
                     },
                 );
             }
+            // Written while the ownership held (the compare says so), but
+            // an answer this late must not release a signature.
+            if let Some(h) = &self.fence {
+                if let Err(e) = h.check() {
+                    tracing::warn!(revision = rev, fence = h.fence, "watermarks advanced, but the ownership was lost before the answer arrived: signature withheld");
+                    return Err(e);
+                }
+            }
             return Ok(true);
         }
-        self.absorb_gets(keys, &resp.op_responses(), rev);
+        self.absorb_gets(keys, &responses, rev);
         Ok(false)
     }
 
@@ -502,6 +595,7 @@ impl std::fmt::Debug for EtcdWatermarks {
         f.debug_struct("EtcdWatermarks")
             .field("prefix", &self.keys.prefix())
             .field("cached_keys", &self.cache().len())
+            .field("fence", &self.fence())
             .finish()
     }
 }

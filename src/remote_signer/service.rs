@@ -2,12 +2,19 @@
 //! order (known key, version, magic byte, authentication, policy, all
 //! before any watermark is touched), then [`GuardedSigner::sign`].
 //! HTTP and the socket protocol both call it.
+//!
+//! A service signs in *terms*: one for good ([`SignerService::new`], a
+//! signer alone on its watermarks), or one per ownership of the baker
+//! ([`SignerService::standby`], then [`activate`](SignerService::activate)
+//! each time this process becomes the active signer, with the ownership
+//! every key's [`GuardedSigner`] is fenced by).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
+use crate::failover::Ownership;
 use crate::keys::{PublicKey, SoftwareKey};
 use crate::remote_signer::auth;
 use crate::remote_signer::policy::{KeyPolicy, MagicBytes, PolicyRefusal};
@@ -73,6 +80,16 @@ pub enum ServiceError {
     /// The service is shutting down; nothing more is signed (503).
     #[error("shutting down: no more signatures from this process")]
     ShuttingDown,
+    /// This process is not the active signer of its baker: another host's
+    /// signer owns it, or this one waits to take it over (503). Ask the
+    /// other signer.
+    #[error("standby: not the active signer ({0})")]
+    Standby(String),
+    /// This process lost the ownership of its baker (taken over, lease
+    /// expired while paused or cut off from etcd) before the signature
+    /// could be released; nothing was released (503).
+    #[error("standby: not the active signer: {0}")]
+    Fenced(Error),
     /// The store did not answer (503); a retry may succeed.
     #[error("unavailable: {0}")]
     Unavailable(Error),
@@ -92,7 +109,10 @@ impl ServiceError {
             | ServiceError::NotEnabled(_) => 403,
             ServiceError::UnknownKey(_) => 404,
             ServiceError::Refused(_) => 409,
-            ServiceError::ShuttingDown | ServiceError::Unavailable(_) => 503,
+            ServiceError::ShuttingDown
+            | ServiceError::Standby(_)
+            | ServiceError::Fenced(_)
+            | ServiceError::Unavailable(_) => 503,
             ServiceError::Failed(_) => 500,
         }
     }
@@ -109,6 +129,8 @@ impl ServiceError {
             ServiceError::UnknownKey(_) => "unknown_key",
             ServiceError::Refused(_) => "watermark",
             ServiceError::ShuttingDown => "shutting_down",
+            ServiceError::Standby(_) => "standby",
+            ServiceError::Fenced(_) => "fenced",
             ServiceError::Unavailable(_) => "unavailable",
             ServiceError::Failed(_) => "error",
         }
@@ -127,6 +149,7 @@ impl ServiceError {
     fn from_guard(e: Error) -> Self {
         match e {
             Error::Payload(p) => ServiceError::BadRequest(p.to_string()),
+            e @ Error::Fenced { .. } => ServiceError::Fenced(e),
             e if e.is_refusal() => ServiceError::Refused(e),
             e if e.is_unavailable() => ServiceError::Unavailable(e),
             e => ServiceError::Failed(e),
@@ -168,32 +191,69 @@ pub struct Withheld {
     pub request: Option<SignRequest>,
 }
 
-struct Entry<G> {
-    signer: GuardedSigner<Arc<G>, SoftwareKey>,
+struct Entry {
+    /// Shared by the guarded signers of every term.
+    key: Arc<SoftwareKey>,
     public: PublicKey,
     policy: KeyPolicy,
     /// tz4 only, computed once at start.
     proof_of_possession: Option<Vec<u8>>,
 }
 
-/// The keys, their policies and the watermark store behind one signer
-/// process.
-pub struct SignerService<G> {
-    keys: BTreeMap<KeyHash, Entry<G>>,
+/// One term of signing: a guard and a guarded signer per key, fenced by
+/// the term's ownership when there is one.
+struct Term<G: ?Sized> {
     guard: Arc<G>,
-    options: ServiceOptions,
-    /// `true` once closed. Every signature holds a read lock from its first
-    /// check to its release; closing takes the write lock, so it waits for
-    /// signatures in flight and none starts after.
-    closed: RwLock<bool>,
+    ownership: Option<Arc<Ownership>>,
+    signers: BTreeMap<KeyHash, GuardedSigner<Arc<G>, Arc<SoftwareKey>>>,
 }
 
-impl<G: SignerGuard + 'static> SignerService<G> {
-    /// A service for `keys`, sharing the watermark store `guard`.
+/// Whether the service signs.
+enum State<G: ?Sized> {
+    Active(Term<G>),
+    /// Not the active signer, and why.
+    Standby(String),
+    /// For good (shutdown).
+    Closed,
+}
+
+/// The keys, their policies and the watermark store behind one signer
+/// process.
+pub struct SignerService<G: ?Sized> {
+    keys: BTreeMap<KeyHash, Entry>,
+    options: ServiceOptions,
+    /// Every signature holds a read lock from its first check to its
+    /// release; a change of state (a new term, standby, close) takes the
+    /// write lock, so it waits for the signatures in flight and none
+    /// starts on the old state after.
+    state: RwLock<State<G>>,
+}
+
+impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
+    /// A service for `keys` that signs at once and for good, on the
+    /// watermark store `guard` (a signer alone on its watermarks: a file
+    /// store, whose lock decides which process signs).
     pub fn new(
         guard: Arc<G>,
         keys: Vec<(SoftwareKey, KeyPolicy)>,
         options: ServiceOptions,
+    ) -> Self {
+        let service = Self::standby(keys, options, "not started");
+        let term = service.term(guard, None);
+        SignerService {
+            state: RwLock::new(State::Active(term)),
+            ..service
+        }
+    }
+
+    /// A service for `keys` that signs nothing (every sign request gets
+    /// [`ServiceError::Standby`] with `reason`) until
+    /// [`activate`](Self::activate): a signer that shares its baker with
+    /// another host, and signs only while it owns it.
+    pub fn standby(
+        keys: Vec<(SoftwareKey, KeyPolicy)>,
+        options: ServiceOptions,
+        reason: impl Into<String>,
     ) -> Self {
         let keys = keys
             .into_iter()
@@ -203,7 +263,7 @@ impl<G: SignerGuard + 'static> SignerService<G> {
                 (
                     public.hash(),
                     Entry {
-                        signer: GuardedSigner::new(guard.clone(), key),
+                        key: Arc::new(key),
                         public,
                         policy,
                         proof_of_possession,
@@ -213,9 +273,67 @@ impl<G: SignerGuard + 'static> SignerService<G> {
             .collect();
         SignerService {
             keys,
-            guard,
             options,
-            closed: RwLock::new(false),
+            state: RwLock::new(State::Standby(reason.into())),
+        }
+    }
+
+    fn term(&self, guard: Arc<G>, ownership: Option<Arc<Ownership>>) -> Term<G> {
+        let signers = self
+            .keys
+            .iter()
+            .map(|(pkh, e)| {
+                let signer = GuardedSigner::new(guard.clone(), e.key.clone());
+                let signer = match &ownership {
+                    Some(o) => signer.with_ownership(o.clone()),
+                    None => signer,
+                };
+                (*pkh, signer)
+            })
+            .collect();
+        Term {
+            guard,
+            ownership,
+            signers,
+        }
+    }
+
+    /// Begin a term: sign on `guard` while `ownership` (of the baker, from
+    /// a [`FailoverPolicy`](crate::FailoverPolicy)) holds; every key's
+    /// [`GuardedSigner`] is fenced by it
+    /// ([`with_ownership`](GuardedSigner::with_ownership)), so once it is
+    /// lost nothing more is released ([`ServiceError::Fenced`]) even
+    /// before [`stand_by`](Self::stand_by) is called. `guard` should be
+    /// fenced by the same ownership (an
+    /// `EtcdWatermarks::fenced` handle, feature `etcd`). Waits for the signatures in flight of the
+    /// previous state. `false`, and nothing changes, once the service is
+    /// closed.
+    pub async fn activate(&self, guard: Arc<G>, ownership: Arc<Ownership>) -> bool {
+        let term = self.term(guard, Some(ownership));
+        let mut state = self.state.write().await;
+        if matches!(*state, State::Closed) {
+            return false;
+        }
+        *state = State::Active(term);
+        true
+    }
+
+    /// End the term: wait for the signatures in flight, then answer every
+    /// sign request with [`ServiceError::Standby`] and `reason`, until the
+    /// next [`activate`](Self::activate). A closed service stays closed.
+    pub async fn stand_by(&self, reason: impl Into<String>) {
+        let mut state = self.state.write().await;
+        if !matches!(*state, State::Closed) {
+            *state = State::Standby(reason.into());
+        }
+    }
+
+    /// `true` while a term is running and its ownership, if any, is not
+    /// known to be lost.
+    pub async fn is_active(&self) -> bool {
+        match &*self.state.read().await {
+            State::Active(t) => t.ownership.as_ref().is_none_or(|o| !o.is_lost()),
+            State::Standby(_) | State::Closed => false,
         }
     }
 
@@ -237,10 +355,12 @@ impl<G: SignerGuard + 'static> SignerService<G> {
             .get(&call.pkh)
             .and_then(|_| SignRequest::parse(call.data, call.pkh).ok());
         let withheld = |error| Withheld { error, request };
-        let closed = self.closed.read().await;
-        if *closed {
-            return Err(withheld(ServiceError::ShuttingDown));
-        }
+        let state = self.state.read().await;
+        let term = match &*state {
+            State::Active(term) => term,
+            State::Standby(why) => return Err(withheld(ServiceError::Standby(why.clone()))),
+            State::Closed => return Err(withheld(ServiceError::ShuttingDown)),
+        };
         let entry = self
             .keys
             .get(&call.pkh)
@@ -272,12 +392,15 @@ impl<G: SignerGuard + 'static> SignerService<G> {
             .policy
             .check(call.data)
             .map_err(|p| withheld(p.into()))?;
-        let signed = entry
-            .signer
+        let signer = term
+            .signers
+            .get(&call.pkh)
+            .ok_or_else(|| withheld(ServiceError::UnknownKey(call.pkh)))?;
+        let signed = signer
             .sign(call.data)
             .await
             .map_err(|e| withheld(ServiceError::from_guard(e)))?;
-        drop(closed);
+        drop(state);
         Ok(Signed {
             signature: signed.signature,
             request: signed.request,
@@ -335,25 +458,37 @@ impl<G: SignerGuard + 'static> SignerService<G> {
         Ok(proof)
     }
 
-    /// Ready to sign: not closing, keys loaded, the store answers.
+    /// Ready to sign: the active signer (its ownership, if any, not lost),
+    /// keys loaded, the store answers.
     pub async fn health(&self) -> Result<(), String> {
-        if *self.closed.read().await {
-            return Err("shutting down".into());
-        }
+        let guard = match &*self.state.read().await {
+            State::Closed => return Err("shutting down".into()),
+            State::Standby(why) => return Err(format!("standby: not the active signer ({why})")),
+            State::Active(t) => {
+                if let Some(why) = t.ownership.as_ref().and_then(|o| o.lost_reason()) {
+                    return Err(format!("standby: not the active signer (fenced: {why})"));
+                }
+                t.guard.clone()
+            }
+        };
         if self.keys.is_empty() {
             return Err("no keys loaded".into());
         }
-        self.guard
+        // Asked without the state lock: a slow store does not hold up a
+        // change of term.
+        guard
             .watermarks()
             .await
             .map(|_| ())
             .map_err(|e| format!("watermark store: {e}"))
     }
 
-    /// Stop signing: wait for the signatures in flight, then refuse every
-    /// later request with [`ServiceError::ShuttingDown`].
+    /// Stop signing for good: wait for the signatures in flight, then
+    /// refuse every later request with [`ServiceError::ShuttingDown`]. The
+    /// term's guarded signers (and their hold on its ownership) are
+    /// dropped, so the caller can release the ownership next.
     pub async fn close(&self) {
-        *self.closed.write().await = true;
+        *self.state.write().await = State::Closed;
     }
 }
 
@@ -373,13 +508,16 @@ mod tests {
         p
     }
 
-    fn service(options: ServiceOptions) -> (SignerService<MemoryWatermarks>, KeyHash) {
+    type Service = SignerService<MemoryWatermarks>;
+
+    fn service(options: ServiceOptions) -> (Service, KeyHash, Arc<MemoryWatermarks>) {
         let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
         let pkh = key.public_key().hash();
         let guard = Arc::new(MemoryWatermarks::new());
         (
-            SignerService::new(guard, vec![(key, KeyPolicy::default())], options),
+            SignerService::new(guard.clone(), vec![(key, KeyPolicy::default())], options),
             pkh,
+            guard,
         )
     }
 
@@ -392,19 +530,19 @@ mod tests {
         }
     }
 
-    async fn level(s: &SignerService<MemoryWatermarks>, pkh: KeyHash) -> Option<u32> {
+    async fn level(guard: &MemoryWatermarks, pkh: KeyHash) -> Option<u32> {
         let key = WatermarkKey {
             chain: crate::watermark::ChainId([0x7a, 0x06, 0xa7, 0x70]),
             key: pkh,
             kind: ConsensusKind::Attestation,
         };
-        s.guard.watermark(&key).await.unwrap().map(|w| w.mark.level)
+        guard.watermark(&key).await.unwrap().map(|w| w.mark.level)
     }
 
     #[tokio::test]
     async fn refusals_before_the_watermark_leave_it_untouched() {
         let client = SoftwareKey::generate(Curve::P256).unwrap();
-        let (s, pkh) = service(ServiceOptions {
+        let (s, pkh, guard) = service(ServiceOptions {
             authorized_keys: Some(vec![client.public_key()]),
             ..ServiceOptions::default()
         });
@@ -438,7 +576,7 @@ mod tests {
             404
         );
         assert_eq!(
-            level(&s, pkh).await,
+            level(&guard, pkh).await,
             None,
             "no refusal touched the watermark"
         );
@@ -448,12 +586,12 @@ mod tests {
             ..call(pkh, &data)
         };
         s.sign(ok).await.unwrap();
-        assert_eq!(level(&s, pkh).await, Some(10));
+        assert_eq!(level(&guard, pkh).await, Some(10));
     }
 
     #[tokio::test]
     async fn after_close_nothing_is_signed() {
-        let (s, pkh) = service(ServiceOptions::default());
+        let (s, pkh, guard) = service(ServiceOptions::default());
         let first = attestation(5, 1);
         s.sign(call(pkh, &first)).await.unwrap();
         assert!(s.health().await.is_ok());
@@ -467,16 +605,16 @@ mod tests {
         assert_eq!(e.status(), 503);
         // Not even a repeat of the signed bytes.
         assert!(s.sign(call(pkh, &first)).await.is_err());
-        assert_eq!(level(&s, pkh).await, Some(5));
+        assert_eq!(level(&guard, pkh).await, Some(5));
         assert!(s.health().await.is_err());
     }
 
     #[tokio::test]
     async fn close_waits_for_a_signature_in_flight() {
-        let (s, pkh) = service(ServiceOptions::default());
+        let (s, pkh, _) = service(ServiceOptions::default());
         let s = Arc::new(s);
         // Hold the gate as a signature in flight does.
-        let in_flight = s.closed.read().await;
+        let in_flight = s.state.read().await;
         let closer = {
             let s = s.clone();
             tokio::spawn(async move { s.close().await })
@@ -489,5 +627,86 @@ mod tests {
         drop(in_flight);
         closer.await.unwrap();
         assert!(s.sign(call(pkh, &attestation(1, 1))).await.is_err());
+    }
+
+    /// A standby signs nothing; a term fenced by an ownership signs until
+    /// the ownership is lost, then nothing more, even before `stand_by`.
+    #[tokio::test]
+    async fn signs_only_during_a_term_whose_ownership_holds() {
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let pkh = key.public_key().hash();
+        let guard = Arc::new(MemoryWatermarks::new());
+        let s: Service = SignerService::standby(
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+            "waiting for the baker",
+        );
+        let e = s.sign(call(pkh, &attestation(5, 1))).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::Standby(_)));
+        assert_eq!((e.error.status(), e.error.reason()), (503, "standby"));
+        assert!(e
+            .error
+            .to_string()
+            .starts_with("standby: not the active signer"));
+        assert_eq!(e.request.unwrap().mark.level, 5, "parsed for the log");
+        assert!(s.health().await.unwrap_err().contains("standby"));
+        assert!(!s.is_active().await);
+
+        let (own, notifier) = Ownership::new(7, "host-a", None);
+        assert!(s.activate(guard.clone(), Arc::new(own)).await);
+        assert!(s.is_active().await);
+        s.health().await.unwrap();
+        s.sign(call(pkh, &attestation(5, 1))).await.unwrap();
+        assert_eq!(level(&guard, pkh).await, Some(5));
+
+        // Lost (taken over, lease expired): fenced before the watermark.
+        notifier.lose("taken over by host-b");
+        let e = s.sign(call(pkh, &attestation(6, 1))).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::Fenced(_)), "{:?}", e.error);
+        assert_eq!((e.error.status(), e.error.reason()), (503, "fenced"));
+        assert!(e
+            .error
+            .to_string()
+            .starts_with("standby: not the active signer"));
+        assert!(e.error.to_string().contains("taken over by host-b"));
+        assert_eq!(level(&guard, pkh).await, Some(5), "not moved");
+        assert!(s.health().await.unwrap_err().contains("fenced"));
+        assert!(!s.is_active().await);
+
+        s.stand_by("lost the baker").await;
+        let e = s.sign(call(pkh, &attestation(7, 1))).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::Standby(ref w) if w == "lost the baker"));
+
+        // A new term signs again, above what the old one signed.
+        let (own, _notifier) = Ownership::new(9, "host-a", None);
+        assert!(s.activate(guard.clone(), Arc::new(own)).await);
+        assert!(s.sign(call(pkh, &attestation(5, 2))).await.is_err());
+        s.sign(call(pkh, &attestation(8, 1))).await.unwrap();
+
+        // Closed is for good: no later term.
+        s.close().await;
+        let (own, _notifier) = Ownership::new(11, "host-a", None);
+        assert!(!s.activate(guard.clone(), Arc::new(own)).await);
+        s.stand_by("again").await;
+        let e = s.sign(call(pkh, &attestation(9, 1))).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::ShuttingDown));
+    }
+
+    /// A change of term waits for the signature in flight, like close.
+    #[tokio::test]
+    async fn stand_by_waits_for_a_signature_in_flight() {
+        let (s, pkh, _) = service(ServiceOptions::default());
+        let s = Arc::new(s);
+        let in_flight = s.state.read().await;
+        let change = {
+            let s = s.clone();
+            tokio::spawn(async move { s.stand_by("lost").await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!change.is_finished());
+        drop(in_flight);
+        change.await.unwrap();
+        let e = s.sign(call(pkh, &attestation(1, 1))).await.unwrap_err();
+        assert!(matches!(e.error, ServiceError::Standby(_)));
     }
 }

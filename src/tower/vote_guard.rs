@@ -118,8 +118,20 @@ pub struct VoteGuard<S> {
     vote_account: Option<NodeId>,
     allowed_programs: Vec<NodeId>,
     // Serializes votes so that the tower order seen by the store is the
-    // order in which signatures leave.
-    order: Mutex<()>,
+    // order in which signatures leave. It also holds what this guard last
+    // stored durably (last vote, released message hash), so that `save`
+    // can carry a release over without reading the store again: on etcd
+    // that read is a second round trip per save. `None` until the first
+    // store, and again after any failed store (its write may or may not
+    // have landed), so the next `save` reads the store.
+    order: Mutex<Option<LastStored>>,
+}
+
+/// The last record a guard stored: enough to carry its release over.
+#[derive(Clone, Copy)]
+struct LastStored {
+    vote: Option<VoteRef>,
+    released: Option<[u8; 32]>,
 }
 
 impl<S: TowerStorage> VoteGuard<S> {
@@ -140,7 +152,7 @@ impl<S: TowerStorage> VoteGuard<S> {
             voter: None,
             vote_account: None,
             allowed_programs: Vec::new(),
-            order: Mutex::new(()),
+            order: Mutex::new(None),
         })
     }
 
@@ -229,18 +241,25 @@ impl<S: TowerStorage> VoteGuard<S> {
     /// that release, so that storing it again does not free the vote for
     /// another message.
     pub async fn save(&self, update: TowerUpdate, mode: StoreMode) -> Result<StoreReceipt> {
-        let _order = self.order.lock().await;
+        let mut last = self.order.lock().await;
         let released = match mode {
             StoreMode::Force => None,
-            StoreMode::Advance => self
-                .storage
-                .load()
-                .await?
-                .filter(|stored| stored.last_vote() == Some(update.vote))
-                .and_then(|stored| stored.released_message()),
+            StoreMode::Advance => {
+                let stored = match *last {
+                    Some(stored) => stored,
+                    None => {
+                        let record = self.storage.load().await?;
+                        LastStored {
+                            vote: record.as_ref().and_then(TowerRecord::last_vote),
+                            released: record.as_ref().and_then(TowerRecord::released_message),
+                        }
+                    }
+                };
+                stored.released.filter(|_| stored.vote == Some(update.vote))
+            }
         };
         let record = self.record(update, TowerBytesKind::Opaque, released)?;
-        self.store_record(&record, mode).await
+        self.store_record(&record, mode, &mut last).await
     }
 
     fn binding(&self) -> Result<VoteBinding> {
@@ -291,9 +310,11 @@ impl<S: TowerStorage> VoteGuard<S> {
         decoded: &VoteMessage,
         message: &[u8],
     ) -> Result<SignedVote> {
-        let _order = self.order.lock().await;
+        let mut last = self.order.lock().await;
         let vote = decoded.vote().last_vote();
-        let receipt = self.store_record(&record, StoreMode::Advance).await?;
+        let receipt = self
+            .store_record(&record, StoreMode::Advance, &mut last)
+            .await?;
         // Sign with each of the guard's keys the message requires, in the
         // message's signer order.
         let mut signatures = Vec::with_capacity(2);
@@ -335,7 +356,12 @@ impl<S: TowerStorage> VoteGuard<S> {
         .map_err(|e| Error::Invalid(format!("tower update: {e}")))
     }
 
-    async fn store_record(&self, record: &TowerRecord, mode: StoreMode) -> Result<StoreReceipt> {
+    async fn store_record(
+        &self,
+        record: &TowerRecord,
+        mode: StoreMode,
+        last: &mut Option<LastStored>,
+    ) -> Result<StoreReceipt> {
         let slot = record.last_vote_slot().unwrap_or_default();
         let root = record.root();
         let node = self.identity.node_id();
@@ -353,6 +379,13 @@ impl<S: TowerStorage> VoteGuard<S> {
             );
         }
         crate::metrics::note_refusal(&result);
+        *last = match &result {
+            Ok(_) => Some(LastStored {
+                vote: record.last_vote(),
+                released: record.released_message(),
+            }),
+            Err(_) => None,
+        };
         match &result {
             Ok(r) => {
                 tracing::debug!(%node, slot, root = ?root, backend, latency_us = latency.as_micros() as u64, fence = r.fence, "tower stored")

@@ -154,9 +154,10 @@ const SIGNER_CONFIG: &str = crate::signer::EXAMPLE;
 #[cfg(not(feature = "signer"))]
 const SIGNER_CONFIG: &str = "This slashguard was built without the signer (feature `signer`).";
 
-/// Which node: its public key, or its keypair file.
+/// Which node: its public key, or its keypair file (or a Tezos baker's
+/// signer identity, by the baker's name).
 #[derive(Debug, Args, Clone)]
-#[command(group(ArgGroup::new("who").required(true).args(["node", "keypair"])))]
+#[command(group(ArgGroup::new("who").required(true).args(["node", "keypair", "baker"])))]
 pub struct NodeArgs {
     /// The node identity public key (base58).
     #[arg(long, value_name = "PUBKEY")]
@@ -164,6 +165,10 @@ pub struct NodeArgs {
     /// The identity keypair file (Solana JSON, e.g. validator-keypair.json).
     #[arg(long, value_name = "FILE")]
     pub keypair: Option<PathBuf>,
+    /// A Tezos baker whose `slashguard signer` processes share it through
+    /// etcd: the `[signer.ownership] name`.
+    #[arg(long, value_name = "NAME")]
+    pub baker: Option<String>,
 }
 
 /// A slashguard tower store.

@@ -61,6 +61,7 @@ pub async fn run(args: DoctorArgs, settings: &Settings, json: bool) -> Result<Re
         match crate::node::node_id(&NodeArgs {
             node: args.node.clone(),
             keypair: args.keypair.clone(),
+            baker: None,
         }) {
             Ok(n) => {
                 checks.pass("node", n.to_string());

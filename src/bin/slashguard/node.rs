@@ -1,4 +1,5 @@
-//! Which validator identity a command is about.
+//! Which validator identity (or Tezos baker's signer identity) a command
+//! is about.
 
 use std::path::Path;
 
@@ -9,13 +10,14 @@ use crate::exit::Failure;
 
 /// The node named by --node or --keypair.
 pub fn node_id(args: &NodeArgs) -> Result<NodeId, Failure> {
-    match (&args.node, &args.keypair) {
-        (Some(n), _) => n.parse().map_err(|e: slashguard::Error| {
+    match (&args.node, &args.keypair, &args.baker) {
+        (Some(n), _, _) => n.parse().map_err(|e: slashguard::Error| {
             Failure::bad_input(e.to_string())
                 .hint("give the identity's base58 public key, or --keypair FILE")
         }),
-        (None, Some(path)) => Ok(keypair(path)?.node_id()),
-        (None, None) => Err(Failure::bad_input("give --node or --keypair")),
+        (None, Some(path), _) => Ok(keypair(path)?.node_id()),
+        (None, None, Some(name)) => Ok(NodeId::tezos_baker(name)),
+        (None, None, None) => Err(Failure::bad_input("give --node, --keypair or --baker")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `[signer]` section of the configuration file, and loading what it
 //! names: keys (octez-client's `secret_keys` file), policies, the
-//! watermark file, listeners and limits.
+//! watermark store (a file, or etcd with the baker's ownership),
+//! listeners and limits.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ SLASHGUARD_CONFIG), e.g.:
   secret-keys-file = \"/home/baker/.octez-client/secret_keys\"
   password-file = \"/etc/slashguard/key-password\"   # or password-env = \"VAR\"
   watermarks-file = \"/var/lib/slashguard/watermarks\"
+  # store = \"etcd\"                         # instead of watermarks-file: the
+  #                                        # watermarks in etcd ([etcd] section or
+  #                                        # --etcd-* flags), shared with a backup
+  #                                        # host; see [signer.ownership]
   # magic-bytes = [0x11, 0x12, 0x13]        # -M (default: all three)
   # require-authentication = true
   # authorized-keys = [\"edpk...\"]
@@ -38,6 +43,10 @@ SLASHGUARD_CONFIG), e.g.:
   max-connections = 64
   request-timeout-ms = 10000
   idle-timeout-ms = 60000
+  # [signer.ownership]                     # store = \"etcd\" only
+  # name = \"my-baker\"                     # the same on the primary and backup
+  # lease-ttl-secs = 5                     # a dead active signer is replaced
+  #                                        # after about this long
   [[signer.keys]]
   key = \"consensus\"                       # an alias of secret_keys
   # kinds = [\"block\", \"preattestation\", \"attestation\"]
@@ -50,7 +59,9 @@ struct Section {
     secret_keys_file: PathBuf,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
-    watermarks_file: PathBuf,
+    store: Option<String>,
+    watermarks_file: Option<PathBuf>,
+    ownership: Option<OwnershipSection>,
     magic_bytes: Option<Vec<u8>>,
     #[serde(default)]
     require_authentication: bool,
@@ -89,6 +100,13 @@ struct LimitsSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct OwnershipSection {
+    name: String,
+    lease_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct KeySection {
     key: String,
     kinds: Option<Vec<String>>,
@@ -115,6 +133,33 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// Where the watermarks live, and so which process signs.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A file on this host; its lock admits one signer process.
+    File(PathBuf),
+    /// etcd (the `[etcd]` settings), shared with a backup host; the
+    /// process that owns the baker signs.
+    Etcd(EtcdStore),
+}
+
+/// `store = "etcd"`: the baker's ownership.
+#[derive(Debug, Clone)]
+pub struct EtcdStore {
+    /// The baker's name, the same on every host that may sign for it.
+    pub name: String,
+    /// How long a dead active signer keeps the baker.
+    pub lease_ttl: Duration,
+}
+
+/// The longest baker name (etcd's owner claim carries instance names of
+/// this size too).
+const MAX_NAME_LEN: usize = 255;
+/// The default lease TTL of the baker's ownership.
+const DEFAULT_LEASE_TTL_SECS: u64 = 5;
+/// The longest lease accepted: a dead signer keeps its baker this long.
+const MAX_LEASE_TTL_SECS: u64 = 300;
+
 /// One key, loaded, with its policy and configured name.
 pub struct LoadedKey {
     pub alias: String,
@@ -126,7 +171,7 @@ pub struct LoadedKey {
 pub struct SignerConfig {
     pub keys: Vec<LoadedKey>,
     pub options: ServiceOptions,
-    pub watermarks_file: PathBuf,
+    pub store: Store,
     pub listen: Listeners,
     pub limits: Limits,
 }
@@ -154,6 +199,56 @@ fn key_failure(e: KeyError) -> Failure {
         _ => "check the secret_keys file and the [signer] keys list",
     };
     Failure::bad_input(e.to_string()).hint(hint)
+}
+
+/// The store settings: a file, or etcd with an ownership section; never
+/// both, never neither (an ambiguous setting must not pick one).
+fn store(section: &Section) -> Result<Store, Failure> {
+    match section.store.as_deref() {
+        None | Some("file") => {
+            if section.ownership.is_some() {
+                return Err(bad(
+                    "[signer.ownership] is for store = \"etcd\"; a watermark file admits one signer process by its lock",
+                ));
+            }
+            let file = section.watermarks_file.clone().ok_or_else(|| {
+                bad("no watermark store: set watermarks-file (one host), or store = \"etcd\" with [signer.ownership] (a primary and a backup host)")
+            })?;
+            Ok(Store::File(file))
+        }
+        Some("etcd") => {
+            if section.watermarks_file.is_some() {
+                return Err(bad(
+                    "store = \"etcd\" keeps the watermarks in etcd: remove watermarks-file (carry its marks over first: `slashguard watermark export --file F --out marks.json`, then `slashguard watermark import --in marks.json --etcd`)",
+                ));
+            }
+            crate::exit::needs_etcd()?;
+            let o = section.ownership.as_ref().ok_or_else(|| {
+                bad("store = \"etcd\" needs [signer.ownership] name = \"<the baker's name>\", the same on the primary and the backup host")
+            })?;
+            if o.name.is_empty()
+                || o.name.len() > MAX_NAME_LEN
+                || o.name.chars().any(char::is_control)
+            {
+                return Err(bad(format!(
+                    "[signer.ownership] name must have 1 to {MAX_NAME_LEN} bytes and no control characters"
+                )));
+            }
+            let ttl = o.lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL_SECS);
+            if !(1..=MAX_LEASE_TTL_SECS).contains(&ttl) {
+                return Err(bad(format!(
+                    "[signer.ownership] lease-ttl-secs must be 1 to {MAX_LEASE_TTL_SECS}"
+                )));
+            }
+            Ok(Store::Etcd(EtcdStore {
+                name: o.name.clone(),
+                lease_ttl: Duration::from_secs(ttl),
+            }))
+        }
+        Some(other) => Err(bad(format!(
+            "store = {other:?}: \"file\" (watermarks-file) or \"etcd\""
+        ))),
+    }
 }
 
 fn parse_kind(s: &str) -> Result<ConsensusKind, Failure> {
@@ -217,6 +312,7 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
     if section.keys.is_empty() {
         return Err(bad("no [[signer.keys]]: name at least one key to serve"));
     }
+    let store = store(&section)?;
     let magic_bytes = match &section.magic_bytes {
         None => MagicBytes::consensus(),
         Some(list) => MagicBytes::new(list.iter().copied()).map_err(|b| {
@@ -330,7 +426,7 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             allow_list_known_keys: section.allow_list_known_keys,
             allow_proof_of_possession: section.allow_proof_of_possession,
         },
-        watermarks_file: section.watermarks_file,
+        store,
         listen: Listeners {
             http: l.http.clone(),
             tcp: l.tcp.clone(),

@@ -3,6 +3,7 @@
 mod config;
 mod http;
 mod log;
+mod ownership;
 mod socket;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use slashguard::file::FileWatermarks;
 use slashguard::remote_signer::{Role, SignerService};
+use slashguard::watermark::SignerGuard;
 use tokio::sync::{watch, Semaphore};
 
 use crate::args::SignerCommand;
@@ -23,7 +25,8 @@ pub use config::EXAMPLE;
 
 /// What every listener shares.
 pub struct Shared {
-    service: SignerService<FileWatermarks>,
+    /// On the watermark file, or on etcd in terms of the baker's ownership.
+    service: SignerService<dyn SignerGuard>,
     limits: config::Limits,
     connections: Arc<Semaphore>,
     stop: watch::Sender<bool>,
@@ -31,7 +34,7 @@ pub struct Shared {
 
 pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Failure> {
     match cmd {
-        SignerCommand::CheckConfig => check_config(settings),
+        SignerCommand::CheckConfig => check_config(settings).await,
         SignerCommand::Serve { create } => serve(settings, create).await,
     }
 }
@@ -75,9 +78,16 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         .bytes()
         .map(|b| format!("{b:#04x}"))
         .collect();
+    let store = match &cfg.store {
+        config::Store::File(f) => format!("file {}", f.display()),
+        config::Store::Etcd(e) => format!(
+            "etcd, shared by the signers of the baker {:?} (lease {} s)",
+            e.name,
+            e.lease_ttl.as_secs()
+        ),
+    };
     human.push_str(&format!(
-        "watermarks: {}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, tcp {:?}, unix {:?}\n",
-        cfg.watermarks_file.display(),
+        "watermarks: {store}\nmagic bytes: {}\nauthentication: {}\nlisten: http {:?}, tcp {:?}, unix {:?}\n",
         magic.join(", "),
         match &cfg.options.authorized_keys {
             None => "not required".to_string(),
@@ -87,9 +97,14 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         cfg.listen.tcp,
         cfg.listen.unix,
     ));
+    let (store, file) = match &cfg.store {
+        config::Store::File(f) => ("file", Some(f)),
+        config::Store::Etcd(_) => ("etcd", None),
+    };
     let json = json!({
         "keys": keys,
-        "watermarks_file": cfg.watermarks_file,
+        "store": store,
+        "watermarks_file": file,
         "magic_bytes": magic,
         "require_authentication": cfg.options.authorized_keys.is_some(),
         "listen": {"http": cfg.listen.http, "tcp": cfg.listen.tcp, "unix": cfg.listen.unix},
@@ -97,26 +112,34 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
     (human, json)
 }
 
-fn check_config(settings: &Settings) -> Result<Report, Failure> {
+async fn check_config(settings: &Settings) -> Result<Report, Failure> {
     let cfg = config::load(settings.signer.as_ref())?;
+    let file = match &cfg.store {
+        config::Store::File(f) => f.clone(),
+        config::Store::Etcd(e) => {
+            let (mut human, mut json) = describe(&cfg);
+            let (h, j) = ownership::check(e, settings).await?;
+            human.push_str(&h);
+            human.push_str("configuration ok\n");
+            json["etcd"] = j;
+            return Ok(Report::new(human, json));
+        }
+    };
     // Read, not open: a running signer holds the file's lock.
-    let exists = cfg.watermarks_file.exists();
-    if !exists && store_was_opened(&cfg.watermarks_file) {
+    let exists = file.exists();
+    if !exists && store_was_opened(&file) {
         // A store existed and its data file is gone: `--create` would forget
         // every signature, so the only advice is the recovery.
-        let err = FileWatermarks::read_unlocked(&cfg.watermarks_file)
+        let err = FileWatermarks::read_unlocked(&file)
             .err()
             .map(Failure::from)
             .unwrap_or_else(|| {
-                Failure::bad_input(format!(
-                    "watermark file {} is missing",
-                    cfg.watermarks_file.display()
-                ))
+                Failure::bad_input(format!("watermark file {} is missing", file.display()))
             });
-        return Err(err.hint(lost_store_recovery(&cfg)));
+        return Err(err.hint(lost_store_recovery(&file)));
     }
     let marks = if exists {
-        FileWatermarks::read_unlocked(&cfg.watermarks_file)?.len()
+        FileWatermarks::read_unlocked(&file)?.len()
     } else {
         0
     };
@@ -145,8 +168,8 @@ fn store_was_opened(data: &Path) -> bool {
 }
 
 /// What recovers a signer whose watermark file was lost.
-fn lost_store_recovery(cfg: &config::SignerConfig) -> String {
-    let file = cfg.watermarks_file.display();
+fn lost_store_recovery(file: &Path) -> String {
+    let file = file.display();
     format!(
         "the watermark file was lost (its lock file shows a store was opened there): restore {file} from a backup, or import an export (`slashguard watermark import --file {file} --create ...`); only if neither exists, re-create it and, BEFORE serving, raise every key to the chain's current level + 10: `slashguard watermark set-level --file {file} --create --chain CHAIN --level LEVEL --key KEY ...` (one --key per configured key); never just `signer serve --create`"
     )
@@ -188,16 +211,40 @@ async fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
 
 async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
     let cfg = config::load(settings.signer.as_ref())?;
-    let store = if create {
-        FileWatermarks::create(&cfg.watermarks_file)?
-    } else {
-        FileWatermarks::open(&cfg.watermarks_file).map_err(|e| {
-            let missing = matches!(e, slashguard::Error::StoreMissing { .. });
-            Failure::from(e).hint_if_missing(missing)
-        })?
-    };
     let keys: Vec<_> = cfg.keys.into_iter().map(|k| (k.key, k.policy)).collect();
-    let service = SignerService::new(Arc::new(store), keys, cfg.options);
+    // With etcd: connected, standing by until the supervisor (started once
+    // the listeners are up) takes the baker.
+    let (service, etcd) = match &cfg.store {
+        config::Store::File(file) => {
+            let store = if create {
+                FileWatermarks::create(file)?
+            } else {
+                FileWatermarks::open(file).map_err(|e| {
+                    let missing = matches!(e, slashguard::Error::StoreMissing { .. });
+                    Failure::from(e).hint_if_missing(missing)
+                })?
+            };
+            let store: Arc<dyn SignerGuard> = Arc::new(store);
+            (SignerService::new(store, keys, cfg.options), None)
+        }
+        config::Store::Etcd(e) => {
+            if create {
+                return Err(Failure::bad_input(
+                    "--create makes a watermark file; with store = \"etcd\" there is none to make",
+                )
+                .hint("start without --create (carry earlier marks over first with `slashguard watermark import --etcd ...`)"));
+            }
+            let pending = ownership::connect(e, settings).await?;
+            let reason = format!(
+                "starting: not yet the owner of the baker {:?}",
+                pending.name()
+            );
+            (
+                SignerService::standby(keys, cfg.options, reason),
+                Some(pending),
+            )
+        }
+    };
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         service,
@@ -278,6 +325,8 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         "ready",
         json!({"keys": shared.service.key_hashes().iter().map(|k| k.to_string()).collect::<Vec<_>>()}),
     );
+    // Serving from here: a standby answers "standby" until it owns the baker.
+    let supervisor = etcd.map(|p| p.spawn(shared.clone()));
 
     let signal = tokio::select! {
         _ = term.recv() => "SIGTERM",
@@ -287,6 +336,11 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
     // From here on nothing new is signed: close waits for the signatures
     // in flight, and every later request is refused.
     shared.service.close().await;
+    // Only then is the baker given up, so that the backup takes it at once
+    // and this process signs nothing after.
+    if let Some(s) = supervisor {
+        s.release(RELEASE_BOUND).await;
+    }
     let _ = shared.stop.send(true);
     for l in listeners {
         let _ = l.await;
@@ -306,6 +360,10 @@ async fn serve(settings: &Settings, create: bool) -> Result<Report, Failure> {
         json!({"stopped": true, "signal": signal}),
     ))
 }
+
+/// How long shutdown waits for the baker's release in etcd (beyond it the
+/// lease expires by itself).
+const RELEASE_BOUND: Duration = Duration::from_secs(5);
 
 /// Resolves once shutdown has begun (the watch's borrow is not held
 /// across the caller's awaits).
