@@ -10,7 +10,13 @@
 //!   all-or-nothing batch;
 //! - `file_guarded_sign_tz1`: `GuardedSigner::sign` with an `Ed25519Signer`,
 //!   end to end: parse, blake2b, authorize, sign;
-//! - `memory_*`: the same on `MemoryWatermarks`.
+//! - `memory_*`: the same on `MemoryWatermarks`;
+//! - `file_concurrent_<N>` for N = 1, 4, 16, 64: one round of N concurrent
+//!   clients (tasks), each authorizing one tz4 attestation, over 100 keys
+//!   (a key's level rises by one every 100 requests), on one
+//!   `FileWatermarks`. The row's time is the whole round: throughput is N
+//!   divided by it. Concurrent authorizations share `fdatasync`s (group
+//!   commit), so the round grows far slower than N.
 //!
 //! Baseline (c) again, in the same run: one `fdatasync` of one rewritten,
 //! pre-allocated 4 KiB page in the same directory.
@@ -31,6 +37,8 @@
 
 mod common;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -155,6 +163,52 @@ fn guard_ops<'a, G: SignerGuard + 'a>(
     ops
 }
 
+/// The group-commit rows (see the module docs).
+fn concurrent_ops<'a>(rt: &'a tokio::runtime::Runtime, dir: &Path) -> Vec<Op<'a>> {
+    const KEYS: u64 = 100;
+    let keys: Vec<KeyHash> = (0..KEYS).map(|i| tz4(100 + i as u8)).collect();
+    let mut ops = Vec::new();
+    for clients in [1u64, 4, 16, 64] {
+        let guard = Arc::new(
+            FileWatermarks::create(dir.join(format!("concurrent_{clients}.hwm"))).expect("create"),
+        );
+        prefill(rt, guard.as_ref(), &keys);
+        let keys = keys.clone();
+        // Requests made so far: request n is for key n % 100 at level
+        // n / 100 + 1, so the clients of a round never share a key.
+        let mut made = 0u64;
+        ops.push(Op::new(
+            format!("file_concurrent_{clients}"),
+            format!("file: {clients} concurrent clients over {KEYS} keys, one authorization each (round)"),
+            Role::backend("file"),
+            move |laps| {
+                // Parsed outside the timing.
+                let requests: Vec<SignRequest> = (made..made + clients)
+                    .map(|n| {
+                        let key = keys[(n % KEYS) as usize];
+                        let level = (n / KEYS) as u32 + 1;
+                        SignRequest::parse(&attestation(key.curve, level), key).expect("parse")
+                    })
+                    .collect();
+                made += clients;
+                laps.time(|| {
+                    rt.block_on(async {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for request in requests {
+                            let guard = Arc::clone(&guard);
+                            tasks.spawn(async move { guard.authorize(&[request]).await });
+                        }
+                        while let Some(done) = tasks.join_next().await {
+                            done.expect("client task").expect("authorize");
+                        }
+                    })
+                });
+            },
+        ));
+    }
+    ops
+}
+
 fn watermark_authorize(c: &mut Criterion) {
     let load = common::load_enabled();
     let scratch = Scratch::new(if load { "watermark-load" } else { "watermark" });
@@ -180,6 +234,7 @@ fn watermark_authorize(c: &mut Criterion) {
     let mut ops = guard_ops(&rt, "file", |name| {
         FileWatermarks::create(dir.join(format!("{name}.hwm"))).expect("create")
     });
+    ops.extend(concurrent_ops(&rt, &scratch.sub("concurrent")));
     let mut floor = baseline::FloorPage::create(&scratch.sub("baseline-c")).expect("floor page");
     ops.push(Op::new(
         "c_floor_fdatasync",

@@ -27,7 +27,7 @@
 //! use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
 //! use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair};
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let dir = tempfile::tempdir().unwrap();
 //!
 //! // Solana: the tower is durable before the vote is signed.

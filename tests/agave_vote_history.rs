@@ -439,3 +439,37 @@ fn the_decoder_reads_exactly_what_the_independent_encoder_wrote() {
         );
     }
 }
+
+/// A `vote_history-<identity>.bin` (or tower file) that is not a regular
+/// file, such as a named pipe nobody writes to, is refused at once: the
+/// read never waits on it (`vote-history show --agave`, `import` and
+/// `export`'s check of the target would hang for good).
+#[test]
+fn a_file_that_is_not_a_regular_file_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node();
+    let path = slashguard::agave::vote_history_file_path(dir.path(), &node);
+    let tower =
+        slashguard::agave::tower_file_path(dir.path(), &node, slashguard::agave::FileKind::V1_9);
+    for p in [&path, &tower] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", p.display());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let history = slashguard::agave::load_vote_history(dir.path(), None, &node);
+        let tower = slashguard::agave::load_tower(dir.path(), &node);
+        let _ = tx.send((history.map(|_| ()), tower.map(|_| ())));
+        drop(dir);
+    });
+    let (history, tower) = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("reading a named pipe returned");
+    for (what, got) in [("vote history", history), ("tower", tower)] {
+        let e = got.expect_err(what).to_string();
+        assert!(e.contains("not a regular file"), "{what}: {e}");
+    }
+}

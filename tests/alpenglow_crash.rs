@@ -164,10 +164,11 @@ fn vote_history_survives_sigkill() {
         }
         if let Recovery::DamagedSlot { problem, .. } = &recovery {
             if *problem != FormatError::Empty {
-                assert_eq!(
-                    loaded, acked,
-                    "kill {i}: torn slot but in-flight record loaded"
-                );
+                // Only the interrupted write can be damaged: one of its two
+                // copies (format v2). Its twin then holds either the old
+                // record of that slot or the whole in-flight event, which
+                // may be loaded: it was never acknowledged. The bound above
+                // (acked or acked + 1) is what must hold.
                 torn += 1;
             }
         }

@@ -519,3 +519,57 @@ mod etcd {
         assert_eq!(v["wrote"], true, "{v}");
     }
 }
+
+/// A damaged store's loaded history may be older than the last one it
+/// acknowledged: exporting it would hand a validator a history that lacks
+/// votes it cast. Refused (exit 2) with the recovery, and nothing written,
+/// like `show` and `tower export`.
+#[test]
+fn export_refuses_a_damaged_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let import = |from: &Path, create: bool| {
+        let mut c = sg();
+        c.args(["vote-history", "import", "--node", &node(), "--dir"])
+            .arg(&store)
+            .arg("--from-agave")
+            .arg(from);
+        if create {
+            c.arg("--create");
+        }
+        json(&mut c, 0)
+    };
+    import(
+        &ledger(tmp.path(), "a", &file(HistoryLayout::SignedPayload, 1, 3)),
+        true,
+    );
+    import(
+        &ledger(tmp.path(), "b", &file(HistoryLayout::SignedPayload, 1, 4)),
+        false,
+    );
+    // The record with the slot-4 votes is lost; slot 3's loads.
+    damage_newest_slot(&FileVoteHistory::data_path(&store, &kp().node_id()));
+
+    let to = tmp.path().join("standby");
+    std::fs::create_dir(&to).unwrap();
+    let v = json(
+        sg().args(["vote-history", "export", "--node", &node(), "--dir"])
+            .arg(&store)
+            .arg("--to-agave")
+            .arg(&to),
+        2,
+    );
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("slashguard vote-history accept-older"),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&to).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

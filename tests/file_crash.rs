@@ -4,6 +4,11 @@
 //! last acknowledged record or the one in flight (never an older one, never
 //! garbage), then starts the next child on the same file.
 //!
+//! The watermark child runs several concurrent clients on one store, each
+//! with its own keys and its own sequence, so that the kills also land in
+//! group commits (several clients' advances in one write): each client's
+//! keys must hold its last acknowledged level or the one in flight.
+//!
 //! Records span two pages, so a SIGKILL can also land between the pages of
 //! one write; the test counts how often a torn slot was found and recovered.
 //!
@@ -29,9 +34,12 @@ use slashguard::watermark::{
 use slashguard::{FormatError, NodeKeypair};
 
 const NODE_SEED: [u8; 32] = [0x42; 32];
-/// Watermark keys authorized together in each batch: 60 entries make a
-/// table of 4564 bytes, so every write spans two pages.
+/// Watermark keys in the table: 60 entries make a table of 4564 bytes, so
+/// every write spans two pages.
 const KEYS: usize = 60;
+/// Concurrent watermark clients; client `c` authorizes the keys `i` with
+/// `i % CLIENTS == c`, all of them in one batch, level after level.
+const CLIENTS: usize = 4;
 const OPEN_LIMIT: Duration = Duration::from_secs(5);
 
 fn rt() -> tokio::runtime::Runtime {
@@ -74,8 +82,12 @@ fn wm_payload(i: usize, level: u32) -> Vec<u8> {
     )
 }
 
-fn wm_batch(level: u32) -> Vec<SignRequest> {
-    (0..KEYS)
+fn client_keys(c: usize) -> impl Iterator<Item = usize> {
+    (c..KEYS).step_by(CLIENTS)
+}
+
+fn wm_batch(c: usize, level: u32) -> Vec<SignRequest> {
+    client_keys(c)
         .map(|i| SignRequest::parse(&wm_payload(i, level), wm_key(i)).unwrap())
         .collect()
 }
@@ -105,7 +117,7 @@ fn crash_child() {
                 .unwrap()
                 .and_then(|r| r.last_vote_slot())
                 .unwrap_or(0);
-            report(&format!("start {start}"));
+            report(&format!("start 0 {start}"));
             let mut n = start;
             while Instant::now() < deadline {
                 n += 1;
@@ -113,30 +125,46 @@ fn crash_child() {
                 let update = tower_update(n);
                 let message = common::vote_message(guard.node(), &update);
                 rt.block_on(guard.vote(update, &message)).unwrap();
-                report(&format!("acked {n}"));
+                report(&format!("acked 0 {n}"));
             }
         }
         "watermarks" => {
             let wm = open_retrying(OPEN_LIMIT, || FileWatermarks::open(env.dir.join("hwm")));
-            let start = rt
-                .block_on(wm.watermarks())
-                .unwrap()
-                .first()
-                .map_or(0, |(_, w)| w.mark.level);
-            report(&format!("start {start}"));
-            let mut level = start;
-            while Instant::now() < deadline {
-                level += 1;
-                rt.block_on(wm.authorize(&wm_batch(level))).unwrap();
-                report(&format!("acked {level}"));
-            }
+            let table = rt.block_on(wm.watermarks()).unwrap();
+            let wm = std::sync::Arc::new(wm);
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let start = table
+                        .iter()
+                        .find(|(k, _)| k.key == wm_key(c))
+                        .map_or(0, |(_, w)| w.mark.level);
+                    report(&format!("start {c} {start}"));
+                    let wm = std::sync::Arc::clone(&wm);
+                    async move {
+                        let mut level = start;
+                        while Instant::now() < deadline {
+                            level += 1;
+                            // Returns only after the advance is durable
+                            // (possibly in one write with other clients').
+                            wm.authorize(&wm_batch(c, level)).await.unwrap();
+                            report(&format!("acked {c} {level}"));
+                        }
+                    }
+                })
+                .collect();
+            rt.block_on(async {
+                let tasks: Vec<_> = clients.into_iter().map(tokio::spawn).collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            });
         }
         other => panic!("unknown role {other}"),
     }
 }
 
 /// Open the tower store and check that it holds exactly the n-th record.
-fn load_tower(dir: &Path) -> (u64, Recovery) {
+fn load_tower(dir: &Path) -> (Vec<u64>, Recovery) {
     let kp = NodeKeypair::from_seed(NODE_SEED);
     let storage = open_retrying(OPEN_LIMIT, || FileTowerStorage::open(dir, kp.node_id()));
     let record = rt().block_on(storage.load()).unwrap();
@@ -157,38 +185,44 @@ fn load_tower(dir: &Path) -> (u64, Recovery) {
         !rt().block_on(storage.is_damaged()).unwrap(),
         "fenced after a SIGKILL"
     );
-    (n, storage.recovery().clone())
+    (vec![n], storage.recovery().clone())
 }
 
-/// Open the watermark store and check that every key is at the same level
-/// (a batch is all-or-nothing) with exactly the payload of that level.
-fn load_watermarks(dir: &Path) -> (u64, Recovery) {
+/// Open the watermark store and check, for each client, that every key of
+/// it is at the same level (a batch is all-or-nothing) with exactly the
+/// payload of that level.
+fn load_watermarks(dir: &Path) -> (Vec<u64>, Recovery) {
     let wm = open_retrying(OPEN_LIMIT, || FileWatermarks::open(dir.join("hwm")));
     assert!(
         !rt().block_on(wm.is_damaged()).unwrap(),
         "fenced after a SIGKILL"
     );
     let table = rt().block_on(wm.watermarks()).unwrap();
-    if table.is_empty() {
-        return (0, wm.recovery().clone());
-    }
-    assert_eq!(table.len(), KEYS, "a batch was stored in part");
-    let level = table[0].1.mark.level;
-    for (key, w) in &table {
-        let i = key.key.hash[0] as usize;
-        assert_eq!(key.key, wm_key(i));
-        assert_eq!(
-            w.mark,
-            Mark::level(level),
-            "key {i}: a batch was stored in part"
-        );
-        assert_eq!(
-            w.payload_hash,
-            Some(PayloadHash::of(&wm_payload(i, level))),
-            "key {i} at level {level}: payload of another request"
-        );
-    }
-    (level as u64, wm.recovery().clone())
+    let levels = (0..CLIENTS)
+        .map(|c| {
+            let mut level = None;
+            for i in client_keys(c) {
+                let stored = table.iter().find(|(k, _)| k.key == wm_key(i));
+                let here = stored.map_or(0, |(_, w)| w.mark.level);
+                let level = *level.get_or_insert(here);
+                assert_eq!(
+                    here, level,
+                    "client {c}, key {i}: a batch was stored in part"
+                );
+                if let Some((_, w)) = stored {
+                    assert_eq!(w.mark, Mark::level(level), "key {i}");
+                    assert_eq!(
+                        w.payload_hash,
+                        Some(PayloadHash::of(&wm_payload(i, level))),
+                        "key {i} at level {level}: payload of another request"
+                    );
+                }
+            }
+            level.unwrap_or(0) as u64
+        })
+        .collect();
+    assert!(table.len() <= KEYS, "keys nobody authorized");
+    (levels, wm.recovery().clone())
 }
 
 fn kills() -> usize {
@@ -198,11 +232,15 @@ fn kills() -> usize {
         .unwrap_or(300)
 }
 
-fn parse(line: &str, word: &str) -> Option<u64> {
-    line.strip_prefix(word)?.trim().parse().ok()
+/// `word <client> <n>`: a client's start or acknowledgement.
+fn parse(line: &str, word: &str) -> Option<(usize, u64)> {
+    let mut parts = line.strip_prefix(word)?.split_whitespace();
+    let c = parts.next()?.parse().ok()?;
+    let n = parts.next()?.parse().ok()?;
+    Some((c, n))
 }
 
-fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
+fn crash_loop(role: &str, clients: usize, load: fn(&Path) -> (Vec<u64>, Recovery)) {
     let mut rng = Rng::from_env(role);
     let dir = tempfile::tempdir().unwrap();
     // The stores exist before the first child: opening never creates.
@@ -211,20 +249,30 @@ fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
     drop(FileWatermarks::create(dir.path().join("hwm")).unwrap());
     let kills = kills();
     let began = Instant::now();
-    let (mut previous, mut in_flight, mut torn, mut stores, mut early) = (0u64, 0, 0, 0u64, 0);
+    let mut previous = vec![0u64; clients];
+    let (mut in_flight, mut torn, mut stores, mut early) = (0, 0, 0u64, 0);
     for i in 0..kills {
         let mut child = spawn_child("crash_child", role, dir.path(), "", Stdio::null());
+        let mut started = vec![false; clients];
         // Most kills land in the store loop; one in eight lands anywhere
         // from process start (open, lock, file creation or growth).
         let in_loop = rng.below(8) != 0;
         if in_loop {
-            match child.next_line() {
-                Some(line) => assert_eq!(
-                    parse(&line, "start "),
-                    Some(previous),
-                    "kill {i}: the child loaded another value than the parent did"
-                ),
-                None => panic!("kill {i}: child {} exited before starting", child.pid()),
+            for _ in 0..clients {
+                match child
+                    .next_line()
+                    .as_deref()
+                    .and_then(|l| parse(l, "start "))
+                {
+                    Some((c, start)) => {
+                        assert_eq!(
+                            start, previous[c],
+                            "kill {i}: the child loaded another value for client {c} than the parent did"
+                        );
+                        started[c] = true;
+                    }
+                    None => panic!("kill {i}: child {} did not start", child.pid()),
+                }
             }
         } else {
             early += 1;
@@ -237,22 +285,39 @@ fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
             "kill {i}: child {pid} ended before it was killed (see its stderr)"
         );
 
-        let mut acked = previous;
+        let mut acked = previous.clone();
         while let Some(line) = child.next_line() {
-            if let Some(start) = parse(&line, "start ") {
-                assert_eq!(start, previous, "kill {i}: child started from {start}");
-            } else if let Some(n) = parse(&line, "acked ") {
-                assert_eq!(n, acked + 1, "kill {i}: acknowledgements out of order");
-                acked = n;
+            if let Some((c, start)) = parse(&line, "start ") {
+                assert_eq!(
+                    start, previous[c],
+                    "kill {i}: client {c} started from {start}"
+                );
+                started[c] = true;
+            } else if let Some((c, n)) = parse(&line, "acked ") {
+                assert!(
+                    started[c],
+                    "kill {i}: client {c} acknowledged before it started"
+                );
+                assert_eq!(
+                    n,
+                    acked[c] + 1,
+                    "kill {i}: client {c}: acknowledgements out of order"
+                );
+                acked[c] = n;
             }
         }
         let (loaded, recovery) = load(dir.path());
-        assert!(
-            loaded == acked || loaded == acked + 1,
-            "kill {i}: loaded {loaded}, but {acked} was acknowledged (older record or garbage)"
-        );
-        if loaded == acked + 1 {
-            in_flight += 1;
+        for c in 0..clients {
+            assert!(
+                loaded[c] == acked[c] || loaded[c] == acked[c] + 1,
+                "kill {i}, client {c}: loaded {}, but {} was acknowledged (older record or garbage)",
+                loaded[c],
+                acked[c]
+            );
+            if loaded[c] == acked[c] + 1 {
+                in_flight += 1;
+            }
+            stores += acked[c] - previous[c];
         }
         if let Recovery::DamagedSlot { problem, .. } = &recovery {
             if *problem != FormatError::Empty {
@@ -263,28 +328,27 @@ fn crash_loop(role: &str, load: fn(&Path) -> (u64, Recovery)) {
                 torn += 1;
             }
         }
-        stores += acked - previous;
         previous = loaded;
     }
     let elapsed = began.elapsed();
     println!(
         "{role}: {kills} SIGKILLs ({early} early) in {elapsed:.1?} ({:.1?} per kill); \
-         {stores} acknowledged stores; in-flight record found {in_flight} times; \
-         torn slot recovered {torn} times; final value {previous}",
+         {stores} acknowledged stores by {clients} client(s); in-flight record found {in_flight} times; \
+         torn slot recovered {torn} times; final values {previous:?}",
         elapsed / kills.max(1) as u32
     );
     assert!(
-        kills == 0 || previous > 0,
-        "the children never stored anything"
+        kills == 0 || previous.iter().all(|&p| p > 0),
+        "a client never stored anything"
     );
 }
 
 #[test]
 fn tower_survives_sigkill() {
-    crash_loop("tower", load_tower);
+    crash_loop("tower", 1, load_tower);
 }
 
 #[test]
 fn watermarks_survive_sigkill() {
-    crash_loop("watermarks", load_watermarks);
+    crash_loop("watermarks", CLIENTS, load_watermarks);
 }

@@ -224,3 +224,43 @@ fn tls_settings_are_checked() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Clients that start a TLS handshake and stall inside it do not hold the
+/// HTTPS listener's slots until the request deadline: under pressure they
+/// are reclaimed after the grace, and a real client is served.
+#[test]
+fn clients_stalling_inside_the_handshake_cannot_lock_the_listener() {
+    let s = Setup::new();
+    let (ca, cert, key) = pki(s.dir.path());
+    // Deadlines far too long to rescue anything during the test.
+    let limits = "max-body-bytes = 4096
+max-connections = 4
+first-request-timeout-ms = 60000
+request-timeout-ms = 60000
+idle-timeout-ms = 60000";
+    let config = s.config_with_limits(
+        "",
+        limits,
+        &format!("{}{ALL_KEYS}", tls_config(&cert, &key)),
+    );
+    with_https_listener(&config);
+    let server = Server::create(&config);
+    let a = https_address(&server);
+    // The first byte of a TLS record (handshake), then nothing.
+    let stalled: Vec<_> = (0..12)
+        .map(|_| {
+            let mut c = TcpStream::connect(&a).unwrap();
+            c.write_all(&[0x16]).unwrap();
+            c
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let r = https(&a, &ca, "GET", "/authorized_keys", "");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(stalled);
+}

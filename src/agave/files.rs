@@ -166,9 +166,28 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Read the file at `path`, refusing one above `max` bytes without
-/// reading more than that.
+/// reading more than that, and anything but a regular file (a named pipe
+/// or a device would block the read, or never end it).
 pub(crate) fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a named pipe with no writer returns at
+    // once; the open file's own type is then checked (no race with a
+    // rename between a check of the path and the open).
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(
+            path.display().to_string(),
+            FormatError::InvalidField {
+                field: "file",
+                detail: "not a regular file".into(),
+            },
+        ));
+    }
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)
         .read_to_end(&mut bytes)

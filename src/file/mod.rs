@@ -3,6 +3,8 @@
 //! a host owns a tower or watermark file. See `docs/file-format.md`.
 
 mod lock;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod slots;
 mod tower;
 #[cfg(feature = "alpenglow")]

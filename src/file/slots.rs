@@ -131,6 +131,9 @@ pub(crate) struct SlotFile<M = File> {
     buf: Vec<u8>,
     // This process's claim on the file (none for simulated disks).
     registered: Option<Registered>,
+    // Injected sync faults of this path, in tests (`file::sim`).
+    #[cfg(feature = "sim")]
+    faults: Option<std::sync::Arc<crate::file::sim::DiskFaults>>,
 }
 
 fn slot_size_for(payload: usize) -> usize {
@@ -650,6 +653,8 @@ impl<M: Medium> SlotFile<M> {
                 version: VERSION,
                 buf: Vec::with_capacity(size),
                 registered: None,
+                #[cfg(feature = "sim")]
+                faults: crate::file::sim::DiskFaults::lookup(path),
             },
             loaded,
         ))
@@ -736,9 +741,20 @@ impl<M: Medium> SlotFile<M> {
                 version: VERSION_1,
                 buf: Vec::with_capacity(slot_size),
                 registered: None,
+                #[cfg(feature = "sim")]
+                faults: crate::file::sim::DiskFaults::lookup(path),
             },
             loaded,
         ))
+    }
+
+    /// The medium's `fdatasync`, after the injected faults of tests.
+    fn sync(&self) -> std::io::Result<()> {
+        #[cfg(feature = "sim")]
+        if let Some(faults) = &self.faults {
+            faults.before_sync()?;
+        }
+        self.medium.sync_data()
     }
 
     /// The sequence number of the current record.
@@ -773,7 +789,7 @@ impl<M: Medium> SlotFile<M> {
             .medium
             .write_all_at(&self.buf, first)
             .and_then(|_| self.medium.write_all_at(&self.buf, second))
-            .and_then(|_| self.medium.sync_data());
+            .and_then(|_| self.sync());
         if let Err(e) = result {
             self.poisoned = true;
             return Err(Error::Unavailable {
@@ -1072,12 +1088,42 @@ mod power_loss {
 
     /// A disk whose `fdatasync` never returns (until released, so that the
     /// test can end): the store's call returns `Unavailable` within its
-    /// deadline, the runtime keeps running other tasks meanwhile (a
-    /// current-thread runtime: one blocked worker would stop everything),
-    /// and the store refuses every later call.
+    /// deadline, the runtime keeps running other tasks meanwhile (on a
+    /// current-thread runtime one blocked worker would stop everything),
+    /// and the store refuses every later call. On runtimes without a timer
+    /// (no `enable_time`): the deadline must not need one.
     #[test]
     fn a_hung_sync_returns_unavailable_within_the_deadline() {
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::runtime::Builder;
+        type Make = fn() -> tokio::runtime::Runtime;
+        let runtimes: [(&str, Make); 4] = [
+            ("current-thread, nothing enabled", || {
+                Builder::new_current_thread().build().unwrap()
+            }),
+            ("current-thread, enable_all", || {
+                Builder::new_current_thread().enable_all().build().unwrap()
+            }),
+            ("multi-thread, nothing enabled", || {
+                Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .build()
+                    .unwrap()
+            }),
+            ("multi-thread, io only", || {
+                Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_io()
+                    .build()
+                    .unwrap()
+            }),
+        ];
+        for (name, make) in runtimes {
+            hung_sync_on(name, make());
+        }
+    }
+
+    fn hung_sync_on(name: &str, rt: tokio::runtime::Runtime) {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::time::{Duration, Instant};
 
         use crate::file::worker::Worker;
@@ -1108,37 +1154,54 @@ mod power_loss {
         let mut worker = Worker::new(file, "hung".into());
         let deadline = Duration::from_millis(300);
         worker.set_deadline(deadline);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        // Stands for an etcd keep-alive on the same runtime: a task woken
+        // every 10 ms by a thread (no tokio timer: the runtime may have none).
         let ticks = Arc::new(AtomicU64::new(0));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clock = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && tx.send(()).is_ok() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
         rt.block_on(async {
-            // Stands for an etcd keep-alive on the same runtime.
             let t = Arc::clone(&ticks);
             let ticker = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                while rx.recv().await.is_some() {
                     t.fetch_add(1, Ordering::Relaxed);
                 }
             });
             let began = Instant::now();
             let got = worker.run(|f| f.write(b"vote")).await;
             let took = began.elapsed();
-            assert!(matches!(got, Err(Error::Unavailable { .. })), "{got:?}");
-            assert!(took >= deadline && took < deadline * 5, "took {took:?}");
+            assert!(
+                matches!(got, Err(Error::Unavailable { .. })),
+                "{name}: {got:?}"
+            );
+            assert!(
+                took >= deadline && took < deadline * 5,
+                "{name}: took {took:?}"
+            );
             assert!(
                 ticks.load(Ordering::Relaxed) >= 5,
-                "the runtime was blocked during the hung write"
+                "{name}: the runtime was blocked during the hung write"
             );
             // Out of service until reopened, at once (no second wait).
             let began = Instant::now();
             let again = worker.run(|f| Ok(f.seq)).await;
-            assert!(matches!(again, Err(Error::Unavailable { .. })), "{again:?}");
-            assert!(began.elapsed() < deadline);
+            assert!(
+                matches!(again, Err(Error::Unavailable { .. })),
+                "{name}: {again:?}"
+            );
+            assert!(began.elapsed() < deadline, "{name}");
             ticker.abort();
         });
-        // Let the stuck thread finish, so the runtime shuts down cleanly.
+        stop.store(true, Ordering::Relaxed);
+        clock.join().unwrap();
+        // Let the stuck thread finish.
         let (released, cv) = &*disk.0;
         *released.lock().unwrap() = true;
         cv.notify_all();

@@ -25,7 +25,8 @@ const MAGIC: [u8; 4] = *b"sgTF";
 /// until an operator calls [`accept_older`](Self::accept_older)
 /// (`slashguard tower accept-older`): see `docs/file-format.md`.
 ///
-/// File I/O runs on tokio's blocking pool with a deadline
+/// File I/O runs on a thread of the store's own (any tokio runtime will
+/// do, with or without timers) with a deadline
 /// ([`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE), see
 /// [`with_deadline`](Self::with_deadline)); a store that misses it returns
 /// [`Error::Unavailable`] and the storage refuses every later call until it

@@ -46,11 +46,11 @@ const MAGIC: [u8; 4] = *b"sgAF";
 ///   slot damaged), every write is refused with [`Error::Damaged`] until
 ///   [`accept_older`](Self::accept_older) (`slashguard vote-history
 ///   accept-older`).
-/// - File I/O runs on tokio's blocking pool with a deadline
+/// - File I/O runs on the store's own I/O thread with a deadline
 ///   ([`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE), see
 ///   [`with_deadline`](Self::with_deadline)); a call that misses it returns
 ///   [`Error::Unavailable`] and the store refuses every later call until
-///   it is reopened. The runtime needs timers enabled.
+///   it is reopened. Any tokio runtime works (no timer is needed).
 pub struct FileVoteHistory {
     node: NodeId,
     path: PathBuf,

@@ -1,14 +1,15 @@
 //! `FileWatermarks`: every watermark of a signer in one slot file.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::file::lock::{store_missing, OwnerLock};
 use crate::file::slots::{exists_refusal, refuse_open_here, Loaded, Recovery, SlotFile};
-use crate::file::worker::Worker;
+use crate::file::worker::{GroupCommit, Worker};
+use crate::watermark::table::Changes;
 use crate::watermark::{
     Decision, Mark, SetMode, SignRequest, SignerGuard, Watermark, WatermarkKey, WatermarkTable,
 };
@@ -21,7 +22,15 @@ const MAGIC: [u8; 4] = *b"sgWF";
 /// `<path>.grow` renamed into place.
 ///
 /// An authorization that advances is one write and one `fdatasync`; a
-/// repeat of an identical request writes nothing.
+/// repeat of an identical request writes nothing. Concurrent
+/// authorizations share them (group commit): those that arrive while a
+/// write is in flight are decided one after the other, each against the
+/// marks of those before it, then written together with one `fdatasync`,
+/// and each is answered only after that `fdatasync` returned. If it fails,
+/// every authorization of the group fails and no mark of the group is
+/// used. Reads ([`watermark`](SignerGuard::watermark),
+/// [`precheck`](SignerGuard::precheck)) see only durable marks and do not
+/// wait for the disk.
 ///
 /// Opened on a damaged file whose loaded table may be older than the last
 /// acknowledged one, the store refuses every authorization with
@@ -29,7 +38,8 @@ const MAGIC: [u8; 4] = *b"sgWF";
 /// every key it holds (`slashguard watermark set-level --all`): see
 /// `docs/file-format.md`.
 ///
-/// File I/O runs on tokio's blocking pool with a deadline
+/// File I/O runs on a thread of the store's own (any tokio runtime will
+/// do, with or without timers) with a deadline
 /// ([`DEFAULT_DEADLINE`](crate::file::DEFAULT_DEADLINE), see
 /// [`with_deadline`](Self::with_deadline)); a call that misses it returns
 /// [`Error::Unavailable`] and the store refuses every later call until it
@@ -37,16 +47,37 @@ const MAGIC: [u8; 4] = *b"sgWF";
 pub struct FileWatermarks {
     path: PathBuf,
     recovery: Recovery,
+    durable: Arc<Mutex<Durable>>,
     worker: Worker<Inner>,
+}
+
+/// What is durable: the only state reads see. Changed by the I/O thread
+/// after each write returned, and held only for moments (never across
+/// I/O), so that reads do not wait for the disk.
+struct Durable {
+    // Shared with readers, who clone the `Arc` and let go of the lock; the
+    // writer updates in place unless a reader holds it at that moment.
+    table: Arc<WatermarkTable>,
+    // Why writes are refused, when the loaded table may be stale.
+    damage: Option<String>,
 }
 
 struct Inner {
     slots: SlotFile,
-    table: WatermarkTable,
+    durable: Arc<Mutex<Durable>>,
     lock: Arc<OwnerLock>,
     path: PathBuf,
-    // Why writes are refused, when the loaded table may be stale.
-    damage: Option<String>,
+    // The changes of the grouped authorizations not yet written, in order.
+    staged: Changes,
+    // The durable table with `staged` applied, built once a second
+    // authorization of a group needs it.
+    overlay: Option<WatermarkTable>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only the I/O thread writes, and only after a write returned: a panic
+    // elsewhere cannot leave it half-changed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FileWatermarks {
@@ -145,15 +176,21 @@ impl FileWatermarks {
             .map_err(|p| Error::corrupt(path.display().to_string(), p))?;
         let mut slots = slots;
         slots.rewrite_if_needed(&loaded)?;
+        let durable = Arc::new(Mutex::new(Durable {
+            table: Arc::new(table),
+            damage: loaded.damage,
+        }));
         let inner = Inner {
             slots,
-            table,
+            durable: Arc::clone(&durable),
             lock: lock_file,
             path: path.clone(),
-            damage: loaded.damage,
+            staged: Changes::new(),
+            overlay: None,
         };
         Ok(FileWatermarks {
             worker: Worker::new(inner, path.clone()),
+            durable,
             path,
             recovery: loaded.recovery,
         })
@@ -170,7 +207,8 @@ impl FileWatermarks {
     /// table may be older than the last acknowledged one (see the type's
     /// docs for the recovery).
     pub async fn is_damaged(&self) -> Result<bool> {
-        self.worker.run(|inner| Ok(inner.damage.is_some())).await
+        self.worker.check_in_service()?;
+        Ok(lock(&self.durable).damage.is_some())
     }
 
     /// The deadline of each write.
@@ -213,6 +251,12 @@ impl FileWatermarks {
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }
+
+    /// The durable table, unless the store is out of service.
+    fn durable_table(&self) -> Result<Arc<WatermarkTable>> {
+        self.worker.check_in_service()?;
+        Ok(Arc::clone(&lock(&self.durable).table))
+    }
 }
 
 /// The refusal of a store whose table may be older than the last
@@ -230,47 +274,78 @@ fn damaged(path: &Path, detail: String) -> Error {
 
 impl Inner {
     fn refuse_if_damaged(&self) -> Result<()> {
-        match &self.damage {
+        match &lock(&self.durable).damage {
             Some(detail) => Err(damaged(&self.path, detail.clone())),
             None => Ok(()),
         }
     }
 
-    fn commit(&mut self, changes: &crate::watermark::table::Changes) -> Result<()> {
+    /// Decide `requests` against the durable table with the changes staged
+    /// before them, and stage their changes (all or none). Nothing is
+    /// written here: see [`GroupCommit::flush`].
+    fn stage_authorize(&mut self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
+        self.refuse_if_damaged()?;
+        if self.staged.is_empty() {
+            // The first of a group (the only one, without concurrency):
+            // decided on the durable table as is, nothing copied.
+            let durable = lock(&self.durable);
+            let (decisions, changes) = durable.table.plan_authorize(requests)?;
+            self.staged = changes;
+            return Ok(decisions);
+        }
+        let overlay = match &mut self.overlay {
+            Some(overlay) => overlay,
+            None => {
+                let mut overlay = WatermarkTable::clone(&lock(&self.durable).table);
+                overlay.apply(&self.staged);
+                self.overlay.insert(overlay)
+            }
+        };
+        let (decisions, changes) = overlay.plan_authorize(requests)?;
+        overlay.apply(&changes);
+        self.staged.extend(changes);
+        Ok(decisions)
+    }
+
+    /// Write the durable table with `changes` applied (one write, one
+    /// `fdatasync`), then make them visible. Nothing may be staged.
+    fn write(&mut self, changes: &Changes) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
-        self.write(changes)
-    }
-
-    fn write(&mut self, changes: &crate::watermark::table::Changes) -> Result<()> {
         self.lock.check_held()?;
-        let bytes = self.table.encode_with(changes);
+        let bytes = lock(&self.durable).table.encode_with(changes);
         self.slots.write(&bytes)?;
-        self.table.apply(changes);
+        let mut durable = lock(&self.durable);
+        Arc::make_mut(&mut durable.table).apply(changes);
         Ok(())
     }
 
     /// Lift the damage refusal: allowed only for marks that cover every
     /// key of the loaded table, and always written (even when no mark
     /// changes), which overwrites the damaged slot.
-    fn set_while_damaged(&mut self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+    fn set_while_damaged(
+        &mut self,
+        detail: String,
+        marks: &[(WatermarkKey, Mark)],
+        mode: SetMode,
+    ) -> Result<()> {
+        let table = Arc::clone(&lock(&self.durable).table);
         let named: std::collections::BTreeSet<&WatermarkKey> =
             marks.iter().map(|(k, _)| k).collect();
-        let missing: Vec<String> = self
-            .table
+        let missing: Vec<String> = table
             .iter()
             .filter(|(k, _)| !named.contains(k))
             .map(|(k, _)| k.to_string())
             .collect();
         if !missing.is_empty() {
-            let Err(Error::Damaged {
+            let Error::Damaged {
                 path,
                 detail,
                 recover,
-            }) = self.refuse_if_damaged()
+            } = damaged(&self.path, detail)
             else {
-                unreachable!("called only while damaged")
+                unreachable!("damaged() makes Error::Damaged")
             };
             return Err(Error::Damaged {
                 path,
@@ -281,11 +356,39 @@ impl Inner {
                 recover,
             });
         }
-        let changes = self.table.plan_set(marks, mode)?;
-        self.write(&changes)?;
+        let changes = table.plan_set(marks, mode)?;
+        drop(table);
+        self.lock.check_held()?;
+        let bytes = lock(&self.durable).table.encode_with(&changes);
+        self.slots.write(&bytes)?;
+        let mut durable = lock(&self.durable);
+        Arc::make_mut(&mut durable.table).apply(&changes);
+        durable.damage = None;
+        drop(durable);
         tracing::warn!(path = %self.path.display(), keys = marks.len(), "damaged watermark file recovered by an operator raise of every key");
-        self.damage = None;
         Ok(())
+    }
+
+    fn set_marks(&mut self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
+        let damage = lock(&self.durable).damage.clone();
+        if let Some(detail) = damage {
+            return self.set_while_damaged(detail, marks, mode);
+        }
+        let changes = lock(&self.durable).table.plan_set(marks, mode)?;
+        self.write(&changes)
+    }
+}
+
+impl GroupCommit for Inner {
+    fn flush(&mut self) -> Result<()> {
+        self.overlay = None;
+        let staged = std::mem::take(&mut self.staged);
+        self.write(&staged)
+    }
+
+    fn discard(&mut self) {
+        self.overlay = None;
+        self.staged.clear();
     }
 }
 
@@ -298,51 +401,37 @@ impl SignerGuard for FileWatermarks {
     async fn authorize(&self, requests: &[SignRequest]) -> Result<Vec<Decision>> {
         let requests = requests.to_vec();
         self.worker
-            .run(move |inner| {
-                inner.refuse_if_damaged()?;
-                let (decisions, changes) = inner.table.plan_authorize(&requests)?;
-                inner.commit(&changes)?;
-                Ok(decisions)
-            })
+            .run_grouped(move |inner| inner.stage_authorize(&requests))
             .await
     }
 
-    // The table is this process's own (the lock makes it the only writer),
-    // so a refusal decided on it is final.
+    // The table is this process's own (the lock makes it the only writer)
+    // and only rises, so a refusal decided on its durable state is final.
     async fn precheck(&self, request: &SignRequest) -> Result<()> {
-        let request = *request;
-        self.worker
-            .run(move |inner| {
-                inner.refuse_if_damaged()?;
-                crate::watermark::decide(inner.table.get(&request.key), &request)?;
-                Ok(())
-            })
-            .await
+        let table = self.durable_table()?;
+        if let Some(detail) = &lock(&self.durable).damage {
+            return Err(damaged(&self.path, detail.clone()));
+        }
+        crate::watermark::decide(table.get(&request.key), request)?;
+        Ok(())
     }
 
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
-        let key = *key;
-        self.worker
-            .run(move |inner| Ok(inner.table.get(&key).copied()))
-            .await
+        Ok(self.durable_table()?.get(key).copied())
     }
 
     async fn watermarks(&self) -> Result<Vec<(WatermarkKey, Watermark)>> {
-        self.worker
-            .run(|inner| Ok(inner.table.iter().map(|(k, w)| (*k, *w)).collect()))
-            .await
+        Ok(self
+            .durable_table()?
+            .iter()
+            .map(|(k, w)| (*k, *w))
+            .collect())
     }
 
     async fn set_marks(&self, marks: &[(WatermarkKey, Mark)], mode: SetMode) -> Result<()> {
         let marks = marks.to_vec();
         self.worker
-            .run(move |inner| {
-                if inner.damage.is_some() {
-                    return inner.set_while_damaged(&marks, mode);
-                }
-                let changes = inner.table.plan_set(&marks, mode)?;
-                inner.commit(&changes)
-            })
+            .run(move |inner| inner.set_marks(&marks, mode))
             .await
     }
 }

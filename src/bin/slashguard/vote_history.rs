@@ -354,6 +354,21 @@ async fn read_fenced(
             "vote-history show",
         )
         .await?;
+        // A damaged store loads a history that may lack its newest votes:
+        // never exported as current (the same refusal as `show`, with the
+        // recovery). Read while this process holds the lock.
+        if storage.is_damaged().await? {
+            let damaged = FileVoteHistory::read_unlocked(dir, node)
+                .err()
+                .map(Failure::from)
+                .unwrap_or_else(|| {
+                    Failure::refused(format!(
+                        "the vote history of {node} in {source} is damaged: its newest record may be lost"
+                    ))
+                    .hint(format!("`slashguard vote-history accept-older --dir {} --node {node}` once the identity cannot vote again in a slot the lost record may hold", dir.display()))
+                });
+            return Err(damaged);
+        }
         let history = storage.load().await?;
         return Ok((history, source));
     }

@@ -3,6 +3,7 @@
 //! and body deadlines, the body size limit and the per-request deadline.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -65,12 +66,14 @@ async fn metrics_reply(shared: &Shared) -> Reply {
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    slot: &Slot,
     metrics_only: bool,
     transport: &'static str,
 ) -> Reply {
     // Prometheus scrapes: on every HTTP listener, and the only route of a
     // metrics listener.
     if req.uri().path() == "/metrics" {
+        slot.busy();
         return match req.method().as_str() {
             "GET" => metrics_reply(&shared).await,
             m => error(
@@ -84,7 +87,7 @@ async fn handle(
     }
     let deadline = shared.limits.request_timeout;
     let sign = req.method() == hyper::Method::POST;
-    match tokio::time::timeout(deadline, route(&shared, req, transport)).await {
+    match tokio::time::timeout(deadline, route(&shared, req, slot, transport)).await {
         Ok(r) => r,
         Err(_) => {
             // Dropping the request here is safe: a watermark that advanced
@@ -102,13 +105,38 @@ async fn handle(
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>, transport: &'static str) -> Reply {
+/// The reply to a request whose connection the listener reclaimed before
+/// the request was received whole (its sender stalled inside it while
+/// every slot was taken): nothing was signed.
+fn reclaimed_reply() -> Reply {
+    let mut r = error(
+        503,
+        "slashguard: request not received in time while the signer is busy; nothing was signed",
+    );
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+async fn route(
+    shared: &Shared,
+    req: Request<Incoming>,
+    slot: &Slot,
+    transport: &'static str,
+) -> Reply {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let route = match codec::route(&method, &path) {
         Ok(r) => r,
         Err(e) => return http_error(&e),
     };
+    // Only a sign request has a body to wait for; every other request is
+    // whole once its head is.
+    if !matches!(route, Route::Sign(_)) {
+        slot.busy();
+    }
     let service = &shared.service;
     match route {
         Route::Sign(pkh) => {
@@ -131,10 +159,16 @@ async fn route(shared: &Shared, req: Request<Incoming>, transport: &'static str)
                     ),
                 );
             }
-            let body = match Limited::new(req.into_body(), shared.limits.max_body_bytes)
-                .collect()
-                .await
-            {
+            // The body is waited for as the head was: a client that stalls
+            // inside it is reclaimed under pressure (the bytes already here
+            // are taken first).
+            let collected = tokio::select! {
+                biased;
+                b = Limited::new(req.into_body(), shared.limits.max_body_bytes).collect() => b,
+                _ = slot.reclaimed() => return reclaimed_reply(),
+            };
+            slot.busy();
+            let body = match collected {
                 Ok(b) => b.to_bytes(),
                 Err(e)
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -210,20 +244,26 @@ async fn route(shared: &Shared, req: Request<Incoming>, transport: &'static str)
     }
 }
 
-/// Marks the connection busy for as long as a request is being handled,
-/// idle again when the handler ends or is dropped.
-struct Busy<'a>(&'a Slot);
+/// Marks the connection as inside a request while a handler runs
+/// (receiving until the request is whole, then busy: see `route`), idle
+/// again when the handler ends or is dropped.
+struct InRequest<'a> {
+    slot: &'a Slot,
+    handling: &'a AtomicBool,
+}
 
-impl<'a> Busy<'a> {
-    fn new(slot: &'a Slot) -> Self {
-        slot.busy();
-        Busy(slot)
+impl<'a> InRequest<'a> {
+    fn new(slot: &'a Slot, handling: &'a AtomicBool) -> Self {
+        handling.store(true, Ordering::SeqCst);
+        slot.receiving();
+        InRequest { slot, handling }
     }
 }
 
-impl Drop for Busy<'_> {
+impl Drop for InRequest<'_> {
     fn drop(&mut self) {
-        self.0.idle();
+        self.handling.store(false, Ordering::SeqCst);
+        self.slot.idle();
     }
 }
 
@@ -283,9 +323,11 @@ pub async fn tls_connection(
     }
     let peer = peer(&stream);
     let mut stop = shared.stop.subscribe();
-    slot.busy();
+    // The handshake waits for the client: reclaimable after the grace.
+    slot.receiving();
     let handshake = tokio::select! {
         r = tokio::time::timeout(shared.limits.request_timeout, acceptor.accept(stream)) => r,
+        _ = slot.reclaimed() => return,
         _ = super::stopped(&mut stop) => return,
     };
     let tls = match handshake {
@@ -305,7 +347,8 @@ pub async fn tls_connection(
             return;
         }
     };
-    slot.idle();
+    // The request head is next: a new grace for it.
+    slot.receiving();
     serve_http(tls, peer, slot, shared, false, "https").await
 }
 
@@ -321,15 +364,21 @@ async fn serve_http<S>(
 {
     let mut stop = shared.stop.subscribe();
     let slot = Arc::new(slot);
+    // Whether a handler runs: a reclaimed connection with none (its client
+    // stalls inside a head) is dropped at once, since hyper's graceful
+    // shutdown would wait for that head until the header deadline.
+    let handling = Arc::new(AtomicBool::new(false));
     let svc = {
         let shared = shared.clone();
         let slot = slot.clone();
+        let handling = handling.clone();
         service_fn(move |req| {
             let shared = shared.clone();
             let slot = slot.clone();
+            let handling = handling.clone();
             async move {
-                let _busy = Busy::new(&slot);
-                Ok::<_, Infallible>(handle(shared, req, metrics_only, transport).await)
+                let _in_request = InRequest::new(&slot, &handling);
+                Ok::<_, Infallible>(handle(shared, req, &slot, metrics_only, transport).await)
             }
         })
     };
@@ -341,6 +390,11 @@ async fn serve_http<S>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = slot.reclaimed() => {
+            if !handling.load(Ordering::SeqCst) {
+                return;
+            }
+            // A handler runs: it answers (a request received whole), or
+            // gives up on a body that stalls; then the connection closes.
             conn.as_mut().graceful_shutdown();
             conn.await
         }

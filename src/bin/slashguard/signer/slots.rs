@@ -5,31 +5,39 @@
 //! the connection ends. When every slot is taken, the listener reclaims
 //! one that is doing nothing for anybody: first the connection idle
 //! longest between two requests, then the connection that has sent
-//! nothing the longest since it connected (once it has been silent for
-//! [`SILENT_GRACE`]). A connection inside a request is never reclaimed.
-//! A client that opens many connections and sends nothing therefore
-//! delays a real request by about the grace, not by the first-request
-//! deadline; without reclaiming, the kernel's accept queue would serve
-//! every silent connection queued before the baker's first.
+//! nothing, or only part of a request, the longest (once it has been so
+//! for [`SILENT_GRACE`]). A connection whose request was received whole is
+//! never reclaimed while it is handled. A client that opens many
+//! connections and sends nothing, or stalls inside a request (one byte of
+//! a head or frame, a head without its body), therefore delays a real
+//! request by about the grace, not by a deadline; without reclaiming, the
+//! kernel's accept queue would serve every such connection queued before
+//! the baker's first. A baker's request arrives whole right after it
+//! connects (or after its TLS handshake), well within the grace.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How long a connection that has sent nothing is left alone under
-/// pressure. A real client sends its request right after connecting (the
-/// bytes follow the handshake without a round trip); this only has to
-/// cover scheduling delays of a busy host.
+/// How long a connection that has sent nothing, or only part of a request,
+/// is left alone under pressure. A real client sends its whole request
+/// right after connecting (the bytes follow the handshake without a round
+/// trip); this only has to cover scheduling delays of a busy host.
 pub const SILENT_GRACE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Connected, nothing received yet.
     Silent,
-    /// Inside a request: never reclaimed.
+    /// Part of a request received (or a TLS handshake under way): only
+    /// its sender is waited for, so it is reclaimed like a silent one.
+    Receiving,
+    /// A request received whole, being handled or answered: never
+    /// reclaimed.
     Busy,
     /// Between two requests.
     Idle,
@@ -40,7 +48,34 @@ enum State {
 struct Entry {
     state: State,
     since: Instant,
-    close: Arc<Notify>,
+    close: Arc<Close>,
+}
+
+/// The order to close one connection: seen by every task of the
+/// connection that waits for it, before or after it was given.
+#[derive(Default)]
+struct Close {
+    given: AtomicBool,
+    notify: Notify,
+}
+
+impl Close {
+    fn give(&self) {
+        self.given.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.given.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -102,7 +137,7 @@ impl Slots {
                 if g.open.len() < self.capacity {
                     let id = g.next;
                     g.next += 1;
-                    let close = Arc::new(Notify::new());
+                    let close = Arc::new(Close::default());
                     g.open.insert(
                         id,
                         Entry {
@@ -141,13 +176,13 @@ impl Slots {
                                 silent += 1;
                             }
                             e.state = State::Reclaimed;
-                            e.close.notify_one();
+                            e.close.give();
                             None
                         }
                         None => g
                             .open
                             .values()
-                            .filter(|e| e.state == State::Silent)
+                            .filter(|e| e.state.waits_for_sender())
                             .map(|e| e.since + SILENT_GRACE)
                             .min(),
                     }
@@ -196,19 +231,26 @@ impl Slots {
     }
 }
 
+impl State {
+    /// Silent or receiving: waiting for its sender, not for us.
+    fn waits_for_sender(self) -> bool {
+        matches!(self, State::Silent | State::Receiving)
+    }
+}
+
 /// The connection to reclaim now: the one idle longest, else the one
-/// silent longest past the grace.
+/// silent or receiving longest past the grace.
 fn victim(open: &BTreeMap<u64, Entry>, now: Instant) -> Option<u64> {
-    let oldest = |state: State| {
+    let oldest = |f: fn(State) -> bool| {
         open.iter()
-            .filter(|(_, e)| e.state == state)
+            .filter(|(_, e)| f(e.state))
             .min_by_key(|(_, e)| e.since)
             .map(|(id, e)| (*id, e.since))
     };
-    if let Some((id, _)) = oldest(State::Idle) {
+    if let Some((id, _)) = oldest(|s| s == State::Idle) {
         return Some(id);
     }
-    oldest(State::Silent)
+    oldest(State::waits_for_sender)
         .filter(|(_, since)| now.saturating_duration_since(*since) >= SILENT_GRACE)
         .map(|(id, _)| id)
 }
@@ -217,11 +259,18 @@ fn victim(open: &BTreeMap<u64, Entry>, now: Instant) -> Option<u64> {
 pub struct Slot {
     slots: Arc<Slots>,
     id: u64,
-    close: Arc<Notify>,
+    close: Arc<Close>,
 }
 
 impl Slot {
-    /// A request started: the connection is not reclaimed until it ends.
+    /// A request started and is not yet received whole (or a TLS
+    /// handshake began): reclaimable after the grace, counted from now.
+    pub fn receiving(&self) {
+        self.slots.set(self.id, State::Receiving);
+    }
+
+    /// A request was received whole: the connection is not reclaimed
+    /// until it is answered.
     pub fn busy(&self) {
         self.slots.set(self.id, State::Busy);
     }
@@ -231,9 +280,11 @@ impl Slot {
         self.slots.set(self.id, State::Idle);
     }
 
-    /// Resolves when the listener reclaims this slot: close the connection.
+    /// Resolves when the listener reclaims this slot (at once if it
+    /// already did): close the connection. Every task of the connection
+    /// waiting for it is told.
     pub async fn reclaimed(&self) {
-        self.close.notified().await
+        self.close.wait().await
     }
 }
 
@@ -311,6 +362,42 @@ mod tests {
             "a busy connection is never reclaimed"
         );
         waiter.abort();
+    }
+
+    /// A connection inside a request it has not received whole is
+    /// reclaimed like a silent one (after the grace, counted from when the
+    /// request began), and every task waiting on the slot is told.
+    #[tokio::test]
+    async fn a_connection_stalling_inside_a_request_is_reclaimed_after_the_grace() {
+        let s = Slots::new(1);
+        let (stalled, _) = s.acquire().await;
+        stalled.receiving();
+        let start = Instant::now();
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.acquire().await })
+        };
+        let stalled = Arc::new(stalled);
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let st = stalled.clone();
+                tokio::spawn(async move { st.reclaimed().await })
+            })
+            .collect();
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("every waiter told")
+                .unwrap();
+        }
+        assert!(start.elapsed() >= SILENT_GRACE, "not before the grace");
+        // Told before it waited: at once.
+        tokio::time::timeout(Duration::from_secs(30), stalled.reclaimed())
+            .await
+            .expect("a late waiter is told too");
+        drop(stalled);
+        let (_new, p) = waiter.await.unwrap();
+        assert_eq!(p, Pressure::Reclaimed { idle: 0, silent: 1 });
     }
 
     #[tokio::test]

@@ -113,7 +113,10 @@ where
             }
         }
         first_request = false;
-        slot.busy();
+        // Until the frame is here, only the client is waited for: a client
+        // that stalls inside it is reclaimed under pressure like a silent
+        // one (the bytes already here are read first).
+        slot.receiving();
         let deadline = tokio::time::Instant::now() + shared.limits.request_timeout;
         let read = async {
             stream.read_exact(&mut len[1..]).await?;
@@ -122,7 +125,13 @@ where
             stream.read_exact(&mut frame).await?;
             Ok::<_, std::io::Error>(frame)
         };
-        let frame = match tokio::time::timeout_at(deadline, read).await {
+        let read = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadline, read) => r,
+            _ = slot.reclaimed() => return,
+        };
+        slot.busy();
+        let frame = match read {
             Ok(Ok(f)) => f,
             Ok(Err(_)) => return,
             Err(_) => {
