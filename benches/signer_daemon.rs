@@ -129,6 +129,10 @@ tcp = ["127.0.0.1:0"]
 unix = ["{d}/signer.sock"]
 [signer.limits]
 max-connections = {connections}
+# The bench opens its connections before criterion's own pass over the
+# in-process baseline: they stay silent for seconds, which the default
+# first-request deadline (2 s) would rightly close.
+first-request-timeout-ms = 600000
 request-timeout-ms = 60000
 idle-timeout-ms = 600000
 "#

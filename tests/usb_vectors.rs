@@ -292,6 +292,54 @@ fn a_reply_that_does_not_fit_its_command_forces_a_resync() {
     }
 }
 
+/// While the link is being resynchronised, the firmware's own answers to
+/// VERSION (PIN screen, dashboard) and another app's VERSION are reported
+/// as what they are, not as a protocol error; the link stays marked for
+/// resynchronisation until VERSION answers for the Tezos Baking app.
+#[test]
+fn a_resync_reports_a_locked_device_and_the_wrong_app() {
+    let path = BipPath::tezos_default();
+    let ed = DerivationType::Ed25519;
+    let mut s = Script::default();
+    for r in [
+        // A stale signature answers the path packet: out of step.
+        format!("{} 9000", "ab".repeat(64)),
+        // Resync: PIN screen.
+        "5515".into(),
+        // Resync: dashboard.
+        "6e01".into(),
+        // Resync: the Tezos Wallet app, four times.
+        "00 02 01 00 9000".into(),
+        "00 02 01 00 9000".into(),
+        "00 02 01 00 9000".into(),
+        "00 02 01 00 9000".into(),
+        // Resync: the Baking app, then the query itself.
+        "01 02 05 01 9000".into(),
+        format!("{} 9000", "00".repeat(20)),
+    ] {
+        s.replies.push_back(hex(&r));
+    }
+    let mut a = app(&mut s);
+    assert!(matches!(
+        a.sign(&path, ed, &[0x13, 1, 2]).unwrap_err(),
+        DeviceError::Protocol(_)
+    ));
+    assert!(a.needs_resync());
+    let e = a.query_all_hwm().unwrap_err();
+    assert!(matches!(e, DeviceError::Locked { .. }), "{e:?}");
+    assert!(a.needs_resync());
+    let e = a.query_all_hwm().unwrap_err();
+    assert!(matches!(e, DeviceError::WrongApp { .. }), "{e:?}");
+    assert!(a.needs_resync());
+    let e = a.query_all_hwm().unwrap_err();
+    assert!(matches!(e, DeviceError::WrongApp { .. }), "{e:?}");
+    assert!(e.to_string().contains("kind 0"), "{e}");
+    assert!(a.needs_resync());
+    assert_eq!(a.query_all_hwm().unwrap().main.level, 0);
+    assert!(!a.needs_resync());
+    assert!(s.replies.is_empty());
+}
+
 #[test]
 fn query_all_hwm_reply_lengths() {
     assert!(parse_all_hwm(&[0; 20]).is_ok());

@@ -9,11 +9,13 @@ pub mod auth;
 pub mod generic;
 pub mod http;
 pub mod policy;
+mod served_key;
 pub mod service;
 pub mod socket;
 pub mod trace;
 
 pub use policy::{GenericRefusal, KeyPolicy, MagicBytes, PolicyRefusal, Role};
+pub use served_key::ServedKey;
 pub use service::{
     Released, ServiceError, ServiceOptions, SignCall, Signed, SignedOperation, SignerService,
     Withheld,

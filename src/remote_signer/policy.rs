@@ -49,6 +49,9 @@ pub enum GenericRefusal {
     /// The key's policy lists no operation kinds.
     #[error("this key signs no generic operations (its policy lists no operation kinds)")]
     NoneAllowed,
+    /// The key is held by a device, which signs consensus operations only.
+    #[error("this key is held by a signing device, which signs consensus operations only")]
+    DeviceKey,
     /// A content the decoder does not understand (named in the error).
     #[error("{0}")]
     NotUnderstood(GenericError),

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use tokio::sync::RwLock;
 
 use crate::failover::Ownership;
-use crate::keys::{PublicKey, SoftwareKey};
+use crate::keys::PublicKey;
 use crate::remote_signer::auth;
 use crate::remote_signer::generic::{self, GenericOperation};
-use crate::remote_signer::policy::{KeyPolicy, MagicBytes, PolicyRefusal};
+use crate::remote_signer::policy::{GenericRefusal, KeyPolicy, MagicBytes, PolicyRefusal};
+use crate::remote_signer::served_key::ServedKey;
 use crate::remote_signer::trace::TraceError;
+use crate::signer::Signer;
 use crate::watermark::{Decision, KeyHash, SignRequest, SignerGuard};
 use crate::{Error, GuardedSigner};
 
@@ -93,6 +95,15 @@ pub enum ServiceError {
     /// could be released; nothing was released (503).
     #[error("standby: not the active signer: {0}")]
     Fenced(Error),
+    /// The device that holds the key did not sign: unplugged, locked, the
+    /// wrong app open, no answer in time, a reply that did not fit the
+    /// request, busy with earlier requests, or the key not authorized on
+    /// it (503). Nothing was released; the device's client resynchronises
+    /// before its next command, so a retry starts from a known state.
+    /// Refusals by the device's own watermark or documented limits are
+    /// [`Refused`](Self::Refused), not this.
+    #[error("device: {0}")]
+    Device(Error),
     /// The store did not answer (503); a retry may succeed.
     #[error("unavailable: {0}")]
     Unavailable(Error),
@@ -115,6 +126,7 @@ impl ServiceError {
             ServiceError::ShuttingDown
             | ServiceError::Standby(_)
             | ServiceError::Fenced(_)
+            | ServiceError::Device(_)
             | ServiceError::Unavailable(_) => 503,
             ServiceError::Failed(_) => 500,
         }
@@ -135,6 +147,7 @@ impl ServiceError {
             ServiceError::ShuttingDown => "shutting_down",
             ServiceError::Standby(_) => "standby",
             ServiceError::Fenced(_) => "fenced",
+            ServiceError::Device(_) => "device",
             ServiceError::Unavailable(_) => "unavailable",
             ServiceError::Failed(_) => "error",
         }
@@ -162,8 +175,9 @@ impl ServiceError {
                 Error::Refused(r @ (Refusal::Watermark(_) | Refusal::Limit(_))) => {
                     format!("slashguard: refused: {r}")
                 }
+                // The store allowed it; the device's own rule did not.
                 Error::Refused(Refusal::SignerRefused { refusal, .. }) => {
-                    format!("slashguard: refused: {refusal}")
+                    format!("slashguard: refused by the signing device: {refusal}")
                 }
                 Error::Fenced { .. } => {
                     "slashguard: refused: this signer does not own the key's watermarks any more (fenced); nothing was signed".into()
@@ -196,6 +210,7 @@ impl ServiceError {
                 "slashguard: signer error: no signature was released (the signer's log has the details)"
                     .into()
             }
+            ServiceError::Device(e) => device_message(e),
             e => format!("slashguard: {e}"),
         }
     }
@@ -204,6 +219,7 @@ impl ServiceError {
         match e {
             Error::Payload(p) => ServiceError::BadRequest(p.to_string()),
             e @ Error::Fenced { .. } => ServiceError::Fenced(e),
+            e if is_device_failure(&e) => ServiceError::Device(e),
             e if e.is_refusal() => ServiceError::Refused(e),
             e if e.is_unavailable() => ServiceError::Unavailable(e),
             e => ServiceError::Failed(e),
@@ -275,12 +291,9 @@ pub struct Withheld {
 }
 
 struct Entry {
-    /// Shared by the guarded signers of every term.
-    key: Arc<SoftwareKey>,
-    public: PublicKey,
+    /// Its signer is shared by the guarded signers of every term.
+    key: ServedKey,
     policy: KeyPolicy,
-    /// tz4 only, computed once at start.
-    proof_of_possession: Option<Vec<u8>>,
 }
 
 /// One term of signing: a guard and a guarded signer per key, fenced by
@@ -288,7 +301,7 @@ struct Entry {
 struct Term<G: ?Sized> {
     guard: Arc<G>,
     ownership: Option<Arc<Ownership>>,
-    signers: BTreeMap<KeyHash, GuardedSigner<Arc<G>, Arc<SoftwareKey>>>,
+    signers: BTreeMap<KeyHash, GuardedSigner<Arc<G>, Arc<dyn Signer>>>,
 }
 
 /// Whether the service signs.
@@ -313,12 +326,13 @@ pub struct SignerService<G: ?Sized> {
 }
 
 impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
-    /// A service for `keys` that signs at once and for good, on the
-    /// watermark store `guard` (a signer alone on its watermarks: a file
-    /// store, whose lock decides which process signs).
-    pub fn new(
+    /// A service for `keys` (software keys, or [`ServedKey`]s of either
+    /// kind) that signs at once and for good, on the watermark store
+    /// `guard` (a signer alone on its watermarks: a file store, whose lock
+    /// decides which process signs).
+    pub fn new<K: Into<ServedKey>>(
         guard: Arc<G>,
-        keys: Vec<(SoftwareKey, KeyPolicy)>,
+        keys: Vec<(K, KeyPolicy)>,
         options: ServiceOptions,
     ) -> Self {
         let service = Self::standby(keys, options, "not started");
@@ -333,25 +347,16 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     /// [`ServiceError::Standby`] with `reason`) until
     /// [`activate`](Self::activate): a signer that shares its baker with
     /// another host, and signs only while it owns it.
-    pub fn standby(
-        keys: Vec<(SoftwareKey, KeyPolicy)>,
+    pub fn standby<K: Into<ServedKey>>(
+        keys: Vec<(K, KeyPolicy)>,
         options: ServiceOptions,
         reason: impl Into<String>,
     ) -> Self {
         let keys = keys
             .into_iter()
             .map(|(key, policy)| {
-                let public = key.public_key();
-                let proof_of_possession = key.proof_of_possession();
-                (
-                    public.hash(),
-                    Entry {
-                        key: Arc::new(key),
-                        public,
-                        policy,
-                        proof_of_possession,
-                    },
-                )
+                let key: ServedKey = key.into();
+                (key.key_hash(), Entry { key, policy })
             })
             .collect();
         SignerService {
@@ -366,7 +371,7 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
             .keys
             .iter()
             .map(|(pkh, e)| {
-                let signer = GuardedSigner::new(guard.clone(), e.key.clone());
+                let signer = GuardedSigner::new(guard.clone(), e.key.signer());
                 let signer = match &ownership {
                     Some(o) => signer.with_ownership(o.clone()),
                     None => signer,
@@ -423,6 +428,11 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     /// The keys served.
     pub fn key_hashes(&self) -> Vec<KeyHash> {
         self.keys.keys().copied().collect()
+    }
+
+    /// The keys served, with what holds them.
+    pub fn served_keys(&self) -> impl Iterator<Item = &ServedKey> {
+        self.keys.values().map(|e| &e.key)
     }
 
     /// The options.
@@ -517,11 +527,18 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
             State::Closed => return Err(withheld(ServiceError::ShuttingDown)),
         }
         let entry = self.admit(&call).map_err(withheld)?;
+        // A device signs consensus operations only: refused before the
+        // operation is even decoded.
+        let Some(key) = entry.key.software_key() else {
+            return Err(withheld(
+                PolicyRefusal::Generic(GenericRefusal::DeviceKey).into(),
+            ));
+        };
         let operation = entry
             .policy
             .check_generic(call.data, &call.pkh)
             .map_err(|p| withheld(p.into()))?;
-        let signature = entry.key.sign_bytes(call.data);
+        let signature = key.sign_bytes(call.data);
         drop(state);
         Ok(Released::Generic(SignedOperation {
             signature,
@@ -533,7 +550,7 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     pub fn public_key(&self, pkh: &KeyHash) -> Result<PublicKey, ServiceError> {
         self.keys
             .get(pkh)
-            .map(|e| e.public)
+            .map(|e| e.key.public_key())
             .ok_or(ServiceError::UnknownKey(*pkh))
     }
 
@@ -566,12 +583,20 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
             return Err(ServiceError::NotEnabled("proof of possession"));
         }
         let entry = self.keys.get(pkh).ok_or(ServiceError::UnknownKey(*pkh))?;
-        let proof = entry.proof_of_possession.clone().ok_or_else(|| {
-            ServiceError::BadRequest(format!(
-                "{pkh} is not a tz4 key: it has no proof of possession"
-            ))
-        })?;
-        if public_key.is_some_and(|k| k != entry.public.as_bytes()) {
+        let proof = match (entry.key.proof_of_possession(), entry.key.device_name()) {
+            (Some(p), _) => p.to_vec(),
+            (None, Some(_)) => {
+                return Err(ServiceError::BadRequest(format!(
+                    "{pkh} is held by a device that reported no proof of possession"
+                )))
+            }
+            (None, None) => {
+                return Err(ServiceError::BadRequest(format!(
+                    "{pkh} is not a tz4 key: it has no proof of possession"
+                )))
+            }
+        };
+        if public_key.is_some_and(|k| k != entry.key.public_key().as_bytes()) {
             return Err(ServiceError::BadRequest(
                 "the public key given is not this key's (override keys are not supported)".into(),
             ));
@@ -617,9 +642,80 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     }
 }
 
+/// Whether `e` is a failure of the device that holds the key (not a
+/// refusal by its watermark or limits, which stay refusals): a
+/// [`DeviceError`](crate::usb::DeviceError) anywhere in its chain.
+#[cfg(feature = "usb")]
+fn is_device_failure(e: &Error) -> bool {
+    !e.is_refusal() && device_error(e).is_some()
+}
+
+#[cfg(not(feature = "usb"))]
+fn is_device_failure(_: &Error) -> bool {
+    false
+}
+
+#[cfg(feature = "usb")]
+fn device_error(e: &Error) -> Option<&crate::usb::DeviceError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(d) = c.downcast_ref::<crate::usb::DeviceError>() {
+            return Some(d);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// What a client is told of a device failure: what state the device is
+/// in, in words an operator acts on, without serials, paths or addresses
+/// (those are in the signer's log).
+#[cfg(feature = "usb")]
+fn device_message(e: &Error) -> String {
+    use crate::usb::DeviceError as D;
+    let retry = ", a retry may succeed";
+    let (what, retry) = match device_error(e) {
+        Some(D::NoDevice { .. } | D::Unplugged { .. }) => {
+            ("the signing device is unplugged or not found", retry)
+        }
+        Some(D::Locked { .. }) => ("the signing device (or its key) is locked", retry),
+        Some(D::WrongApp { .. }) => (
+            "the Ledger does not run the Tezos Baking app (open it on the device)",
+            retry,
+        ),
+        Some(D::Timeout { .. } | D::ApprovalTimeout { .. }) => {
+            ("the signing device did not answer in time", retry)
+        }
+        Some(D::Backlog { .. }) => (
+            "device busy: earlier requests to this device would not all be answered within the request deadline",
+            retry,
+        ),
+        Some(D::Busy { .. }) => ("the signing device is claimed by another process", retry),
+        Some(D::NotReady { .. }) => ("the signing device is still starting", retry),
+        Some(D::Protocol(_)) => (
+            "the signing device's reply did not fit the request (a late or damaged reply); the link is resynchronised before the next request",
+            retry,
+        ),
+        Some(D::NotAuthorized) => (
+            "the key is not authorized for baking on the Ledger; an operator must authorize it on the device",
+            "",
+        ),
+        Some(D::KeyNotFound { .. }) => ("the key is not on the signing device", ""),
+        Some(D::PermissionDenied { .. }) => ("this host may not open the signing device", ""),
+        _ => ("the signing device failed", retry),
+    };
+    format!("slashguard: unavailable: {what}; nothing was signed{retry}")
+}
+
+#[cfg(not(feature = "usb"))]
+fn device_message(_: &Error) -> String {
+    "slashguard: unavailable: the signing device failed; nothing was signed".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::SoftwareKey;
     use crate::memory::MemoryWatermarks;
     use crate::watermark::{ConsensusKind, Curve, WatermarkKey};
 

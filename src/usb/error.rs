@@ -151,6 +151,19 @@ pub enum DeviceError {
         sw: u16,
     },
 
+    /// Earlier requests to this device would not all be answered within
+    /// the time this one may wait (see [`DeviceQueue`](crate::usb::DeviceQueue)):
+    /// refused before anything was sent to the device.
+    #[error("device busy: {device} has {ahead} request(s) ahead of this one, which would not all be answered within {budget:?}; nothing was sent to the device (retry, or give requests more time)")]
+    Backlog {
+        /// The device.
+        device: String,
+        /// Requests queued or in service before this one.
+        ahead: usize,
+        /// The most a request may spend on this device, waiting included.
+        budget: Duration,
+    },
+
     /// A TezSign error code slashguard does not map to anything more
     /// specific.
     #[error("tezsign error {code}: {message}")]
@@ -282,6 +295,7 @@ impl DeviceError {
             self,
             DeviceError::NoDevice { .. }
                 | DeviceError::Busy { .. }
+                | DeviceError::Backlog { .. }
                 | DeviceError::Unplugged { .. }
                 | DeviceError::Timeout { .. }
                 | DeviceError::ApprovalTimeout { .. }

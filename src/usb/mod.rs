@@ -15,6 +15,10 @@
 //!   [`Signer`](crate::Signer); [`DeviceWatermarks`]: a
 //!   [`SignerGuard`](crate::SignerGuard) over a device mark;
 //!   [`raise_for_failover`]: step 5 of the failover procedure.
+//! - [`DeviceQueue`] and [`QueuedSigner`]: one request at a time per
+//!   device with a bounded wait (a server's "device busy");
+//!   [`Reopening`]: a USB handle opened again after the device was
+//!   unplugged and plugged back.
 //!
 //! What the device watermark adds: the device checks and advances its
 //! mark in one atomic step inside the device, at sign time, whoever asks,
@@ -46,6 +50,8 @@ mod error;
 mod failover;
 pub mod ledger;
 mod ledger_signer;
+mod queue;
+mod reopen;
 mod rusb_transport;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -59,6 +65,8 @@ pub use error::{DeviceError, ProtocolError, LEDGER_UDEV_RULE, TEZSIGN_UDEV_RULE}
 pub use failover::{raise_for_failover, FailoverReport, RaisedDevice, DEFAULT_MARGIN};
 pub use ledger::HidApdu;
 pub use ledger_signer::{ApprovalState, LedgerConfig, LedgerSigner};
+pub use queue::{DeviceQueue, QueuedSigner};
+pub use reopen::Reopening;
 pub use rusb_transport::{
     list_devices, DeviceKind, LedgerModel, RusbLedger, RusbTezSign, UsbDeviceInfo,
     LEDGER_VENDOR_ID, TEZSIGN_PRODUCT_ID, TEZSIGN_VENDOR_ID,

@@ -61,6 +61,11 @@ impl TezSignDevice {
         Ok(self.run(|c| c.status()).await?)
     }
 
+    /// The device's software version.
+    pub async fn version(&self) -> Result<String> {
+        Ok(self.run(|c| c.version()).await?)
+    }
+
     /// The status of one alias.
     pub async fn key_status(&self, alias: &str) -> Result<KeyStatus> {
         let alias = alias.to_string();

@@ -150,8 +150,9 @@ pub enum SignerCommand {
         #[command(flatten)]
         overrides: SignerArgs,
     },
-    /// Load and check the configuration: keys decrypt, policies parse, the
-    /// watermark file is intact. Changes nothing.
+    /// Load and check the configuration: keys decrypt, policies parse,
+    /// each device key's device answers with its key, the watermark file
+    /// is intact. Changes nothing.
     #[command(after_long_help = SIGNER_CONFIG)]
     CheckConfig {
         #[command(flatten)]

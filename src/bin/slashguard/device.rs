@@ -19,6 +19,27 @@ pub async fn run(cmd: DeviceCommand) -> Result<Report, Failure> {
     }
 }
 
+/// Where a Ledger is reached (the USB commands and the signer's device
+/// keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "usb", feature = "signer")), allow(dead_code))]
+pub enum LedgerAt {
+    /// The Speculos emulator's APDU port (`HOST:PORT`).
+    Speculos(String),
+    /// USB, by serial, or `auto` for the only one attached.
+    Usb(String),
+}
+
+impl std::fmt::Display for LedgerAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerAt::Speculos(a) => write!(f, "Speculos at {a}"),
+            LedgerAt::Usb(s) if s == "auto" => f.write_str("USB (the only Ledger attached)"),
+            LedgerAt::Usb(s) => write!(f, "USB serial {s}"),
+        }
+    }
+}
+
 #[cfg(feature = "usb")]
 pub use usb::*;
 
@@ -31,17 +52,18 @@ mod usb {
     use slashguard::usb::ledger::{AppKind, BipPath, DerivationType};
     use slashguard::usb::tezsign::status_marks;
     use slashguard::usb::{
-        list_devices, DeviceKind, HidApdu, LedgerConfig, LedgerSigner, RusbLedger, RusbTezSign,
-        SpeculosTransport, TezSignDevice,
+        list_devices, DeviceKind, HidApdu, LedgerConfig, LedgerSigner, Reopening, RusbLedger,
+        RusbTezSign, SpeculosTransport, TezSignDevice,
     };
     use slashguard::watermark::{ChainId, ConsensusKind, KeyHash, Mark};
 
+    use super::LedgerAt;
     use crate::args::WatermarkSource;
     use crate::exit::Failure;
     use crate::output::Report;
 
     /// How long a TezSign request may take.
-    const TEZSIGN_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const TEZSIGN_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// An opened signer.
     pub enum Device {
@@ -62,7 +84,8 @@ mod usb {
         (s != "auto").then_some(s)
     }
 
-    fn curve(s: &str) -> Result<DerivationType, Failure> {
+    /// A derivation type by name; `what` names the setting in errors.
+    pub fn curve(s: &str, what: &str) -> Result<DerivationType, Failure> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "ed25519" => DerivationType::Ed25519,
             "secp256k1" => DerivationType::Secp256k1,
@@ -71,49 +94,98 @@ mod usb {
             "bls" | "bls12-381" => DerivationType::Bls12_381,
             other => {
                 return Err(Failure::bad_input(format!(
-                "--ledger-curve {other:?}: expected ed25519, secp256k1, p256, bip32-ed25519 or bls"
-            )))
+                    "{what} {other:?}: expected ed25519, secp256k1, p256, bip32-ed25519 or bls"
+                )))
             }
         })
     }
 
+    /// A derivation path; `what` names the setting in errors.
+    pub fn path(s: &str, what: &str) -> Result<BipPath, Failure> {
+        s.parse()
+            .map_err(|e| Failure::bad_input(format!("{what} {s:?}: {e}")))
+    }
+
     fn ledger_config(source: &WatermarkSource) -> Result<LedgerConfig, Failure> {
-        let path: BipPath = source.ledger_path.parse().map_err(|e| {
-            Failure::bad_input(format!("--ledger-path {:?}: {e}", source.ledger_path))
-        })?;
         Ok(LedgerConfig {
-            path,
-            derivation: curve(&source.ledger_curve)?,
+            path: path(&source.ledger_path, "--ledger-path")?,
+            derivation: curve(&source.ledger_curve, "--ledger-curve")?,
             ..LedgerConfig::default()
+        })
+    }
+
+    /// Connect to the Tezos Baking app at `at` and read `config`'s key.
+    /// With `reopen`, a USB Ledger that is unplugged and plugged back is
+    /// opened again at the next request (a long-running signer); the
+    /// Speculos transport reconnects by itself.
+    pub async fn connect_ledger(
+        at: &LedgerAt,
+        config: LedgerConfig,
+        reopen: bool,
+    ) -> Result<LedgerSigner, Failure> {
+        match at {
+            LedgerAt::Speculos(addr) => {
+                let addr = addr
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        Failure::bad_input(format!("Speculos address {addr:?} is not HOST:PORT"))
+                    })?;
+                Ok(LedgerSigner::connect(SpeculosTransport::new(addr), config).await?)
+            }
+            LedgerAt::Usb(s) => {
+                let ledger = RusbLedger::open(serial(s)).map_err(slashguard::Error::from)?;
+                if reopen {
+                    let wanted = serial(s).map(String::from);
+                    let transport = Reopening::new(HidApdu::new(ledger), move || {
+                        RusbLedger::open(wanted.as_deref()).map(HidApdu::new)
+                    });
+                    Ok(LedgerSigner::connect(transport, config).await?)
+                } else {
+                    Ok(LedgerSigner::connect(HidApdu::new(ledger), config).await?)
+                }
+            }
+        }
+    }
+
+    /// Open the TezSign with `serial` (or `auto`). With `reopen`, as
+    /// [`connect_ledger`].
+    pub fn open_tezsign(
+        serial_or_auto: &str,
+        timeout: Duration,
+        reopen: bool,
+    ) -> Result<TezSignDevice, Failure> {
+        let t = RusbTezSign::open(serial(serial_or_auto)).map_err(slashguard::Error::from)?;
+        Ok(if reopen {
+            let wanted = serial(serial_or_auto).map(String::from);
+            TezSignDevice::new(
+                Reopening::new(t, move || RusbTezSign::open(wanted.as_deref())),
+                timeout,
+            )
+        } else {
+            TezSignDevice::new(t, timeout)
         })
     }
 
     /// Open the device the source names, if any.
     pub async fn open(source: &WatermarkSource) -> Result<Option<Device>, Failure> {
         if let Some(addr) = &source.ledger_speculos {
-            let addr = addr
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    Failure::bad_input(format!("--ledger-speculos {addr:?} is not HOST:PORT"))
-                })?;
-            let signer =
-                LedgerSigner::connect(SpeculosTransport::new(addr), ledger_config(source)?).await?;
+            let at = LedgerAt::Speculos(addr.clone());
+            let signer = connect_ledger(&at, ledger_config(source)?, false).await?;
             return Ok(Some(Device::Ledger(signer)));
         }
         if let Some(s) = &source.ledger {
             let config = ledger_config(source)?;
-            let ledger = RusbLedger::open(serial(s)).map_err(slashguard::Error::from)?;
-            let signer = LedgerSigner::connect(HidApdu::new(ledger), config).await?;
+            let signer = connect_ledger(&LedgerAt::Usb(s.clone()), config, false).await?;
             return Ok(Some(Device::Ledger(signer)));
         }
         if let Some(s) = &source.tezsign {
-            let t = RusbTezSign::open(serial(s)).map_err(slashguard::Error::from)?;
-            return Ok(Some(Device::TezSign(TezSignDevice::new(
-                t,
+            return Ok(Some(Device::TezSign(open_tezsign(
+                s,
                 TEZSIGN_TIMEOUT,
-            ))));
+                false,
+            )?)));
         }
         Ok(None)
     }

@@ -148,6 +148,7 @@ impl<T: ApduTransport> BakingApp<T> {
     /// app kind 1).
     pub fn resync(&mut self) -> Result<(), DeviceError> {
         let mut last = None;
+        let mut other_app = true;
         for _ in 0..RESYNC_TRIES {
             self.transport.resync()?;
             let apdu = Apdu::baking(ins::VERSION, 0, 0, vec![]).encode()?;
@@ -157,12 +158,41 @@ impl<T: ApduTransport> BakingApp<T> {
                 self.needs_resync = false;
                 return Ok(());
             }
+            // The firmware's own answers (PIN screen, no app or another
+            // app open) say why VERSION cannot answer: reported as such,
+            // and the link stays marked for resynchronisation (if this was
+            // a late reply after all, the next command asks again).
+            if reply.data.is_empty()
+                && matches!(
+                    reply.status,
+                    apdu::sw::LOCKED_DEVICE
+                        | apdu::sw::APP_NOT_OPEN
+                        | apdu::sw::APP_NOT_OPEN_OLD
+                        | apdu::sw::WRONG_CLASS
+                )
+            {
+                return Err(check_status(reply.status, CommandKind::Other, "version")
+                    .err()
+                    .unwrap_or(DeviceError::UnknownStatus { sw: reply.status }));
+            }
             tracing::warn!(
                 len = reply.data.len(),
                 status = reply.status,
                 "discarded a reply that is not VERSION's while resynchronising with the Ledger"
             );
+            other_app &= reply.status == apdu::sw::OK && reply.data.len() == 4;
             last = Some(reply);
+        }
+        // Every try got a VERSION answer of another app (a late reply
+        // does not come back four times): the Tezos Baking app is not
+        // the one open.
+        if let Some(r) = last.as_ref().filter(|_| other_app) {
+            return Err(DeviceError::WrongApp {
+                detail: format!(
+                    "VERSION answers app kind {} version {}.{}.{}, not Tezos Baking",
+                    r.data[0], r.data[1], r.data[2], r.data[3]
+                ),
+            });
         }
         Err(DeviceError::bad_reply(
             "resynchronise",

@@ -80,6 +80,7 @@ struct State {
     dropped: usize,
     delay_after: Option<(u8, usize)>,
     held: Option<(usize, Vec<u8>)>,
+    processing: Duration,
 }
 
 struct Shared {
@@ -151,6 +152,7 @@ impl LedgerSim {
                     dropped: 0,
                     delay_after: None,
                     held: None,
+                    processing: Duration::ZERO,
                 }),
                 cond: Condvar::new(),
             }),
@@ -190,7 +192,7 @@ impl LedgerSim {
         raw: Vec<u8>,
         deliver: impl Fn(Option<Vec<u8>>) + Send + 'static,
     ) -> Submitted {
-        let (gen, late) = {
+        let (gen, late, processing) = {
             let mut st = self.state();
             if st.unplugged {
                 return Submitted::Unplugged;
@@ -209,7 +211,7 @@ impl LedgerSim {
                 }
                 other => other.map(|(_, r)| r),
             };
-            (st.generation, late)
+            (st.generation, late, st.processing)
         };
         // `deliver` takes the state lock itself: never call it holding one.
         if late.is_some() {
@@ -217,7 +219,20 @@ impl LedgerSim {
         }
         let sim = self.clone();
         std::thread::spawn(move || {
+            // Busy meanwhile: APDUs that arrive are dropped.
+            if !processing.is_zero() {
+                std::thread::sleep(processing);
+            }
             let st = sim.state();
+            if st.unplugged || st.generation != gen {
+                // Power lost while it worked: nothing was done, and no
+                // reply will ever come (the loss itself was seen by the
+                // transports when it happened).
+                let mut st = st;
+                st.in_flight -= 1;
+                sim.shared.cond.notify_all();
+                return;
+            }
             let (mut st, out) = sim.answer(st, &raw);
             let lost = st.unplugged || st.generation != gen;
             if !lost {
@@ -671,8 +686,17 @@ impl LedgerSim {
         self.state().delay_after = Some((ins, later.max(1)));
     }
 
+    /// A slow (or, longer than the host's timeout, a stuck) device: every
+    /// APDU handed over by a transport takes `t` before the device answers
+    /// it (and signs, if it is a sign); APDUs that arrive meanwhile are
+    /// dropped, as the app drops them while it works. The reply goes to
+    /// whoever listens when it is ready (with Speculos, the newest client).
+    pub fn set_processing_delay(&self, t: Duration) {
+        self.state().processing = t;
+    }
+
     /// How many APDUs the device dropped (never answered) because a prompt
-    /// was on screen.
+    /// was on screen or it was still working on another.
     pub fn dropped_apdus(&self) -> usize {
         self.state().dropped
     }

@@ -31,6 +31,8 @@ use crate::watermark::{ConsensusKind, ConsensusPayload, Curve, KeyHash, Mark};
 struct SimKey {
     alias: String,
     tz4: KeyHash,
+    /// The BLS public key the status reports, when the test gave one.
+    public: Option<[u8; 48]>,
     secret: [u8; 32],
     unlocked: bool,
     marks: [Mark; 3],
@@ -144,6 +146,35 @@ impl TezSignSim {
         self.state().keys.push(SimKey {
             alias: alias.to_string(),
             tz4,
+            public: None,
+            secret: seed,
+            unlocked: false,
+            marks: [Mark { level: 0, round: 0 }; 3],
+        });
+        tz4
+    }
+
+    /// Add a locked key `alias` whose status reports `public_key` (48
+    /// bytes, a compressed BLS public key the test made) as its `BLpk`, and
+    /// whose tz4 is that key's hash. Its signatures are still the
+    /// simulator's tags (see the module docs), checked with
+    /// [`verify`](Self::verify), not with `public_key`.
+    pub fn add_key_with_public_key(
+        &self,
+        alias: &str,
+        seed: [u8; 32],
+        public_key: [u8; 48],
+    ) -> KeyHash {
+        let mut h = blake2::Blake2b::<U20>::new();
+        h.update(public_key);
+        let tz4 = KeyHash {
+            curve: Curve::Bls,
+            hash: h.finalize().into(),
+        };
+        self.state().keys.push(SimKey {
+            alias: alias.to_string(),
+            tz4,
+            public: Some(public_key),
             secret: seed,
             unlocked: false,
             marks: [Mark { level: 0, round: 0 }; 3],
@@ -401,7 +432,7 @@ fn status_of(k: &SimKey) -> KeyStatus {
         key_id: k.alias.clone(),
         lock_state: state as i32,
         tz4: k.tz4.to_string(),
-        bl_pubkey: String::new(),
+        bl_pubkey: k.public.map(|p| blpk(&p)).unwrap_or_default(),
         pop: String::new(),
         last_block_level: m[0].level as u64,
         last_preattestation_level: m[1].level as u64,
@@ -411,6 +442,13 @@ fn status_of(k: &SimKey) -> KeyStatus {
         last_attestation_round: m[2].round,
         state_corrupted: false,
     }
+}
+
+/// `BLpk...`: base58check with the prefix 06 95 87 cc.
+fn blpk(public: &[u8; 48]) -> String {
+    let mut v = vec![0x06, 0x95, 0x87, 0xcc];
+    v.extend_from_slice(public);
+    bs58::encode(v).with_check().into_string()
 }
 
 fn push_frame(out: &mut VecDeque<u8>, f: Frame) {

@@ -1,7 +1,8 @@
 //! The `[signer]` section of the configuration file, and loading what it
-//! names: keys (octez-client's `secret_keys` file), policies, the
-//! watermark store (a file, or etcd with the baker's ownership),
-//! listeners and limits.
+//! names: keys (octez-client's `secret_keys` file, or the device that
+//! holds them), policies, the watermark store (a file, or etcd with the
+//! baker's ownership), listeners and limits. Devices are named here and
+//! opened by `devices`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,9 +12,11 @@ use serde::Deserialize;
 use slashguard::keys::{KeyError, PublicKey, SecretKeysFile, SoftwareKey};
 use slashguard::remote_signer::generic::{OperationKind, MAGIC as GENERIC_MAGIC};
 use slashguard::remote_signer::{KeyPolicy, MagicBytes, Role, ServiceOptions};
+use slashguard::watermark::KeyHash;
 use slashguard::watermark::{ChainId, ConsensusKind, Curve};
 use zeroize::Zeroizing;
 
+use crate::device::LedgerAt;
 use crate::exit::Failure;
 use crate::settings::parse_chain;
 
@@ -58,7 +61,21 @@ SLASHGUARD_SIGNER_* variables (above), which win over the file, e.g.:
   # lease-ttl-secs = 5                     # a dead active signer is replaced
   #                                        # after about this long
   [[signer.keys]]
-  key = \"consensus\"                       # an alias of secret_keys
+  key = \"consensus\"                       # an alias of secret_keys, or a device:
+  # device = \"ledger\"                     # instead of key: a Ledger running
+  #                                        # Tezos Baking (feature usb)
+  # serial = \"auto\"                       # USB serial (`slashguard device list`),
+  #                                        # or auto for the only one
+  # speculos = \"127.0.0.1:9999\"           # instead of serial: Speculos's APDU port
+  # path = \"44'/1729'/0'/0'\"              # curve = \"ed25519\" (secp256k1, p256,
+  #                                        # bip32-ed25519, bls)
+  # device = \"tezsign\"                    # or a TezSign key: serial as above,
+  # alias = \"consensus\"                   # its alias on the device,
+  # passphrase-file = \"/etc/slashguard/tezsign-pass\"  # unlocked at start
+  # pkh = \"tz1...\"                        # refuse to start unless the device
+  #                                        # answers with this key
+  # timeout-ms = 2500                      # per device command (default: a
+  #                                        # quarter of request-timeout-ms)
   # kinds = [\"block\", \"preattestation\", \"attestation\"]
   # chains = [\"NetXdQprcVkpaWU\"]            # default: any chain
   # role = \"consensus\"                     # or \"companion\" (tz4 only)
@@ -72,7 +89,7 @@ SLASHGUARD_SIGNER_* variables (above), which win over the file, e.g.:
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Section {
-    secret_keys_file: PathBuf,
+    secret_keys_file: Option<PathBuf>,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
     store: Option<String>,
@@ -137,7 +154,16 @@ struct OwnershipSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct KeySection {
-    key: String,
+    key: Option<String>,
+    device: Option<String>,
+    serial: Option<String>,
+    speculos: Option<String>,
+    path: Option<String>,
+    curve: Option<String>,
+    alias: Option<String>,
+    passphrase_file: Option<PathBuf>,
+    pkh: Option<String>,
+    timeout_ms: Option<u64>,
     kinds: Option<Vec<String>>,
     chains: Option<Vec<String>>,
     role: Option<String>,
@@ -207,11 +233,89 @@ const DEFAULT_LEASE_TTL_SECS: u64 = 5;
 /// The longest lease accepted: a dead signer keeps its baker this long.
 const MAX_LEASE_TTL_SECS: u64 = 300;
 
-/// One key, loaded, with its policy and configured name.
+/// One key, loaded (a software key) or named (a device key, opened by
+/// `devices`), with its policy and configured name.
 pub struct LoadedKey {
+    /// The secret_keys alias, or a description of the device key.
     pub alias: String,
-    pub key: SoftwareKey,
+    pub source: KeySource,
     pub policy: KeyPolicy,
+}
+
+/// Where a key is.
+pub enum KeySource {
+    Software(SoftwareKey),
+    Device(DeviceSpec),
+}
+
+/// A device key as configured; opened at start.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub model: DeviceModel,
+    /// The key the device must answer with.
+    pub pkh: Option<KeyHash>,
+    /// Bound on each device command.
+    #[cfg_attr(not(feature = "usb"), allow(dead_code))]
+    pub timeout: Duration,
+}
+
+/// Which device, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceModel {
+    /// A Ledger running Tezos Baking; `path` and `curve` as written.
+    Ledger {
+        at: LedgerAt,
+        path: String,
+        curve: String,
+    },
+    /// A key of a TezSign gadget, by alias.
+    TezSign {
+        serial: String,
+        alias: String,
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+impl DeviceModel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeviceModel::Ledger { .. } => "ledger",
+            DeviceModel::TezSign { .. } => "tezsign",
+        }
+    }
+
+    /// Where the device is, as an operator names it.
+    pub fn location(&self) -> String {
+        match self {
+            DeviceModel::Ledger { at, .. } => at.to_string(),
+            DeviceModel::TezSign { serial, .. } if serial == "auto" => {
+                "USB (the only TezSign attached)".into()
+            }
+            DeviceModel::TezSign { serial, .. } => format!("USB serial {serial}"),
+        }
+    }
+
+    /// The configured name of the key.
+    pub fn label(&self) -> String {
+        match self {
+            DeviceModel::Ledger { path, .. } => {
+                format!("ledger {path} ({})", self.location())
+            }
+            DeviceModel::TezSign { alias, .. } => {
+                format!("tezsign alias {alias} ({})", self.location())
+            }
+        }
+    }
+}
+
+impl LoadedKey {
+    /// The key's hash when known before any device is opened.
+    pub fn known_hash(&self) -> Option<KeyHash> {
+        match &self.source {
+            KeySource::Software(k) => Some(k.public_key().hash()),
+            KeySource::Device(d) => d.pkh,
+        }
+    }
 }
 
 /// Everything `serve` needs.
@@ -344,6 +448,183 @@ fn read_password(section: &Section) -> Result<Zeroizing<Vec<u8>>, KeyError> {
 /// The largest `limits.max-connections` accepted.
 const MAX_CONNECTIONS: usize = 65_536;
 
+/// The `[signer.limits]` section, checked.
+fn limits(section: &Section) -> Result<Limits, Failure> {
+    let limits = Limits {
+        max_body_bytes: section.limits.max_body_bytes.unwrap_or(16 * 1024),
+        max_connections: section.limits.max_connections.unwrap_or(64),
+        first_request_timeout: Duration::from_millis(
+            section.limits.first_request_timeout_ms.unwrap_or(2_000),
+        ),
+        request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
+        idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
+    };
+    // A bound well below what tokio's semaphore (and the u32 permit count)
+    // accepts: a huge value would panic at start or be truncated.
+    if limits.max_connections > MAX_CONNECTIONS {
+        return Err(bad(format!(
+            "limits: max-connections must be at most {MAX_CONNECTIONS}"
+        )));
+    }
+    if limits.max_connections == 0 || limits.max_body_bytes < 64 {
+        return Err(bad(
+            "limits: max-connections must be at least 1 and max-body-bytes at least 64",
+        ));
+    }
+    if limits.request_timeout.is_zero()
+        || limits.idle_timeout.is_zero()
+        || limits.first_request_timeout.is_zero()
+    {
+        return Err(bad("limits: timeouts must be positive"));
+    }
+    Ok(limits)
+}
+
+/// The first device-only setting a software key entry has, if any.
+fn device_field(k: &KeySection) -> Option<&'static str> {
+    [
+        ("serial", k.serial.is_some()),
+        ("speculos", k.speculos.is_some()),
+        ("path", k.path.is_some()),
+        ("curve", k.curve.is_some()),
+        ("alias", k.alias.is_some()),
+        ("passphrase-file", k.passphrase_file.is_some()),
+        ("pkh", k.pkh.is_some()),
+        ("timeout-ms", k.timeout_ms.is_some()),
+    ]
+    .into_iter()
+    .find(|(_, set)| *set)
+    .map(|(name, _)| name)
+}
+
+/// Whether `source` is the device key `spec` names: the same Ledger (one
+/// authorized key each), or the same alias of the same TezSign.
+fn same_device_key(source: &KeySource, spec: &DeviceSpec) -> bool {
+    let KeySource::Device(other) = source else {
+        return false;
+    };
+    match (&other.model, &spec.model) {
+        (DeviceModel::Ledger { at: a, .. }, DeviceModel::Ledger { at: b, .. }) => a == b,
+        (
+            DeviceModel::TezSign {
+                serial: s1,
+                alias: a1,
+                ..
+            },
+            DeviceModel::TezSign {
+                serial: s2,
+                alias: a2,
+                ..
+            },
+        ) => s1 == s2 && a1 == a2,
+        _ => false,
+    }
+}
+
+/// A device command's bound: long enough for a real device (a Ledger signs
+/// in well under a second), short enough that a sign (two commands, the
+/// second only after a refusal for TezSign) fails with the device's own
+/// error before the request deadline.
+fn device_timeout(k: &KeySection, name: &str, limits: &Limits) -> Result<Duration, Failure> {
+    let timeout = match k.timeout_ms {
+        Some(ms) => Duration::from_millis(ms),
+        None => limits.request_timeout / 4,
+    };
+    if timeout < Duration::from_millis(10) || timeout * 2 >= limits.request_timeout {
+        return Err(bad(format!(
+            "key {name:?}: timeout-ms {} must be at least 10 and less than half of request-timeout-ms ({}): a sign takes up to two device commands, and the device's own error must come before the request deadline",
+            timeout.as_millis(),
+            limits.request_timeout.as_millis()
+        )));
+    }
+    Ok(timeout)
+}
+
+/// A `device = ...` entry, checked (the device is opened later).
+fn device_spec(k: &KeySection, device: &str, limits: &Limits) -> Result<DeviceSpec, Failure> {
+    let refuse = |field: &str, value: bool, model: &str| {
+        if value {
+            Err(bad(format!(
+                "device = {model:?}: {field} is not a setting of this device"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let serial = || {
+        let s = k.serial.clone().unwrap_or_else(|| "auto".into());
+        if s.is_empty() {
+            Err(bad(format!(
+                "device = {device:?}: serial is empty (a USB serial from `slashguard device list`, or auto)"
+            )))
+        } else {
+            Ok(s)
+        }
+    };
+    let model = match device {
+        "ledger" => {
+            refuse("alias", k.alias.is_some(), device)?;
+            refuse("passphrase-file", k.passphrase_file.is_some(), device)?;
+            let at = match (&k.speculos, &k.serial) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        "device = \"ledger\": serial (USB) and speculos (the emulator) name two places; keep one",
+                    ))
+                }
+                (Some(addr), None) => LedgerAt::Speculos(addr.clone()),
+                (None, _) => LedgerAt::Usb(serial()?),
+            };
+            DeviceModel::Ledger {
+                at,
+                path: k.path.clone().unwrap_or_else(|| "44'/1729'/0'/0'".into()),
+                curve: k.curve.clone().unwrap_or_else(|| "ed25519".into()),
+            }
+        }
+        "tezsign" => {
+            refuse("speculos", k.speculos.is_some(), device)?;
+            refuse("path", k.path.is_some(), device)?;
+            refuse("curve", k.curve.is_some(), device)?;
+            let alias = k.alias.clone().filter(|a| !a.is_empty()).ok_or_else(|| {
+                bad("device = \"tezsign\" needs alias = \"<the key's alias on the device>\" (for example consensus or companion)")
+            })?;
+            DeviceModel::TezSign {
+                serial: serial()?,
+                alias,
+                passphrase_file: k.passphrase_file.clone(),
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "device = {other:?}: \"ledger\" (Tezos Baking app) or \"tezsign\""
+            )))
+        }
+    };
+    let name = model.label();
+    let pkh = k
+        .pkh
+        .as_deref()
+        .map(|p| {
+            p.parse::<KeyHash>().map_err(|_| {
+                bad(format!(
+                    "key {name:?}: pkh {p:?} is not a tz1, tz2, tz3 or tz4 key hash"
+                ))
+            })
+        })
+        .transpose()?;
+    if let (DeviceModel::TezSign { .. }, Some(h)) = (&model, pkh) {
+        if h.curve != Curve::Bls {
+            return Err(bad(format!(
+                "key {name:?}: pkh {h}: a TezSign holds tz4 (BLS) keys only"
+            )));
+        }
+    }
+    Ok(DeviceSpec {
+        pkh,
+        timeout: device_timeout(k, &name, limits)?,
+        model,
+    })
+}
+
 /// Parse and load the `[signer]` section: every key decrypted, every
 /// setting checked. Nothing is opened for writing.
 pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
@@ -407,43 +688,97 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             "authorized-keys given without require-authentication = true; set it, or remove the keys",
         ));
     }
-    let file = SecretKeysFile::read(&section.secret_keys_file).map_err(key_failure)?;
+    let limits = limits(&section)?;
+    let software = section.keys.iter().any(|k| k.device.is_none());
+    let file = match (&section.secret_keys_file, software) {
+        (Some(path), true) => Some(SecretKeysFile::read(path).map_err(key_failure)?),
+        (None, true) => return Err(bad(
+            "a [[signer.keys]] entry names a key of secret_keys and secret-keys-file is not set",
+        )),
+        (_, false) => None,
+    };
     let mut keys: Vec<LoadedKey> = Vec::new();
     for k in &section.keys {
-        let key = file
-            .load(&k.key, || read_password(&section))
-            .map_err(key_failure)?;
-        if let Some(other) = keys.iter().find(|o| o.key.public_key() == key.public_key()) {
+        let (name, source) = match (&k.key, &k.device) {
+            (Some(alias), None) => {
+                if let Some(field) = device_field(k) {
+                    return Err(bad(format!(
+                        "key {alias:?}: {field} is for device keys (device = \"ledger\" or \"tezsign\")"
+                    )));
+                }
+                let file = file.as_ref().expect("read when a software key is listed");
+                let key = file
+                    .load(alias, || read_password(&section))
+                    .map_err(key_failure)?;
+                (alias.clone(), KeySource::Software(key))
+            }
+            (None, Some(device)) => {
+                crate::exit::needs_usb()?;
+                let spec = device_spec(k, device, &limits)?;
+                (spec.model.label(), KeySource::Device(spec))
+            }
+            (Some(alias), Some(device)) => {
+                return Err(bad(format!(
+                    "[[signer.keys]] key = {alias:?} and device = {device:?}: name a key of secret_keys or a device, not both"
+                )))
+            }
+            (None, None) => {
+                return Err(bad(
+                    "a [[signer.keys]] entry names no key: set key = \"<alias of secret_keys>\" or device = \"ledger\" / \"tezsign\"",
+                ))
+            }
+        };
+        let this = LoadedKey {
+            alias: name.clone(),
+            source,
+            policy: KeyPolicy::default(),
+        };
+        if let Some(other) = keys
+            .iter()
+            .find(|o| o.known_hash().is_some() && o.known_hash() == this.known_hash())
+        {
             return Err(bad(format!(
                 "{:?} and {:?} are the same key {}",
                 other.alias,
-                k.key,
-                key.public_key().hash()
+                name,
+                this.known_hash().expect("compared")
             )));
+        }
+        if let KeySource::Device(spec) = &this.source {
+            if let Some(other) = keys.iter().find(|o| same_device_key(&o.source, spec)) {
+                return Err(bad(format!(
+                    "{:?} and {name:?} are the same device key{}",
+                    other.alias,
+                    if matches!(spec.model, DeviceModel::Ledger { .. }) {
+                        " (a Ledger's Tezos Baking app signs with one authorized key: serve one key per Ledger)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
         }
         let role = match k.role.as_deref() {
             None | Some("consensus") => Role::Consensus,
             Some("companion") => {
-                if key.curve() != Curve::Bls {
+                // A device key's scheme is known once the device answers
+                // (checked again then), or from its configured pkh.
+                if let Some(hash) = this.known_hash().filter(|h| h.curve != Curve::Bls) {
                     return Err(bad(format!(
-                        "key {:?}: a companion key is a tz4 (BLS) key, and this one is {}",
-                        k.key,
-                        key.public_key().hash()
+                        "key {name:?}: a companion key is a tz4 (BLS) key, and this one is {hash}"
                     )));
                 }
                 Role::Companion
             }
             Some(other) => {
                 return Err(bad(format!(
-                    "key {:?}: unknown role {other:?} (consensus, companion)",
-                    k.key
+                    "key {name:?}: unknown role {other:?} (consensus, companion)"
                 )))
             }
         };
         let kinds = match &k.kinds {
             None => ConsensusKind::ALL.into_iter().collect(),
             Some(list) if list.is_empty() => {
-                return Err(bad(format!("key {:?}: empty kinds list", k.key)))
+                return Err(bad(format!("key {name:?}: empty kinds list")))
             }
             Some(list) => list
                 .iter()
@@ -459,7 +794,7 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
                     let known: Vec<&str> = OperationKind::ALL.iter().map(|k| k.as_str()).collect();
                     bad(format!(
                         "key {:?}: unknown generic operation kind {name:?} (known: {})",
-                        k.key,
+                        this.alias,
                         known.join(", ")
                     ))
                 })
@@ -467,19 +802,22 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             .collect::<Result<_, _>>()?;
         if role == Role::Companion && !k.generic_operations.is_empty() {
             return Err(bad(format!(
-                "key {:?}: a companion key co-signs attestations only, it signs no generic operations",
-                k.key
+                "key {name:?}: a companion key co-signs attestations only, it signs no generic operations"
+            )));
+        }
+        if matches!(this.source, KeySource::Device(_)) && !k.generic_operations.is_empty() {
+            return Err(bad(format!(
+                "key {name:?}: a device key signs consensus operations only (blocks, preattestations, attestations); remove generic-operations"
             )));
         }
         keys.push(LoadedKey {
-            alias: k.key.clone(),
-            key,
             policy: KeyPolicy {
                 kinds,
                 chains,
                 role,
                 operations,
             },
+            ..this
         });
     }
     let l = &section.listen;
@@ -500,33 +838,6 @@ pub fn load(section: Option<&toml::Value>) -> Result<SignerConfig, Failure> {
             ))
         }
         _ => {}
-    }
-    let limits = Limits {
-        max_body_bytes: section.limits.max_body_bytes.unwrap_or(16 * 1024),
-        max_connections: section.limits.max_connections.unwrap_or(64),
-        first_request_timeout: Duration::from_millis(
-            section.limits.first_request_timeout_ms.unwrap_or(2_000),
-        ),
-        request_timeout: Duration::from_millis(section.limits.request_timeout_ms.unwrap_or(10_000)),
-        idle_timeout: Duration::from_millis(section.limits.idle_timeout_ms.unwrap_or(60_000)),
-    };
-    // A bound well below what tokio's semaphore (and the u32 permit count)
-    // accepts: a huge value would panic at start or be truncated.
-    if limits.max_connections > MAX_CONNECTIONS {
-        return Err(bad(format!(
-            "limits: max-connections must be at most {MAX_CONNECTIONS}"
-        )));
-    }
-    if limits.max_connections == 0 || limits.max_body_bytes < 64 {
-        return Err(bad(
-            "limits: max-connections must be at least 1 and max-body-bytes at least 64",
-        ));
-    }
-    if limits.request_timeout.is_zero()
-        || limits.idle_timeout.is_zero()
-        || limits.first_request_timeout.is_zero()
-    {
-        return Err(bad("limits: timeouts must be positive"));
     }
     Ok(SignerConfig {
         keys,

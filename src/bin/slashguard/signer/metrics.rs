@@ -5,7 +5,7 @@
 //!
 //! | family | type | labels |
 //! |---|---|---|
-//! | `slashguard_signer_sign_requests_total` | counter | `transport`, `kind` (a consensus kind, `generic` or `unknown`), `result` (`signed`, `repeat`, or the refusal reason: `watermark`, `policy`, `magic_byte`, `generic_operation`, `unauthenticated`, `bad_request`, `unknown_key`, `unavailable`, `shutting_down`, `error`, ..., `deadline`) |
+//! | `slashguard_signer_sign_requests_total` | counter | `transport`, `kind` (a consensus kind, `generic` or `unknown`), `result` (`signed`, `repeat`, or the refusal reason: `watermark`, `policy`, `magic_byte`, `generic_operation`, `unauthenticated`, `bad_request`, `unknown_key`, `unavailable`, `device` (a device key's device failed or is busy), `shutting_down`, `error`, ..., `deadline`) |
 //! | `slashguard_signer_sign_seconds` | histogram | `transport`, `kind` |
 //! | `slashguard_signer_active` | gauge | 1 while this process signs (active), 0 standby or stopping |
 

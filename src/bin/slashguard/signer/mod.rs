@@ -2,6 +2,7 @@
 
 mod accept;
 mod config;
+mod devices;
 mod http;
 mod log;
 mod metrics;
@@ -43,10 +44,28 @@ pub async fn run(cmd: SignerCommand, settings: &Settings) -> Result<Report, Fail
     }
 }
 
-fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
+fn describe(
+    cfg: &config::SignerConfig,
+    reports: &[devices::DeviceReport],
+) -> (String, serde_json::Value) {
     let mut human = String::new();
     let mut keys = Vec::new();
     for k in &cfg.keys {
+        let (pkh, public, device) = match &k.source {
+            config::KeySource::Software(key) => (
+                Some(key.public_key().hash().to_string()),
+                Some(key.public_key().to_string()),
+                None,
+            ),
+            config::KeySource::Device(_) => {
+                let report = reports.iter().find(|r| r.label == k.alias);
+                (
+                    report.and_then(|r| r.pkh).map(|p| p.to_string()),
+                    None,
+                    report,
+                )
+            }
+        };
         let kinds: Vec<String> = k.policy.kinds.iter().map(|k| k.to_string()).collect();
         let chains: Option<Vec<String>> = k
             .policy
@@ -60,7 +79,7 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
         human.push_str(&format!(
             "key {} = {} ({}): {} on {}\n",
             k.alias,
-            k.key.public_key().hash(),
+            pkh.as_deref().unwrap_or("(device not reachable)"),
             role,
             kinds.join(", "),
             chains
@@ -75,14 +94,18 @@ fn describe(cfg: &config::SignerConfig) -> (String, serde_json::Value) {
                 operations.join(", ")
             ));
         }
+        if let Some(r) = device {
+            human.push_str(&r.human());
+        }
         keys.push(json!({
             "generic_operations": operations,
             "alias": k.alias,
-            "pkh": k.key.public_key().hash().to_string(),
-            "public_key": k.key.public_key().to_string(),
+            "pkh": pkh,
+            "public_key": public,
             "role": role,
             "kinds": kinds,
             "chains": chains,
+            "device": device.map(|r| r.json()),
         }));
     }
     let magic: Vec<String> = cfg
@@ -139,10 +162,20 @@ async fn check_config(settings: &Settings, overrides: &SignerArgs) -> Result<Rep
     if let Some(files) = &cfg.tls {
         tls::acceptor(&files.certificate, &files.key)?;
     }
+    // Each device key: opened, its key read and checked, as `serve` does.
+    let reports = devices::probe(&cfg.keys, &cfg.limits).await;
+    if reports.iter().any(|r| !r.reachable()) {
+        let lines: String = reports.iter().map(|r| r.human()).collect();
+        return Err(Failure::new(
+            Code::Unavailable,
+            format!("not every device key is usable:\n{lines}"),
+        )
+        .hint("`signer serve` refuses to start until each device answers with its key: plug it in, unlock it, open the Tezos Baking app (Ledger), then run check-config again"));
+    }
     let file = match &cfg.store {
         config::Store::File(f) => f.clone(),
         config::Store::Etcd(e) => {
-            let (mut human, mut json) = describe(&cfg);
+            let (mut human, mut json) = describe(&cfg, &reports);
             let (h, j) = ownership::check(e, settings).await?;
             human.push_str(&h);
             human.push_str("configuration ok\n");
@@ -168,7 +201,7 @@ async fn check_config(settings: &Settings, overrides: &SignerArgs) -> Result<Rep
     } else {
         0
     };
-    let (mut human, mut json) = describe(&cfg);
+    let (mut human, mut json) = describe(&cfg, &reports);
     if exists {
         human.push_str(&format!("watermark file intact ({marks} marks)\n"));
     } else {
@@ -240,8 +273,13 @@ async fn serve(
     create: bool,
 ) -> Result<Report, Failure> {
     let cfg = config::load(overrides.apply(settings.signer.as_ref()).as_ref())?;
+    // Devices first: a device that does not answer with its configured key
+    // stops the start before the store is opened.
+    let (keys, reports) = devices::open(cfg.keys, &cfg.limits).await?;
+    for r in &reports {
+        log::event("device", r.json());
+    }
     let metrics = metrics::SignerMetrics::install();
-    let keys: Vec<_> = cfg.keys.into_iter().map(|k| (k.key, k.policy)).collect();
     // With etcd: connected, standing by until the supervisor (started once
     // the listeners are up) takes the baker.
     let (service, etcd) = match &cfg.store {
