@@ -581,12 +581,22 @@ impl LedgerSim {
     }
 
     /// The person's answer to the prompt on screen (if any). Returns the
-    /// prompt that was answered.
+    /// prompt that was answered, once the app has finished the command the
+    /// prompt belonged to (bounded: 2 s). Returning earlier let a test's
+    /// next command reach an app still busy with it, which drops it, as
+    /// the real app does; that made a test fail about one run in fifty.
     pub fn press(&self, approve: bool) -> Option<String> {
         let mut st = self.state();
         let p = st.prompt.clone()?;
         st.press = Some(approve);
         self.shared.cond.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while (st.press.is_some() || st.prompt.is_some() || st.busy)
+            && !st.unplugged
+            && Instant::now() < deadline
+        {
+            st = self.wait(st, Duration::from_millis(20));
+        }
         Some(p)
     }
 
