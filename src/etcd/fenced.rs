@@ -261,6 +261,30 @@ impl<V: FencedValue> FencedKey<V> {
     }
 }
 
+/// Read `node`'s record at `key` without owning the identity and without
+/// comparing a fence (inspection and export). Decoded and verified as a
+/// fenced read would; `Ok(None)` when the key does not exist. The owner may
+/// write a newer value right after.
+pub(crate) async fn read_unfenced<V: FencedValue>(
+    client: &EtcdClient,
+    node: NodeId,
+    key: String,
+) -> Result<Option<V>> {
+    let resp = client
+        .call(V::load(), client.deadline(), || {
+            let mut c = client.raw();
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })
+        .await?;
+    match resp.kvs().first() {
+        None => Ok(None),
+        Some(kv) => V::decode(kv.value(), &node)
+            .map(Some)
+            .map_err(|p| Error::corrupt(key.clone(), p)),
+    }
+}
+
 /// The key-value of the `i`-th operation, if it is a get that found one.
 pub(crate) fn get_kv(responses: &[TxnOpResponse], i: usize) -> Option<KeyValue> {
     match responses.get(i) {

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::error::{Error, FormatError, Result};
+use crate::error::{FormatError, Result};
 use crate::etcd::client::EtcdClient;
 use crate::etcd::fenced::{FencedKey, FencedValue, Stored};
 use crate::etcd::ownership::EtcdIdentity;
@@ -113,20 +113,7 @@ impl EtcdTowerStorage {
     /// Errors: [`Error::Corrupt`] naming the key if the value is not this
     /// node's validly signed record; [`Error::Unavailable`].
     pub async fn read_unfenced(client: &EtcdClient, node: NodeId) -> Result<Option<TowerRecord>> {
-        let key = client.keys().record(&node);
-        let resp = client
-            .call("read the tower", client.deadline(), || {
-                let mut c = client.raw();
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => TowerRecord::decode(kv.value(), &node)
-                .map(Some)
-                .map_err(|p| Error::corrupt(key.clone(), p)),
-        }
+        crate::etcd::fenced::read_unfenced(client, node, client.keys().record(&node)).await
     }
 
     /// The fence this storage writes under.

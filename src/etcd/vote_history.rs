@@ -8,7 +8,7 @@ use crate::alpenglow::storage::{check_create, plan};
 use crate::alpenglow::{
     Applied, Check, HistoryStep, HistoryStorage, HistoryUpdate, RuleMode, VoteHistory,
 };
-use crate::error::{Error, FormatError, Result};
+use crate::error::{FormatError, Result};
 use crate::etcd::client::EtcdClient;
 use crate::etcd::fenced::{FencedKey, FencedValue};
 use crate::etcd::ownership::EtcdIdentity;
@@ -106,20 +106,7 @@ impl EtcdVoteHistory {
     /// Read `node`'s history without owning the identity (inspection and
     /// export). `Ok(None)` when none exists.
     pub async fn read_unfenced(client: &EtcdClient, node: NodeId) -> Result<Option<VoteHistory>> {
-        let key = client.keys().vote_history(&node);
-        let resp = client
-            .call("read the vote history", client.deadline(), || {
-                let mut c = client.raw();
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => VoteHistory::decode(kv.value(), &node)
-                .map(Some)
-                .map_err(|p| Error::corrupt(key.clone(), p)),
-        }
+        crate::etcd::fenced::read_unfenced(client, node, client.keys().vote_history(&node)).await
     }
 
     /// The fence this storage writes under.
