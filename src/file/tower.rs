@@ -128,7 +128,9 @@ impl FileTowerStorage {
         Self::create_locked(dir, node, lock)
     }
 
-    fn owned_lock(
+    /// The local lock behind `ownership`, if it is this node's lock in
+    /// `dir` (shared with the vote history, which lives under the same lock).
+    pub(super) fn owned_lock(
         dir: &Path,
         node: &NodeId,
         ownership: &crate::Ownership,

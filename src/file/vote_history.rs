@@ -237,7 +237,7 @@ impl FileVoteHistory {
         let dir = dir.as_ref();
         missing_refusal(dir, &node)?;
         refuse_open_here(&Self::data_path(dir, &node))?;
-        let lock = Self::owned_lock(dir, &node, ownership)?;
+        let lock = FileTowerStorage::owned_lock(dir, &node, ownership)?;
         Self::open_locked(dir, node, lock)
     }
 
@@ -251,23 +251,8 @@ impl FileVoteHistory {
     ) -> Result<Self> {
         let dir = dir.as_ref();
         exists_refusal(&Self::data_path(dir, &node))?;
-        let lock = Self::owned_lock(dir, &node, ownership)?;
+        let lock = FileTowerStorage::owned_lock(dir, &node, ownership)?;
         Self::create_locked(dir, node, lock)
-    }
-
-    fn owned_lock(
-        dir: &Path,
-        node: &NodeId,
-        ownership: &crate::Ownership,
-    ) -> Result<Arc<OwnerLock>> {
-        let expected = FileTowerStorage::lock_path(dir, node);
-        match ownership.backing::<OwnerLock>() {
-            Some(lock) if lock.path() == expected => Ok(lock),
-            _ => Err(Error::Invalid(format!(
-                "ownership is not the local lock {} of node {node}",
-                expected.display()
-            ))),
-        }
     }
 
     fn create_locked(dir: &Path, node: NodeId, lock: Arc<OwnerLock>) -> Result<Self> {
