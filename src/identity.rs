@@ -29,6 +29,17 @@ impl NodeId {
             .is_ok()
     }
 
+    /// Verify an ed25519 signature by this node over `message` strictly
+    /// (no small-order keys, canonical `R`), as Agave's `Signature::verify`
+    /// checks the signature of its tower and vote history files.
+    pub fn verify_strict(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        VerifyingKey::from_bytes(&self.0)
+            .and_then(|key| {
+                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+            })
+            .is_ok()
+    }
+
     /// The identity under which the signers of the Tezos baker `name` (an
     /// operator's name for it, the same on every host) share ownership in
     /// etcd: blake2b-256 of `slashguard tezos baker`, a zero byte and the

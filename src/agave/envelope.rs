@@ -5,8 +5,6 @@
 
 use std::fmt;
 
-use ed25519_dalek::{Signature, VerifyingKey};
-
 use crate::agave::error::AgaveError;
 use crate::agave::tower::{AgaveTower, TowerLayout};
 use crate::agave::wire::{self, Input};
@@ -186,10 +184,7 @@ impl SavedTower {
     /// (as Agave's `Signature::verify` does).
     pub fn verify(&self) -> Result<(), AgaveError> {
         let node = self.node();
-        let ok = VerifyingKey::from_bytes(node.as_bytes())
-            .and_then(|key| key.verify_strict(&self.data, &Signature::from_bytes(&self.signature)))
-            .is_ok();
-        if ok {
+        if node.verify_strict(&self.data, &self.signature) {
             Ok(())
         } else {
             Err(AgaveError::BadSignature { node })

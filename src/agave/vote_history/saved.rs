@@ -6,8 +6,6 @@
 
 use std::fmt;
 
-use ed25519_dalek::{Signature, VerifyingKey};
-
 use crate::agave::vote_history::error::VoteHistoryFileError;
 use crate::agave::vote_history::layout::{AgaveVoteHistory, HistoryLayout};
 use crate::identity::{NodeId, NodeKeypair};
@@ -217,10 +215,7 @@ impl SavedVoteHistory {
     /// strictly.
     pub fn verify(&self) -> Result<(), VoteHistoryFileError> {
         let node = self.node();
-        let ok = VerifyingKey::from_bytes(node.as_bytes())
-            .and_then(|key| key.verify_strict(&self.data, &Signature::from_bytes(&self.signature)))
-            .is_ok();
-        if ok {
+        if node.verify_strict(&self.data, &self.signature) {
             Ok(())
         } else {
             Err(VoteHistoryFileError::BadSignature { node })
