@@ -21,25 +21,25 @@ const STORE_ATTEMPTS: usize = 4;
 /// - **store** is ONE transaction: compare the owner key with this
 ///   ownership (its `mod_revision` is the fence *and* its value this
 ///   claim) *and* the record's `mod_revision` with the one last seen, then
-///   put the record. A failed owner compare returns [`Error::Fenced`]
+///   put the record. A failed owner compare returns [`Error::Fenced`](crate::Error::Fenced)
 ///   naming the new owner, and marks the ownership lost. A failed record
 ///   compare (someone else wrote it) reloads, re-applies [`check_store`]
 ///   to what is there, and retries.
 /// - **load** reads the record in a transaction that compares the fence.
 /// - A record read that is older than one this process stored or read
 ///   before (a snapshot restored, a backup put back, the key deleted) is
-///   [`Error::Regressed`], refused until an operator repairs it.
+///   [`Error::Regressed`](crate::Error::Regressed), refused until an operator repairs it.
 /// - A value that is not this node's validly signed record is
-///   [`Error::Corrupt`] and is never overwritten, except by
+///   [`Error::Corrupt`](crate::Error::Corrupt) and is never overwritten, except by
 ///   [`StoreMode::Force`] (operator recovery).
 /// - Before each operation the ownership's local state is checked: once the
 ///   loss is known, or the lease may have expired on the server, every
-///   operation fails with [`Error::Fenced`] without asking etcd. A store
+///   operation fails with [`Error::Fenced`](crate::Error::Fenced) without asking etcd. A store
 ///   whose answer arrives after that point also fails (its vote is
 ///   withheld), although its write is in etcd.
 /// - Every call returns within the client's request deadline (plus, for a
 ///   store, one deadline per retry after a record change); etcd down or
-///   without quorum gives [`Error::Unavailable`].
+///   without quorum gives [`Error::Unavailable`](crate::Error::Unavailable).
 /// - Keep the [`Ownership`] alive while the storage is in use: dropping it
 ///   stops the lease keep-alive, and the storage refuses from then on.
 pub struct EtcdTowerStorage {
@@ -90,9 +90,9 @@ impl EtcdTowerStorage {
     /// [`acquire_when_free`](EtcdIdentity::acquire_when_free)), reading the
     /// record under the fence.
     ///
-    /// Errors: [`Error::Invalid`] if `ownership` was not granted by
-    /// `identity`; [`Error::Fenced`] if it is already lost (taken over,
-    /// expired, released or superseded); [`Error::Unavailable`]. A damaged
+    /// Errors: [`Error::Invalid`](crate::Error::Invalid) if `ownership` was not granted by
+    /// `identity`; [`Error::Fenced`](crate::Error::Fenced) if it is already lost (taken over,
+    /// expired, released or superseded); [`Error::Unavailable`](crate::Error::Unavailable). A damaged
     /// record does not fail the open: [`load`](TowerStorage::load) and
     /// stores report it.
     pub async fn open(identity: &EtcdIdentity, ownership: &Ownership) -> Result<Self> {
@@ -110,8 +110,8 @@ impl EtcdTowerStorage {
     /// verified as [`load`](TowerStorage::load) does; `Ok(None)` when none
     /// was ever stored. The owner may store a newer record right after.
     ///
-    /// Errors: [`Error::Corrupt`] naming the key if the value is not this
-    /// node's validly signed record; [`Error::Unavailable`].
+    /// Errors: [`Error::Corrupt`](crate::Error::Corrupt) naming the key if the value is not this
+    /// node's validly signed record; [`Error::Unavailable`](crate::Error::Unavailable).
     pub async fn read_unfenced(client: &EtcdClient, node: NodeId) -> Result<Option<TowerRecord>> {
         crate::etcd::fenced::read_unfenced(client, node, client.keys().record(&node)).await
     }

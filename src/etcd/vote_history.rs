@@ -25,7 +25,7 @@ const STORE_ATTEMPTS: usize = 4;
 /// - **apply** is ONE transaction: compare the owner key with this
 ///   ownership (its revision is the fence *and* its value this claim)
 ///   *and* the record's `mod_revision` with the one last seen, then put
-///   the new history. A failed owner compare is [`Error::Fenced`] naming
+///   the new history. A failed owner compare is [`Error::Fenced`](crate::Error::Fenced) naming
 ///   the new owner; a changed record is re-read, re-checked and retried.
 ///   An update with nothing new makes no request once the ownership is
 ///   checked locally.
@@ -33,13 +33,13 @@ const STORE_ATTEMPTS: usize = 4;
 ///   (same compares).
 /// - A history read that is older than one this process wrote or read
 ///   before (an etcd snapshot restored under it, a backup put back, the
-///   key deleted) is [`Error::Regressed`], and every later call refuses
+///   key deleted) is [`Error::Regressed`](crate::Error::Regressed), and every later call refuses
 ///   the same way until an operator repairs the key: the guard never
 ///   votes on a history that went backwards.
-/// - A value that is not this node's intact history is [`Error::Corrupt`]
+/// - A value that is not this node's intact history is [`Error::Corrupt`](crate::Error::Corrupt)
 ///   and is never overwritten.
 /// - Every call returns within the client's deadline (per retry);
-///   etcd down or without quorum is [`Error::Unavailable`].
+///   etcd down or without quorum is [`Error::Unavailable`](crate::Error::Unavailable).
 pub struct EtcdVoteHistory {
     key: FencedKey<VoteHistory>,
 }
