@@ -196,8 +196,11 @@ async fn route(
             };
             let started = std::time::Instant::now();
             let result = service.handle_sign(call).await;
-            log::decision(transport, &pkh, &result);
+            let logged = log::decision(transport, &pkh, &result);
             shared.metrics.sign(transport, &result, started.elapsed());
+            if logged.is_err() {
+                return error(500, log::UNLOGGED);
+            }
             match result {
                 Ok(s) => match signature_to_b58(pkh.curve, s.signature()) {
                     Ok(b58) => reply(200, codec::signature_reply(&b58)),

@@ -8,6 +8,7 @@
 //! | `slashguard_signer_sign_requests_total` | counter | `transport`, `kind` (a consensus kind, `generic` or `unknown`), `result` (`signed`, `repeat`, or the refusal reason: `watermark`, `policy`, `magic_byte`, `generic_operation`, `unauthenticated`, `bad_request`, `unknown_key`, `unavailable`, `device` (a device key's device failed or is busy), `shutting_down`, `error`, ..., `deadline`) |
 //! | `slashguard_signer_sign_seconds` | histogram | `transport`, `kind` |
 //! | `slashguard_signer_active` | gauge | 1 while this process signs (active), 0 standby or stopping |
+//! | `slashguard_signer_log_write_failures_total` | counter | (none): log lines stderr did not take; a sign decision that cannot be logged releases no signature |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +69,11 @@ impl SignerMetrics {
             "active",
             "1 while this process signs (active), 0 while standby or stopping",
             active.clone(),
+        );
+        r.register(
+            "log_write_failures",
+            "Log lines that could not be written to stderr (a sign decision that cannot be logged releases no signature)",
+            super::log::WRITE_FAILURES.clone(),
         );
         slashguard::metrics::install(hook.clone());
         Arc::new(SignerMetrics {

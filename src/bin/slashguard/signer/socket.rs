@@ -42,8 +42,11 @@ async fn answer(shared: &Shared, transport: &'static str, frame: &[u8]) -> Vec<u
             };
             let started = std::time::Instant::now();
             let result = service.handle_sign(call).await;
-            log::decision(transport, &pkh, &result);
+            let logged = log::decision(transport, &pkh, &result);
             shared.metrics.sign(transport, &result, started.elapsed());
+            if logged.is_err() {
+                return error_reply(log::UNLOGGED);
+            }
             match result {
                 Ok(s) => codec::ok_reply(s.signature()),
                 Err(w) => service_error(w.error),
