@@ -49,7 +49,10 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
-    let runtime = match runtime_for(&cli.command) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             print_failure(
@@ -94,32 +97,5 @@ async fn run(cli: Cli) -> Result<Report, Failure> {
             "this slashguard was built without the remote signer",
         )
         .hint("rebuild with `cargo install slashguard --features cli,signer`")),
-    }
-}
-
-/// The runtime of a command: one thread, except for the remote signer's
-/// daemon. There each request's CPU work (HTTP parsing, the signature,
-/// the reply and the log line: about 100 us) runs on a runtime thread,
-/// so with one thread the daemon serves at most one core's worth of
-/// signatures while concurrent bakers wait (measured: about 25% more
-/// signatures per second with 64 clients on 2 cores, the same latency for
-/// one). One worker per core, at most 4: beyond that the shared watermark
-/// store's flush, not the CPU, bounds the rate.
-fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
-    let daemon = matches!(
-        command,
-        Command::Signer(crate::args::SignerCommand::Serve { .. })
-    );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if daemon && cores > 1 {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores.min(4))
-            .thread_name("slashguard-rt")
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
     }
 }

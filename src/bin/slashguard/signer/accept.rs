@@ -1,7 +1,7 @@
 //! The accept loop every listener shares: a connection slot first (see
 //! [`slots`](super::slots)), then `accept`, with a growing pause after
 //! accept errors so that running out of file descriptors (EMFILE) or
-//! memory does not spin a runtime thread of the signer.
+//! memory does not spin the signer's only thread.
 
 use std::future::Future;
 use std::sync::Arc;
