@@ -19,8 +19,8 @@
 //!
 //! With the `etcd` feature, in the same interleaved pass, against a
 //! single-node etcd started for the bench (plain, and with mutual TLS):
-//! - `etcd_save`, `etcd_store` (and `etcd_tls_*`): the same two operations
-//!   on `EtcdTowerStorage`, under an ownership taken with
+//! - `etcd_save`, `etcd_store`, `etcd_vote` (and `etcd_tls_*`): the same
+//!   three operations on `EtcdTowerStorage`, under an ownership taken with
 //!   `EtcdIdentity::take_over`;
 //! - (d) the etcd floor, same record bytes, same etcd: `d_put`, one raw put,
 //!   and `d_txn`, one raw transaction with one `mod_revision` compare
@@ -145,16 +145,16 @@ fn store_op<'a, S: TowerStorage + 'a>(
     )
 }
 
-/// The etcd rows on one etcd: save and store (two identities, each taken
-/// over, their ownerships kept in `held`) and the raw baselines (d) on
-/// `bytes`.
+/// The etcd rows on one etcd: save, store and the whole vote path (three
+/// identities, each taken over, their ownerships kept in `held`) and the
+/// raw baselines (d) on `bytes`.
 #[cfg(feature = "etcd")]
 fn etcd_ops<'a>(
     rt: &'a tokio::runtime::Runtime,
     etcd: &common::etcd::Etcd,
     tower: &'a [u8],
     bytes: &'a [u8],
-    seeds: (u8, u8),
+    seeds: (u8, u8, u8),
     held: &mut Vec<(EtcdIdentity, Ownership)>,
 ) -> Vec<Op<'a>> {
     let client = etcd.client(rt);
@@ -173,11 +173,16 @@ fn etcd_ops<'a>(
         NodeKeypair::from_seed([seeds.0; 32]),
         NodeKeypair::from_seed([seeds.1; 32]),
     );
+    let id_v = NodeKeypair::from_seed([seeds.2; 32]);
     let guard = VoteGuard::new(open(&id_a), id_a).expect("guard");
     let storage = open(&id_b);
+    let vote_guard = VoteGuard::new(open(&id_v), id_v)
+        .expect("guard")
+        .with_vote_account(common::VOTE_ACCOUNT);
     let mut ops = vec![
         save_op(etcd.name, rt, guard, tower),
         store_op(etcd.name, rt, storage, id_b, tower),
+        vote_op(etcd.name, rt, vote_guard),
     ];
     ops.extend(common::etcd::raw_ops(rt, etcd, bytes, "tower"));
     ops
@@ -282,13 +287,13 @@ fn tower_store(c: &mut Criterion) {
 
     #[cfg(feature = "etcd")]
     for (i, etcd) in etcds.iter().enumerate() {
-        let seed = 20 + 2 * i as u8;
+        let seed = 20 + 3 * i as u8;
         ops.extend(etcd_ops(
             &etcd_rt,
             etcd,
             &tower,
             &bytes,
-            (seed, seed + 1),
+            (seed, seed + 1, seed + 2),
             &mut held,
         ));
     }

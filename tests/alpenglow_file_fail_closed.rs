@@ -149,18 +149,12 @@ fn a_deleted_lock_file_fences_the_next_vote() {
     assert!(!vote(&store, vec![v(13, VoteKind::Notarize([13; 32]))]).unwrap());
 }
 
-/// Flip one payload byte in both copies of the slot holding the newest
-/// record (format version 2: `[s0 c0][s1 c0][s0 c1][s1 c1]`).
+#[path = "common/slot_image.rs"]
+mod slot_image;
+
+/// Flip a byte in both copies of the newest slot.
 fn damage_newest_slot(path: &Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let size = bytes.len() / 4;
-    assert_eq!(bytes[4], 2, "format version 2");
-    let seq = |r: usize| u64::from_le_bytes(bytes[r * size + 8..r * size + 16].try_into().unwrap());
-    let newest = if seq(0) > seq(1) { 0 } else { 1 };
-    for c in 0..2 {
-        bytes[(newest + 2 * c) * size + 30] ^= 0x40;
-    }
-    std::fs::write(path, bytes).unwrap();
+    slot_image::damage_newest_slot(path, 2);
 }
 
 #[test]

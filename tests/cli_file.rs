@@ -2,6 +2,8 @@
 //! command, every refusal and every exit code that needs no server.
 
 mod cli_support;
+#[path = "common/slot_image.rs"]
+mod slot_image;
 
 use cli_support::*;
 use serde_json::Value;
@@ -870,17 +872,8 @@ fn a_damaged_store_is_refused_until_set_level_all_or_accept_older() {
             0,
         );
     }
-    // Both copies of the newest slot (format version 2).
-    let damage = |path: &std::path::Path| {
-        let mut bytes = std::fs::read(path).unwrap();
-        let size = bytes.len() / 4;
-        let seq =
-            |s: usize| u64::from_le_bytes(bytes[s * size + 8..s * size + 16].try_into().unwrap());
-        let newest = usize::from(seq(1) > seq(0));
-        bytes[newest * size + 30] ^= 1;
-        bytes[(newest + 2) * size + 30] ^= 1;
-        std::fs::write(path, bytes).unwrap();
-    };
+    // Both copies of the newest slot.
+    let damage = |path: &std::path::Path| slot_image::damage_newest_slot(path, 2);
     damage(&hwm);
     // Refused (2), naming the recovery command; nothing written.
     let v = json(sg().args(["watermark", "show", "--file", h]), 2);

@@ -342,16 +342,12 @@ fn layouts_are_pinned_and_unknown_ones_refused_by_name() {
     );
 }
 
-/// Flip a byte in both copies of the newest slot (format version 2).
+#[path = "common/slot_image.rs"]
+mod slot_image;
+
+/// Flip a byte in both copies of the newest slot.
 fn damage_newest_slot(path: &Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let size = bytes.len() / 4;
-    let seq = |r: usize| u64::from_le_bytes(bytes[r * size + 8..r * size + 16].try_into().unwrap());
-    let newest = if seq(0) > seq(1) { 0 } else { 1 };
-    for c in 0..2 {
-        bytes[(newest + 2 * c) * size + 30] ^= 0x40;
-    }
-    std::fs::write(path, bytes).unwrap();
+    slot_image::damage_newest_slot(path, 2);
 }
 
 #[test]

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use slashguard::file::{FileTowerStorage, FileWatermarks};
 use slashguard::tower::{StoreMode, TowerRecord, TowerStorage, VoteRef};
 use slashguard::watermark::{
@@ -42,20 +40,7 @@ fn attestation(k: u8, level: u32, variant: u8) -> SignRequest {
     SignRequest::parse(&bytes, key(k)).unwrap()
 }
 
-/// Flip one payload byte in `copies` (1 or 2) of the copies of the slot
-/// holding the newest record (the acknowledged one): bit rot, or a
-/// misdirected write. Format version 2: `[s0 c0][s1 c0][s0 c1][s1 c1]`.
-fn damage_newest_slot(path: &Path, copies: usize) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let size = bytes.len() / 4;
-    assert_eq!(bytes[4], 2, "format version 2");
-    let seq = |r: usize| u64::from_le_bytes(bytes[r * size + 8..r * size + 16].try_into().unwrap());
-    let newest = if seq(0) > seq(1) { 0 } else { 1 };
-    for c in 0..copies {
-        bytes[(newest + 2 * c) * size + 30] ^= 0x40;
-    }
-    std::fs::write(path, bytes).unwrap();
-}
+use common::slot_image::{damage_newest_slot, older_format, region};
 
 fn is_damaged<T: std::fmt::Debug>(got: &slashguard::Result<T>) -> bool {
     match got {
@@ -282,4 +267,108 @@ fn symlinked_and_hard_linked_data_files_are_refused() {
         Err(Error::AlreadyOpen { .. })
     ));
     drop(open);
+}
+
+/// Stores written by older builds (format version 1: one copy per slot;
+/// version 2: the copies half a file apart) open without loss, are
+/// rewritten as version 3 by their owner at once, and keep working; their
+/// damage is judged by their own format's rules (a damaged newest slot of a
+/// version 2 file with no intact copy still fences).
+#[test]
+fn files_of_older_formats_open_without_loss_and_are_upgraded() {
+    let node = NodeKeypair::from_seed([9; 32]);
+    let record = |slot: u64| {
+        TowerRecord::sign(
+            &node,
+            Some(VoteRef {
+                slot,
+                hash: [slot as u8; 32],
+            }),
+            None,
+            vec![slot as u8; 700],
+        )
+        .unwrap()
+    };
+    let is_v3 = |bytes: &[u8]| {
+        let size = bytes.len() / 4;
+        (0..4).all(|r| bytes[r * size + 4] == 3)
+            && bytes[region(3, 0, 0) * size + 8..][..8] == bytes[region(3, 0, 1) * size + 8..][..8]
+    };
+    for version in [1u8, 2] {
+        // Towers.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileTowerStorage::create(dir.path(), node.node_id()).unwrap();
+        for slot in 1..=3 {
+            block_on(store.store(&record(slot), StoreMode::Advance)).unwrap();
+        }
+        drop(store);
+        let data = FileTowerStorage::data_path(dir.path(), &node.node_id());
+        let old = older_format(&std::fs::read(&data).unwrap(), version);
+        std::fs::write(&data, &old).unwrap();
+        let store = FileTowerStorage::open(dir.path(), node.node_id()).unwrap();
+        let loaded = block_on(store.load()).unwrap().unwrap();
+        assert_eq!(
+            loaded.last_vote().map(|v| v.slot),
+            Some(3),
+            "version {version}"
+        );
+        assert!(
+            is_v3(&std::fs::read(&data).unwrap()),
+            "version {version} rewritten as 3"
+        );
+        block_on(store.store(&record(4), StoreMode::Advance)).unwrap();
+        // An older record is still refused after the upgrade.
+        assert!(block_on(store.store(&record(2), StoreMode::Advance)).is_err());
+        drop(store);
+        let store = FileTowerStorage::open(dir.path(), node.node_id()).unwrap();
+        let loaded = block_on(store.load()).unwrap().unwrap();
+        assert_eq!(loaded.last_vote().map(|v| v.slot), Some(4));
+        drop(store);
+
+        // Watermarks.
+        let path = dir.path().join("hwm");
+        let wm = FileWatermarks::create(&path).unwrap();
+        block_on(wm.authorize(&[attestation(1, 100, 1)])).unwrap();
+        block_on(wm.authorize(&[attestation(1, 200, 1)])).unwrap();
+        drop(wm);
+        let old = older_format(&std::fs::read(&path).unwrap(), version);
+        std::fs::write(&path, &old).unwrap();
+        let wm = FileWatermarks::open(&path).unwrap();
+        assert!(
+            is_v3(&std::fs::read(&path).unwrap()),
+            "version {version} rewritten as 3"
+        );
+        // The acknowledged (200, 0) survived: a different payload there is
+        // refused, the same one is a repeat.
+        assert!(block_on(wm.authorize(&[attestation(1, 200, 2)])).is_err());
+        block_on(wm.authorize(&[attestation(1, 200, 1)])).unwrap();
+        block_on(wm.authorize(&[attestation(1, 201, 1)])).unwrap();
+    }
+
+    // A version 2 file whose newest slot has no intact copy: fenced, as
+    // version 2 always was, not upgraded over the damage.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hwm");
+    let wm = FileWatermarks::create(&path).unwrap();
+    block_on(wm.authorize(&[attestation(1, 100, 1)])).unwrap();
+    block_on(wm.authorize(&[attestation(1, 200, 1)])).unwrap();
+    drop(wm);
+    let mut old = older_format(&std::fs::read(&path).unwrap(), 2);
+    let size = old.len() / 4;
+    let seq = |b: &[u8], r: usize| u64::from_le_bytes(b[r * size + 8..][..8].try_into().unwrap());
+    let newest = usize::from(seq(&old, region(2, 1, 0)) > seq(&old, region(2, 0, 0)));
+    for c in 0..2 {
+        old[region(2, newest, c) * size + 30] ^= 0x40;
+    }
+    std::fs::write(&path, &old).unwrap();
+    let wm = FileWatermarks::open(&path).unwrap();
+    assert!(block_on(wm.is_damaged()).unwrap());
+    assert!(is_damaged(&block_on(
+        wm.authorize(&[attestation(1, 200, 2)])
+    )));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        old,
+        "nothing written over the damage"
+    );
 }

@@ -220,7 +220,7 @@ fn flip_problem(pristine: &[u8], damaged: &[u8], r: usize) -> Option<Problem> {
         }),
         4 => Problem::Exact(FormatError::UnsupportedVersion {
             found: damaged[4],
-            supported: 2,
+            supported: 3,
         }),
         16..20 => Problem::Field("slot size"),
         20..24 if HEADER + le32(damaged, 20) + TRAILER > damaged.len() => {
@@ -277,14 +277,15 @@ fn check(
     }
 }
 
-/// The pristine file (format version 2, four regions of `size` bytes:
-/// slot 0 copy 0, slot 1 copy 0, slot 0 copy 1, slot 1 copy 1): slot 0
+/// The pristine file (format version 3, four regions of `size` bytes:
+/// slot 0 copy 0, slot 0 copy 1, slot 1 copy 0, slot 1 copy 1): slot 0
 /// holds state 3, the newest (sequence 4), slot 1 state 2 (sequence 3).
 fn layout(subject: &Subject) -> (Vec<u8>, usize) {
     let file = subject.snapshots[3].clone();
     let size = file.len() / 4;
+    assert_eq!(file[4], 3, "format version 3");
     let seqs: Vec<u64> = (0..4).map(|r| seq_of(&file[r * size..])).collect();
-    assert_eq!(seqs, [4, 3, 4, 3]);
+    assert_eq!(seqs, [4, 4, 3, 3]);
     (file, size)
 }
 
@@ -311,7 +312,7 @@ fn flip_every_offset(subject: &Subject) {
             None => Want::Clean(3),
             // A version this build does not know is not taken for damage.
             Some(p) if is_version(&p) => Want::Corrupt(p),
-            Some(p) => Want::Recovered(3, r % 2, p, false),
+            Some(p) => Want::Recovered(3, r / 2, p, false),
         };
         check(
             subject,
@@ -345,10 +346,10 @@ fn flip_with_one_newest_copy_damaged(subject: &Subject) {
         let want = match (r, problem) {
             (_, Some(p)) if is_version(&p) => Want::Corrupt(p),
             (0, _) if o == pre => Want::Clean(3), // flipped back
-            // Region 0 damaged further: still read from region 2.
+            // Region 0 damaged further: still read from region 1.
             (0, _) => Want::Recovered(3, 0, Problem::Any, false),
             // The twin damaged too: the older slot, fenced.
-            (2, Some(_)) => Want::Recovered(2, 0, Problem::Checksum, true),
+            (1, Some(_)) => Want::Recovered(2, 0, Problem::Checksum, true),
             // Anywhere else: slot 0's damaged copy is what is reported.
             _ => Want::Recovered(3, 0, Problem::Checksum, false),
         };
@@ -381,10 +382,11 @@ fn truncate_every_offset(subject: &Subject) {
     }
 }
 
-/// Write `w` (2 or 3) interrupted after `k` bytes, for every k: copy 0 of
-/// its slot is written first, then copy 1. A torn copy is read from its
-/// twin; the store is never fenced (the other slot, the last acknowledged
-/// record, is intact in both copies).
+/// Write `w` (2 or 3) interrupted after `k` bytes, for every k: the write
+/// is one contiguous range, copy 0 of its slot (and the zero padding of
+/// its region), then copy 1 in the next region. A torn copy is read from
+/// its twin; the store is never fenced (the other slot, the last
+/// acknowledged record, is intact in both copies).
 fn tear_write(subject: &Subject, w: usize) {
     let before = &subject.snapshots[w - 1];
     let after = &subject.snapshots[w];
@@ -395,7 +397,10 @@ fn tear_write(subject: &Subject, w: usize) {
     } else {
         1
     };
-    let (old, new) = (region(before, size, slot), region(after, size, slot));
+    let (old, new) = (
+        region(before, size, 2 * slot),
+        region(after, size, 2 * slot),
+    );
     let first_diff = old.iter().zip(new).position(|(a, b)| a != b).unwrap();
     let covered = HEADER + le32(new, 20) + TRAILER;
     // Where copy `k` bytes in stands: not reached, torn, or complete.
@@ -408,11 +413,11 @@ fn tear_write(subject: &Subject, w: usize) {
             1
         }
     };
-    for k in 0..=2 * size {
+    let base = 2 * slot * size;
+    for k in 0..=size + covered {
         let mut bytes = before.clone();
+        bytes[base..base + k].copy_from_slice(&after[base..base + k]);
         let (k0, k1) = (k.min(size), k.saturating_sub(size));
-        bytes[slot * size..][..k0].copy_from_slice(&new[..k0]);
-        bytes[(slot + 2) * size..][..k1].copy_from_slice(&new[..k1]);
         let copies = Problem::Field("copies");
         let want = match (stage(k0), stage(k1)) {
             (0, _) => Want::Clean(w - 1),

@@ -1,8 +1,9 @@
 //! A record file of two pre-allocated slots written alternately, each slot
-//! kept in two copies (format version 2).
+//! kept in two copies (format version 3).
 //!
 //! Each store writes the new record into both copies of the slot that does
-//! not hold the current one (two `pwrite`s half a file apart) and calls
+//! not hold the current one (one `pwrite`: the two copies are neighbouring
+//! page-aligned regions, so the disk sees one contiguous write) and calls
 //! `fdatasync` once. The file's size never changes in the steady state, so
 //! the sync flushes data only. A crash mid-write can damage only the slot
 //! being written; the checksum rejects it and the other slot, the last
@@ -12,15 +13,17 @@
 //! and then the store opens fenced (`Loaded::damage`). A slot of a format
 //! version this build does not know is never skipped: opening fails with
 //! [`FormatError::UnsupportedVersion`]. Version 1 files (two slots, one copy
-//! each) are read, and rewritten as version 2 when opened for writing.
+//! each) and version 2 files (the copies half a file apart) are read, and
+//! rewritten as version 3 when opened for writing.
 //!
-//! File: `[slot 0 copy 0][slot 1 copy 0][slot 0 copy 1][slot 1 copy 1]`,
-//! each `S` bytes. Slot layout (little-endian):
+//! File: `[slot 0 copy 0][slot 0 copy 1][slot 1 copy 0][slot 1 copy 1]`,
+//! each `S` bytes (version 2: `[s0 c0][s1 c0][s0 c1][s1 c1]`). Slot layout
+//! (little-endian):
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic, per record kind |
-//! | 1 | format version (2; 1 in old files) |
+//! | 1 | format version (3; 2 or 1 in old files) |
 //! | 3 | reserved, zero |
 //! | 8 | sequence number (+1 per write) |
 //! | 4 | slot size `S` (a quarter of the file; half in version 1) |
@@ -36,11 +39,24 @@ use std::sync::Mutex;
 
 use crate::error::{Error, FormatError, Result};
 
-/// The format this build writes.
-const VERSION: u8 = 2;
-/// The format of older builds: two slots, one copy each. Read, and
-/// rewritten as [`VERSION`] by the first write.
+/// The format this build writes: two slots, two neighbouring copies each.
+const VERSION: u8 = 3;
+/// An older build's format: the same four regions, each slot's copies
+/// half a file apart. Read, and rewritten as [`VERSION`] by its owner.
+const VERSION_2: u8 = 2;
+/// The oldest builds' format: two slots, one copy each. Read, and
+/// rewritten as [`VERSION`] by its owner.
 const VERSION_1: u8 = 1;
+
+/// The region (`0..4`, each a quarter of the file) holding `copy` of
+/// `slot` in a file of `version` 2 or 3.
+fn region(version: u8, slot: usize, copy: usize) -> usize {
+    if version == VERSION_2 {
+        copy * 2 + slot
+    } else {
+        slot * 2 + copy
+    }
+}
 const HEADER: usize = 24;
 const TRAILER: usize = 4;
 /// Slot sizes are multiples of this, so slots start on page boundaries.
@@ -66,8 +82,8 @@ pub enum Recovery {
 pub(crate) struct Loaded {
     pub(crate) payload: Vec<u8>,
     pub(crate) recovery: Recovery,
-    /// The file should be rewritten at once by its owner: a version 1 file,
-    /// or a version 2 file with a damaged or stale copy (so that a record
+    /// The file should be rewritten at once by its owner: a file of an
+    /// older version, or a current one with a damaged or stale copy (so that a record
     /// now held in one copy only is made whole again).
     pub(crate) rewrite: bool,
     /// Set when the loaded record may be older than the last acknowledged
@@ -95,7 +111,8 @@ impl Medium for File {
         File::sync_data(self)
     }
     fn grow(file: &mut SlotFile<File>, payload: &[u8], seq: u64) -> Result<u64> {
-        // A version 1 file whose record still fits is rewritten at its size.
+        // An older-version file whose record still fits is rewritten at
+        // its size.
         let size = if HEADER + payload.len() + TRAILER <= file.slot_size {
             file.slot_size
         } else {
@@ -126,7 +143,8 @@ pub(crate) struct SlotFile<M = File> {
     // Set after a failed write or sync: the page cache may no longer match
     // the disk, so no further write is attempted until the file is reopened.
     poisoned: bool,
-    // The file's format version: 1 is rewritten by the next write.
+    // The file's format version: an older one is rewritten by the next
+    // write.
     version: u8,
     buf: Vec<u8>,
     // This process's claim on the file (none for simulated disks).
@@ -294,18 +312,23 @@ fn lock_inode(file: &File, path: &Path) -> Result<()> {
 }
 
 /// Which format the file's bytes are in, from the version bytes of the
-/// slot headers at the offsets where either format puts one. A version
-/// newer than this build's anywhere is never skipped as damage: a newer
-/// build wrote it, and it may hold the newest record.
+/// slot headers at the offsets where any format puts one. A version newer
+/// than this build's anywhere is never skipped as damage: a newer build
+/// wrote it, and it may hold the newest record. Versions 2 and 3 share the
+/// four region offsets; the version most headers name wins (a damaged
+/// header can name the other one; its checksum then fails, and the wrong
+/// choice could only make intact copies fail their version check, which
+/// fences or refuses, never loads an older record silently). A tie is
+/// refused.
 fn detect_version(bytes: &[u8], magic: [u8; 4]) -> Result<u8, FormatError> {
     let len = bytes.len();
-    let v2_layout = len.is_multiple_of(4 * PAGE);
+    let four_regions = len.is_multiple_of(4 * PAGE);
     let mut offsets = vec![(0, true), (len / 2, true)];
-    if v2_layout {
+    if four_regions {
         offsets.extend([(len / 4, false), (3 * len / 4, false)]);
     }
     let mut seen_v1 = false;
-    let mut seen_v2 = false;
+    let (mut v2, mut v3) = (0, 0);
     for (at, v1_header) in offsets {
         let Some(head) = bytes.get(at..at + 5) else {
             continue;
@@ -314,7 +337,8 @@ fn detect_version(bytes: &[u8], magic: [u8; 4]) -> Result<u8, FormatError> {
             continue;
         }
         match head[4] {
-            VERSION if v2_layout => seen_v2 = true,
+            VERSION if four_regions => v3 += 1,
+            VERSION_2 if four_regions => v2 += 1,
             VERSION_1 if v1_header => seen_v1 = true,
             found if found > VERSION => {
                 return Err(FormatError::UnsupportedVersion {
@@ -325,10 +349,19 @@ fn detect_version(bytes: &[u8], magic: [u8; 4]) -> Result<u8, FormatError> {
             _ => {}
         }
     }
-    Ok(if seen_v2 || !seen_v1 {
-        VERSION
-    } else {
-        VERSION_1
+    Ok(match (v2, v3) {
+        (0, 0) if seen_v1 => VERSION_1,
+        (v2, v3) if v3 > v2 => VERSION,
+        (v2, v3) if v2 > v3 => VERSION_2,
+        (0, 0) => VERSION,
+        (v2, v3) => {
+            return Err(FormatError::InvalidField {
+                field: "format version",
+                detail: format!(
+                    "{v2} slot headers say version 2 and {v3} say version 3: no build writes that"
+                ),
+            })
+        }
     })
 }
 
@@ -398,8 +431,8 @@ impl SlotFile {
         let tmp = PathBuf::from(tmp);
         refuse_symlink(&tmp)?;
         // Both slots hold the record (sequence numbers `seq`, `seq + 1`), in
-        // both copies: a version 2 file has no never-written slot, so a slot
-        // without an intact copy is always damage.
+        // both copies: a version 2 or 3 file has no never-written slot, so a
+        // slot without an intact copy is always damage.
         let mut first = Vec::new();
         encode_slot(&mut first, magic, seq, slot_size, payload);
         let mut second = Vec::new();
@@ -416,8 +449,11 @@ impl SlotFile {
             .map_err(io)?;
         lock_inode(&file, &tmp)?;
         file.set_len(0).map_err(io)?;
-        for (region, buf) in [&first, &second, &first, &second].into_iter().enumerate() {
-            FileExt::write_all_at(&file, buf, (region * slot_size) as u64).map_err(io)?;
+        for (slot, buf) in [&first, &second].into_iter().enumerate() {
+            for copy in 0..2 {
+                let at = region(VERSION, slot, copy) * slot_size;
+                FileExt::write_all_at(&file, buf, at as u64).map_err(io)?;
+            }
         }
         file.set_len(4 * slot_size as u64).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -476,8 +512,8 @@ impl SlotFile {
         Ok((slots, loaded))
     }
 
-    /// Make the file whole at once: a version 1 file is rewritten as
-    /// version 2 (through the create + rename path), a version 2 file
+    /// Make the file whole at once: a version 1 or 2 file is rewritten as
+    /// version 3 (through the create + rename path), a version 3 file
     /// with a damaged or stale copy gets the loaded record written again.
     /// Never while fenced: that is for the operator's recovery write.
     /// Called by the store once the payload decoded: a file whose record is
@@ -536,27 +572,33 @@ impl<M: Medium> SlotFile<M> {
         let what = path.display().to_string();
         match detect_version(bytes, magic).map_err(|p| Error::corrupt(&what, p))? {
             VERSION_1 => Self::from_image_v1(medium, bytes, path, magic),
-            _ => Self::from_image_v2(medium, bytes, path, magic),
+            version => Self::from_image_two_copies(medium, bytes, path, magic, version),
         }
     }
 
-    fn from_image_v2(
+    /// A version 2 or 3 file: two slots, two copies each.
+    fn from_image_two_copies(
         medium: M,
         bytes: &[u8],
         path: &Path,
         magic: [u8; 4],
+        version: u8,
     ) -> Result<(Self, Loaded)> {
         let what = path.display().to_string();
         let size = bytes.len() / 4;
-        let region = |r: usize| decode_slot(&bytes[r * size..][..size], magic, VERSION);
-        let copies = [region(0), region(1), region(2), region(3)];
+        // Indexed by `slot * 2 + copy`, whatever the version's layout.
+        let copy = |slot: usize, copy: usize| {
+            let r = region(version, slot, copy);
+            decode_slot(&bytes[r * size..][..size], magic, version)
+        };
+        let copies = [copy(0, 0), copy(0, 1), copy(1, 0), copy(1, 1)];
         let mut recovery = Recovery::Clean;
         // Each slot: the intact copy with the higher sequence (the copies
         // differ only after an interrupted write, whose new record may be
         // loaded: it was never acknowledged, so either is correct).
         let mut slots: [Option<(u64, &[u8])>; 2] = [None, None];
         for (slot, best) in slots.iter_mut().enumerate() {
-            for r in [slot, slot + 2] {
+            for r in [2 * slot, 2 * slot + 1] {
                 match &copies[r] {
                     Ok((seq, payload)) => {
                         if let Some((other, _)) = best {
@@ -587,7 +629,7 @@ impl<M: Medium> SlotFile<M> {
                 }
             }
         }
-        let problem_of = |slot: usize| match (&copies[slot], &copies[slot + 2]) {
+        let problem_of = |slot: usize| match (&copies[2 * slot], &copies[2 * slot + 1]) {
             (Err(p), _) | (_, Err(p)) => p.to_string(),
             _ => "intact".to_string(),
         };
@@ -637,7 +679,7 @@ impl<M: Medium> SlotFile<M> {
         }
         let loaded = Loaded {
             payload: payload.to_vec(),
-            rewrite: recovery != Recovery::Clean,
+            rewrite: recovery != Recovery::Clean || version != VERSION,
             recovery,
             damage,
         };
@@ -650,8 +692,8 @@ impl<M: Medium> SlotFile<M> {
                 seq,
                 active,
                 poisoned: false,
-                version: VERSION,
-                buf: Vec::with_capacity(size),
+                version,
+                buf: Vec::with_capacity(2 * size),
                 registered: None,
                 #[cfg(feature = "sim")]
                 faults: crate::file::sim::DiskFaults::lookup(path),
@@ -781,14 +823,17 @@ impl<M: Medium> SlotFile<M> {
             return M::grow(self, payload, seq);
         }
         let target = self.active ^ 1;
+        // Both copies in ONE write: copy 0, zero padding to the end of its
+        // region, copy 1 in the next region; then ONE fdatasync. The disk
+        // sees one contiguous range, as cheap to flush as a single copy.
         encode_slot(&mut self.buf, self.magic, seq, self.slot_size, payload);
-        // Both copies, half a file apart, then ONE fdatasync.
-        let first = (target * self.slot_size) as u64;
-        let second = ((2 + target) * self.slot_size) as u64;
+        let record = self.buf.len();
+        self.buf.resize(self.slot_size + record, 0);
+        self.buf.copy_within(..record, self.slot_size);
+        let at = (region(VERSION, target, 0) * self.slot_size) as u64;
         let result = self
             .medium
-            .write_all_at(&self.buf, first)
-            .and_then(|_| self.medium.write_all_at(&self.buf, second))
+            .write_all_at(&self.buf, at)
             .and_then(|_| self.sync());
         if let Err(e) = result {
             self.poisoned = true;
@@ -868,14 +913,17 @@ mod power_loss {
     }
 
     impl SimDisk {
-        /// A new version 2 file: both slots hold the empty record, the
-        /// newer (sequence 1) in slot 1, each in two copies.
+        /// A new file: both slots hold the empty record, the newer
+        /// (sequence 1) in slot 1, each in two copies.
         fn new(slot_size: usize) -> Self {
             let mut image = vec![0u8; 4 * slot_size];
             let mut buf = Vec::new();
-            for region in 0..4 {
-                encode_slot(&mut buf, MAGIC, (region % 2) as u64, slot_size, b"");
-                image[region * slot_size..][..buf.len()].copy_from_slice(&buf);
+            for slot in 0..2 {
+                encode_slot(&mut buf, MAGIC, slot as u64, slot_size, b"");
+                for copy in 0..2 {
+                    let at = region(VERSION, slot, copy) * slot_size;
+                    image[at..][..buf.len()].copy_from_slice(&buf);
+                }
             }
             SimDisk(Arc::new(Mutex::new(Disk {
                 durable: image.clone(),
@@ -885,15 +933,31 @@ mod power_loss {
         }
 
         /// The image after a power cut: the durable bytes, then each
-        /// unsynced write either lost, kept, or torn at a random byte.
+        /// unsynced write either lost, kept, torn at a random byte, or
+        /// scattered: a disk may persist the sectors of one write in any
+        /// order, so each 512-byte sector is kept or lost on its own, and
+        /// one of them may be torn.
         fn crash(&self, rng: &mut Rng) -> Vec<u8> {
+            const SECTOR: usize = 512;
             let d = self.0.lock().unwrap();
             let mut image = d.durable.clone();
             for (at, bytes) in &d.unsynced {
-                let kept = match rng.below(3) {
+                let kept = match rng.below(4) {
                     0 => 0,
                     1 => bytes.len(),
-                    _ => rng.below(bytes.len() as u64) as usize,
+                    2 => rng.below(bytes.len() as u64) as usize,
+                    _ => {
+                        for (i, sector) in bytes.chunks(SECTOR).enumerate() {
+                            let n = match rng.below(5) {
+                                0 | 1 => 0,
+                                2 => rng.below(sector.len() as u64) as usize,
+                                _ => sector.len(),
+                            };
+                            let o = at + i * SECTOR;
+                            image[o..o + n].copy_from_slice(&sector[..n]);
+                        }
+                        0
+                    }
                 };
                 image[*at..*at + kept].copy_from_slice(&bytes[..kept]);
             }
@@ -1014,10 +1078,15 @@ mod power_loss {
                 let size = after.len() / 4;
                 let acked_slot = file.active;
                 let case = rng.below(4);
+                let one_copy =
+                    |slot: usize, rng: &mut Rng| region(VERSION, slot, rng.below(2) as usize);
                 let regions: Vec<usize> = match case {
-                    0 => vec![acked_slot + 2 * rng.below(2) as usize],
-                    1 => vec![acked_slot, acked_slot + 2],
-                    2 => vec![(acked_slot ^ 1) + 2 * rng.below(2) as usize],
+                    0 => vec![one_copy(acked_slot, &mut rng)],
+                    1 => vec![
+                        region(VERSION, acked_slot, 0),
+                        region(VERSION, acked_slot, 1),
+                    ],
+                    2 => vec![one_copy(acked_slot ^ 1, &mut rng)],
                     _ => vec![0, 1, 2, 3],
                 };
                 for r in &regions {

@@ -318,12 +318,15 @@ impl<I: Send + 'static> Worker<I> {
             .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
         q.jobs.push_back(Job { due, answer, work });
         // Wake only a thread that sleeps: a busy one finds the job itself.
-        if q.io_idle {
-            q.io_idle = false;
+        let wake_io = std::mem::take(&mut q.io_idle);
+        let wake_watch = std::mem::take(&mut q.watch_idle);
+        // Notified after the queue is unlocked: a thread woken while the
+        // caller still holds the lock would only block on it again.
+        drop(q);
+        if wake_io {
             self.shared.work.notify_one();
         }
-        if q.watch_idle {
-            q.watch_idle = false;
+        if wake_watch {
             self.shared.watch.notify_one();
         }
         Ok(())

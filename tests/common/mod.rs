@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod slot_image;
 pub mod tezos;
 
 use async_trait::async_trait;
