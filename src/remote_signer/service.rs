@@ -13,8 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
+// tokio's clock, so that tests can move it.
+use tokio::time::Instant;
 
 use crate::failover::Ownership;
 use crate::keys::PublicKey;
@@ -26,6 +29,12 @@ use crate::remote_signer::trace::TraceError;
 use crate::signer::Signer;
 use crate::watermark::{Decision, KeyHash, SignRequest, SignerGuard};
 use crate::{Error, GuardedSigner};
+
+/// How long one store probe of [`SignerService::health`] answers for:
+/// `/healthz` is not authenticated, so however often it is asked, the
+/// store (an etcd range read of every watermark) is asked at most this
+/// often per term. The ownership and shutdown checks stay live.
+pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Signature versions a client may ask for (octez 25 bakers send 3; only
 /// tz4 signatures depend on it).
@@ -302,6 +311,9 @@ struct Term<G: ?Sized> {
     guard: Arc<G>,
     ownership: Option<Arc<Ownership>>,
     signers: BTreeMap<KeyHash, GuardedSigner<Arc<G>, Arc<dyn Signer>>>,
+    /// The term's last store probe and when it was made; concurrent
+    /// probes wait for one answer instead of each asking the store.
+    health_probe: Arc<Mutex<Option<(Instant, Result<(), String>)>>>,
 }
 
 /// Whether the service signs.
@@ -383,6 +395,7 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
             guard,
             ownership,
             signers,
+            health_probe: Arc::default(),
         }
     }
 
@@ -609,28 +622,37 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     /// asks (`/healthz` is not authenticated): who owns the baker, why this
     /// signer stands by and the store's error are in the signer's log.
     pub async fn health(&self) -> Result<(), String> {
-        let guard = match &*self.state.read().await {
+        let (guard, probe) = match &*self.state.read().await {
             State::Closed => return Err("shutting down".into()),
             State::Standby(_) => return Err("standby: not the active signer".into()),
             State::Active(t) => {
                 if t.ownership.as_ref().is_some_and(|o| o.is_lost()) {
                     return Err("standby: not the active signer (fenced)".into());
                 }
-                t.guard.clone()
+                (t.guard.clone(), t.health_probe.clone())
             }
         };
         if self.keys.is_empty() {
             return Err("no keys loaded".into());
         }
         // Asked without the state lock: a slow store does not hold up a
-        // change of term.
-        guard.watermarks().await.map(|_| ()).map_err(|e| {
+        // change of term. At most one probe per interval reaches the
+        // store; callers meanwhile share its answer.
+        let mut last = probe.lock().await;
+        if let Some((at, answer)) = &*last {
+            if at.elapsed() < HEALTH_PROBE_INTERVAL {
+                return answer.clone();
+            }
+        }
+        let answer = guard.watermarks().await.map(|_| ()).map_err(|e| {
             let backend = match e {
                 Error::Unavailable { backend, .. } => backend,
                 _ => "watermark",
             };
             format!("{backend} store: not answering (the signer's log has the details)")
-        })
+        });
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     /// Stop signing for good: wait for the signatures in flight, then
@@ -956,6 +978,103 @@ mod tests {
         ) -> crate::Result<()> {
             Ok(())
         }
+    }
+
+    /// A store whose `watermarks` (the health probe) is counted and can
+    /// be made to fail.
+    #[derive(Default)]
+    struct Probed {
+        probes: std::sync::atomic::AtomicUsize,
+        down: std::sync::atomic::AtomicBool,
+        inner: MemoryWatermarks,
+    }
+
+    #[async_trait::async_trait]
+    impl SignerGuard for Probed {
+        async fn authorize(&self, r: &[SignRequest]) -> crate::Result<Vec<Decision>> {
+            self.inner.authorize(r).await
+        }
+        async fn watermark(
+            &self,
+            k: &WatermarkKey,
+        ) -> crate::Result<Option<crate::watermark::Watermark>> {
+            self.inner.watermark(k).await
+        }
+        async fn watermarks(
+            &self,
+        ) -> crate::Result<Vec<(WatermarkKey, crate::watermark::Watermark)>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.probes.fetch_add(1, SeqCst);
+            tokio::task::yield_now().await;
+            if self.down.load(SeqCst) {
+                return Err(Error::Unavailable {
+                    backend: "etcd",
+                    detail: "no leader at 10.9.8.7:2379".into(),
+                    source: None,
+                });
+            }
+            self.inner.watermarks().await
+        }
+        async fn set_marks(
+            &self,
+            m: &[(WatermarkKey, crate::watermark::Mark)],
+            mode: crate::watermark::SetMode,
+        ) -> crate::Result<()> {
+            self.inner.set_marks(m, mode).await
+        }
+    }
+
+    /// `/healthz` is not authenticated: a flood of it reaches the store
+    /// at most once per interval, a store failure shows within one
+    /// interval, and a new term probes afresh.
+    #[tokio::test(start_paused = true)]
+    async fn health_probes_the_store_at_most_once_per_interval() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let store = Arc::new(Probed::default());
+        let s = Arc::new(SignerService::new(
+            store.clone(),
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+        ));
+        let asks: Vec<_> = (0..100)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.health().await })
+            })
+            .collect();
+        for a in asks {
+            assert_eq!(a.await.unwrap(), Ok(()));
+        }
+        assert_eq!(store.probes.load(SeqCst), 1, "one probe for 100 asks");
+
+        store.down.store(true, SeqCst);
+        assert_eq!(
+            s.health().await,
+            Ok(()),
+            "within the interval: the last answer"
+        );
+        assert_eq!(store.probes.load(SeqCst), 1);
+        tokio::time::advance(HEALTH_PROBE_INTERVAL).await;
+        let e = s.health().await.unwrap_err();
+        assert_eq!(
+            e, "etcd store: not answering (the signer's log has the details)",
+            "no address leaks"
+        );
+        assert_eq!(store.probes.load(SeqCst), 2);
+        assert_eq!(s.health().await, Err(e), "the failure is kept too");
+        assert_eq!(store.probes.load(SeqCst), 2);
+
+        // A new term (a takeover) does not inherit the old answer.
+        store.down.store(false, SeqCst);
+        let (own, _notifier) = Ownership::new(8, "host-a", None);
+        assert!(s.activate(store.clone(), Arc::new(own)).await);
+        assert_eq!(s.health().await, Ok(()));
+        assert_eq!(store.probes.load(SeqCst), 3);
+        // Standing by answers at once, without the store.
+        s.stand_by("lost").await;
+        assert!(s.health().await.unwrap_err().contains("standby"));
+        assert_eq!(store.probes.load(SeqCst), 3);
     }
 
     const SECRET_PATH: &str = "/srv/secret-place/watermarks";
