@@ -36,6 +36,18 @@ pub trait Signer: Send + Sync {
         false
     }
 
+    /// Whether the signer keeps a watermark of its own that moves when it
+    /// signs (the Ledger Tezos Baking app, TezSign): a signature it made
+    /// cannot be taken back, even if it is never released. The guard is
+    /// then read afresh ([`SignerGuard::reload`]) before such a signer is
+    /// asked, so that what the store already refuses or holds a signature
+    /// for (another host signed it before a failover) never reaches the
+    /// device. The default, `false`, suits software keys, for which an
+    /// unreleased signature costs only CPU time.
+    fn has_own_watermark(&self) -> bool {
+        false
+    }
+
     /// Cheap pre-check: would this signer refuse this request (size, level range, scheme, kind)? Called before the watermark moves.
     // Parameter names are part of the documented signature; the default
     // uses neither.
@@ -57,6 +69,9 @@ impl<S: Signer + ?Sized> Signer for Arc<S> {
     }
     fn deterministic(&self) -> bool {
         (**self).deterministic()
+    }
+    fn has_own_watermark(&self) -> bool {
+        (**self).has_own_watermark()
     }
     fn check(&self, request: &SignRequest, payload: &[u8]) -> Result<()> {
         (**self).check(request, payload)
@@ -278,6 +293,13 @@ impl<G: SignerGuard, S: Signer> GuardedSigner<G, S> {
         // What the signer documents it would refuse (size, level range,
         // scheme) is refused before anything else.
         self.signer.check(&request, payload)?;
+        // A signer with a watermark of its own cannot take a signature
+        // back: the store is read afresh first (etcd: one read; the file
+        // and memory stores hold the truth already), so that a repeat is
+        // answered, and a refusal made, without asking the device.
+        if self.signer.has_own_watermark() {
+            self.guard.reload(&request.key).await?;
+        }
         // 1. The same bytes were signed at this mark: the same signature.
         if let Some(stored) = self.guard.stored_signature(&request).await? {
             return self.release(request, Decision::Repeat, stored.as_bytes().to_vec());

@@ -733,3 +733,77 @@ async fn etcd_keeps_the_released_signature_and_reads_v1_entries() {
         Some(s.signature)
     );
 }
+
+/// A signer with a watermark of its own (as a Ledger or a TezSign): what
+/// it signs cannot be taken back, so it must never be asked for bytes the
+/// shared store already refuses. Counts how often it is asked.
+struct OwnWatermarkSigner {
+    key: slashguard::Ed25519Signer,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl slashguard::Signer for OwnWatermarkSigner {
+    fn key_hash(&self) -> slashguard::watermark::KeyHash {
+        self.key.key_hash()
+    }
+    async fn sign(&self, payload: &[u8]) -> slashguard::Result<Vec<u8>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.key.sign(payload).await
+    }
+    fn deterministic(&self) -> bool {
+        true
+    }
+    fn has_own_watermark(&self) -> bool {
+        true
+    }
+}
+
+/// Two hosts on one etcd, each with its own device holding the key: the
+/// host whose memory of a watermark is stale (it signed at 50, the other
+/// host at 110 since) reads etcd before asking its device, so the device
+/// is asked neither below the shared mark nor for a repeat (it answers
+/// with the other host's stored signature).
+#[tokio::test]
+async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
+    use common::tezos::Consensus;
+    use slashguard::watermark::{ChainId, Curve};
+    use slashguard::{GuardedSigner, Refusal, Signer};
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let etcd = EtcdCluster::single();
+    let device = |seed| {
+        Arc::new(OwnWatermarkSigner {
+            key: slashguard::Ed25519Signer::from_seed(seed),
+            asked: Default::default(),
+        })
+    };
+    let (dev_a, dev_b) = (device([3; 32]), device([3; 32]));
+    let host_a = GuardedSigner::new(
+        EtcdWatermarks::new(client(&etcd, "/devices").await),
+        dev_a.clone(),
+    );
+    let host_b = GuardedSigner::new(
+        EtcdWatermarks::new(client(&etcd, "/devices").await),
+        dev_b.clone(),
+    );
+    let chain = ChainId([0x7a, 0x06, 0xa7, 0x70]);
+    let att = |level, fill| Consensus::new(chain, level, 0, [fill; 32]).attestation(Curve::Ed25519);
+
+    host_b.sign(&att(50, 0xb2)).await.unwrap();
+    let by_a = host_a.sign(&att(110, 0xa1)).await.unwrap();
+    assert_eq!((dev_a.asked.load(SeqCst), dev_b.asked.load(SeqCst)), (1, 1));
+
+    // Host b still remembers 50; etcd holds 110.
+    for data in [att(105, 0xb2), att(110, 0xb2), att(50, 0xb2)] {
+        match host_b.sign(&data).await {
+            Err(Error::Refused(Refusal::Watermark(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let repeat = host_b.sign(&att(110, 0xa1)).await.unwrap();
+    assert_eq!(repeat.signature, by_a.signature, "the stored signature");
+    assert_eq!(dev_b.asked.load(SeqCst), 1, "host b's device never asked");
+    host_b.sign(&att(111, 0xb2)).await.unwrap();
+    assert_eq!(dev_b.asked.load(SeqCst), 2);
+}

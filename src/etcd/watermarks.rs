@@ -514,6 +514,27 @@ impl SignerGuard for EtcdWatermarks {
         })
     }
 
+    // From the cache, as `stored_signature`: after `reload` it is the
+    // store's current value; otherwise it may lag (another host signed
+    // since), and `authorize`, which compares with etcd, decides.
+    async fn precheck(&self, request: &SignRequest) -> Result<()> {
+        let floor = self.floor().get(&request.key).copied();
+        let slot = self.snapshot(&[request.key]).remove(0);
+        self.check_floor_at(&request.key, &slot, floor)?;
+        match &slot.entry {
+            Entry::Absent => Ok(()),
+            Entry::Mark(w) => {
+                crate::watermark::decide(Some(w), request)?;
+                Ok(())
+            }
+            Entry::Corrupt(p) => Err(self.corrupt(&request.key, p)),
+        }
+    }
+
+    async fn reload(&self, key: &WatermarkKey) -> Result<()> {
+        self.refresh(&[*key]).await
+    }
+
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         let keys = [*key];
         self.refresh(&keys).await?;

@@ -471,6 +471,9 @@ impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
         self.check_active(&state)?;
         self.inner.precheck(request).await
     }
+    async fn reload(&self, key: &WatermarkKey) -> Result<()> {
+        self.inner.reload(key).await
+    }
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {
         self.inner.watermark(key).await
     }

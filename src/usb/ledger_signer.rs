@@ -383,6 +383,11 @@ impl Signer for LedgerSigner {
         )
     }
 
+    /// The device's own high watermark moves when it signs.
+    fn has_own_watermark(&self) -> bool {
+        true
+    }
+
     /// Sign on the device. A refusal by the device watermark comes back as
     /// [`Error::Refused`] when the device mark read right after explains it
     /// (request below it), otherwise as [`Error::Signer`] whose source is

@@ -254,6 +254,10 @@ impl<S: Signer + 'static> Signer for QueuedSigner<S> {
         self.signer.deterministic()
     }
 
+    fn has_own_watermark(&self) -> bool {
+        self.signer.has_own_watermark()
+    }
+
     fn check(&self, request: &SignRequest, payload: &[u8]) -> Result<()> {
         self.signer.check(request, payload)
     }

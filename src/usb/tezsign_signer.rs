@@ -169,6 +169,11 @@ impl Signer for TezSignSigner {
         )
     }
 
+    /// The device's own high watermark moves when it signs.
+    fn has_own_watermark(&self) -> bool {
+        true
+    }
+
     /// Sign on the device. A stale-watermark answer (error 33) comes back
     /// as [`Error::Refused`] when the device mark read right after explains
     /// it, otherwise as [`Error::Signer`] with source

@@ -84,6 +84,18 @@ pub trait SignerGuard: Send + Sync {
         Ok(())
     }
 
+    /// Bring what this guard remembers of `key` up to date with the store
+    /// (one read), before a signer with a watermark of its own is asked
+    /// ([`Signer::has_own_watermark`](crate::Signer::has_own_watermark)):
+    /// [`stored_signature`](SignerGuard::stored_signature) and
+    /// [`precheck`](SignerGuard::precheck) then answer from the store's
+    /// current value. A store whose table in memory is the truth (memory,
+    /// file) has nothing to do: the default.
+    async fn reload(&self, key: &WatermarkKey) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
     /// Authorize one request.
     async fn authorize_one(&self, request: &SignRequest) -> Result<Decision> {
         Ok(self.authorize(std::slice::from_ref(request)).await?[0])
@@ -117,6 +129,9 @@ macro_rules! forward_guard {
             }
             async fn precheck(&self, request: &SignRequest) -> Result<()> {
                 (**self).precheck(request).await
+            }
+            async fn reload(&self, key: &WatermarkKey) -> Result<()> {
+                (**self).reload(key).await
             }
         }
     )*};
