@@ -779,14 +779,11 @@ async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
         })
     };
     let (dev_a, dev_b) = (device([3; 32]), device([3; 32]));
-    let host_a = GuardedSigner::new(
-        EtcdWatermarks::new(client(&etcd, "/devices").await),
-        dev_a.clone(),
-    );
-    let host_b = GuardedSigner::new(
-        EtcdWatermarks::new(client(&etcd, "/devices").await),
-        dev_b.clone(),
-    );
+    let client_b = client(&etcd, "/devices").await;
+    let guard_a = Arc::new(EtcdWatermarks::new(client(&etcd, "/devices").await));
+    let guard_b = Arc::new(EtcdWatermarks::new(client_b.clone()));
+    let host_a = GuardedSigner::new(guard_a.clone(), dev_a.clone());
+    let host_b = GuardedSigner::new(guard_b.clone(), dev_b.clone());
     let chain = ChainId([0x7a, 0x06, 0xa7, 0x70]);
     let att = |level, fill| Consensus::new(chain, level, 0, [fill; 32]).attestation(Curve::Ed25519);
 
@@ -806,4 +803,36 @@ async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
     assert_eq!(dev_b.asked.load(SeqCst), 1, "host b's device never asked");
     host_b.sign(&att(111, 0xb2)).await.unwrap();
     assert_eq!(dev_b.asked.load(SeqCst), 2);
+
+    // The cache-only precheck never makes a remembered damage final: a
+    // software key on host b's guard meets a damaged preattestation entry,
+    // an operator repairs it from host a, and host b signs above it.
+    let soft = GuardedSigner::new(
+        guard_b.clone(),
+        slashguard::Ed25519Signer::from_seed([3; 32]),
+    );
+    let pre = |level| Consensus::new(chain, level, 0, [0xb2; 32]).preattestation(Curve::Ed25519);
+    let k = slashguard::watermark::WatermarkKey {
+        chain,
+        key: soft.key_hash(),
+        kind: ConsensusKind::Preattestation,
+    };
+    raw(&etcd)
+        .await
+        .put(client_b.keys().watermark(&k), b"bit rot".to_vec(), None)
+        .await
+        .unwrap();
+    match soft.sign(&pre(10)).await {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    guard_a
+        .set_marks(&[(k, Mark::level(20))], SetMode::Force)
+        .await
+        .unwrap();
+    soft.sign(&pre(21)).await.unwrap();
+    match soft.sign(&pre(20)).await {
+        Err(Error::Refused(Refusal::Watermark(_))) => {}
+        other => panic!("{other:?}"),
+    }
 }

@@ -516,19 +516,17 @@ impl SignerGuard for EtcdWatermarks {
 
     // From the cache, as `stored_signature`: after `reload` it is the
     // store's current value; otherwise it may lag (another host signed
-    // since), and `authorize`, which compares with etcd, decides.
+    // since) and `authorize`, which reads etcd, decides. Only a refusal by
+    // a remembered mark is final here: etcd's mark is at least that high
+    // (a lower one is a regression, which `authorize` refuses too). A
+    // remembered damaged or regressed entry is left to `authorize`, which
+    // reads it again (an operator may have repaired it since).
     async fn precheck(&self, request: &SignRequest) -> Result<()> {
-        let floor = self.floor().get(&request.key).copied();
         let slot = self.snapshot(&[request.key]).remove(0);
-        self.check_floor_at(&request.key, &slot, floor)?;
-        match &slot.entry {
-            Entry::Absent => Ok(()),
-            Entry::Mark(w) => {
-                crate::watermark::decide(Some(w), request)?;
-                Ok(())
-            }
-            Entry::Corrupt(p) => Err(self.corrupt(&request.key, p)),
+        if let Entry::Mark(w) = &slot.entry {
+            crate::watermark::decide(Some(w), request)?;
         }
+        Ok(())
     }
 
     async fn reload(&self, key: &WatermarkKey) -> Result<()> {
