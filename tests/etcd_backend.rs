@@ -768,7 +768,7 @@ impl slashguard::Signer for OwnWatermarkSigner {
 async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
     use common::tezos::Consensus;
     use slashguard::watermark::{ChainId, Curve};
-    use slashguard::{GuardedSigner, Refusal, Signer};
+    use slashguard::{GuardedSigner, Refusal};
     use std::sync::atomic::Ordering::SeqCst;
 
     let etcd = EtcdCluster::single();

@@ -155,8 +155,14 @@ fn other_block(level: u32) -> Vec<u8> {
     b
 }
 
+/// (kind tag, level, round) of a consensus payload.
+type Mark = (u8, u32, u32);
+
+/// What was released for each mark: the payload and its signature.
+type Released = BTreeMap<Mark, (Vec<u8>, Vec<u8>)>;
+
 /// (kind, level, round) of a consensus payload the Ledger signed.
-fn mark(m: &[u8]) -> (u8, u32, u32) {
+fn mark(m: &[u8]) -> Mark {
     match m[0] {
         0x11 => {
             // The round is the fitness's last 4 bytes (length at 83).
@@ -216,7 +222,7 @@ fn a_backup_ledger_left_behind_signs_nothing_the_primary_signed() {
     assert!(r.contains("standby: not the active signer"), "{r}");
 
     // The primary signs levels 101..=110 through both protocols.
-    let mut released: BTreeMap<(u8, u32, u32), (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    let mut released = Released::new();
     for level in 101..=110 {
         for data in [
             block(MAINNET, level, 0),

@@ -313,8 +313,11 @@ struct Term<G: ?Sized> {
     signers: BTreeMap<KeyHash, GuardedSigner<Arc<G>, Arc<dyn Signer>>>,
     /// The term's last store probe and when it was made; concurrent
     /// probes wait for one answer instead of each asking the store.
-    health_probe: Arc<Mutex<Option<(Instant, Result<(), String>)>>>,
+    health_probe: Arc<Mutex<Option<HealthProbe>>>,
 }
+
+/// A store probe's answer and when it was asked.
+type HealthProbe = (Instant, Result<(), String>);
 
 /// Whether the service signs.
 enum State<G: ?Sized> {
