@@ -804,6 +804,43 @@ async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
     host_b.sign(&att(111, 0xb2)).await.unwrap();
     assert_eq!(dev_b.asked.load(SeqCst), 2);
 
+    // What host b has just read is final for its device: a damaged
+    // attestation entry is refused before the device is asked, and a
+    // repair from host a is seen at the next request.
+    let ka = slashguard::watermark::WatermarkKey {
+        chain,
+        key: host_b.key_hash(),
+        kind: ConsensusKind::Attestation,
+    };
+    raw(&etcd)
+        .await
+        .put(client_b.keys().watermark(&ka), b"bit rot".to_vec(), None)
+        .await
+        .unwrap();
+    match host_b.sign(&att(112, 0xb2)).await {
+        Err(Error::Corrupt { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(dev_b.asked.load(SeqCst), 2, "not asked over damage");
+    guard_a
+        .set_marks(&[(ka, Mark::level(115))], SetMode::Force)
+        .await
+        .unwrap();
+    host_b.sign(&att(116, 0xb2)).await.unwrap();
+    assert_eq!(dev_b.asked.load(SeqCst), 3);
+    // A deleted entry, after host b has seen 116: a regression, refused
+    // before the device is asked.
+    raw(&etcd)
+        .await
+        .delete(client_b.keys().watermark(&ka), None)
+        .await
+        .unwrap();
+    match host_b.sign(&att(105, 0xc3)).await {
+        Err(Error::Regressed { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(dev_b.asked.load(SeqCst), 3, "not asked over a regression");
+
     // The cache-only precheck never makes a remembered damage final: a
     // software key on host b's guard meets a damaged preattestation entry,
     // an operator repairs it from host a, and host b signs above it.

@@ -529,8 +529,12 @@ impl SignerGuard for EtcdWatermarks {
         Ok(())
     }
 
+    // The read is fresh, so unlike `precheck` (which may answer from a
+    // stale cache and leaves doubt to `authorize`) it refuses damage and
+    // regressions at once: the next step asks a device that cannot take
+    // its signature back.
     async fn reload(&self, key: &WatermarkKey) -> Result<()> {
-        self.refresh(&[*key]).await
+        self.watermark(key).await.map(|_| ())
     }
 
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {

@@ -471,7 +471,9 @@ impl<G: SignerGuard> SignerGuard for BackupGuard<G> {
         self.check_active(&state)?;
         self.inner.precheck(request).await
     }
+    // A standby answers "standby", not whatever the store's read says.
     async fn reload(&self, key: &WatermarkKey) -> Result<()> {
+        self.check_active(&*self.state.read().await)?;
         self.inner.reload(key).await
     }
     async fn watermark(&self, key: &WatermarkKey) -> Result<Option<Watermark>> {

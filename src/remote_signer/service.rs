@@ -313,11 +313,14 @@ struct Term<G: ?Sized> {
     signers: BTreeMap<KeyHash, GuardedSigner<Arc<G>, Arc<dyn Signer>>>,
     /// The term's last store probe and when it was made; concurrent
     /// probes wait for one answer instead of each asking the store.
-    health_probe: Arc<Mutex<Option<HealthProbe>>>,
+    health_probe: ProbeCache,
 }
 
 /// A store probe's answer and when it was asked.
 type HealthProbe = (Instant, Result<(), String>);
+
+/// A term's last store probe, shared by concurrent `/healthz` callers.
+type ProbeCache = Arc<Mutex<Option<HealthProbe>>>;
 
 /// Whether the service signs.
 enum State<G: ?Sized> {
@@ -625,19 +628,38 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     /// asks (`/healthz` is not authenticated): who owns the baker, why this
     /// signer stands by and the store's error are in the signer's log.
     pub async fn health(&self) -> Result<(), String> {
-        let (guard, probe) = match &*self.state.read().await {
-            State::Closed => return Err("shutting down".into()),
-            State::Standby(_) => return Err("standby: not the active signer".into()),
+        let (guard, probe) = self.active_term().await?;
+        if self.keys.is_empty() {
+            return Err("no keys loaded".into());
+        }
+        let answer = Self::probe_store(&guard, &probe).await;
+        // The term may have ended, or its ownership been lost, while the
+        // store was asked (a slow etcd is when leases expire): ready only
+        // if the same term is still the active one.
+        let (_, now) = self.active_term().await?;
+        if !Arc::ptr_eq(&now, &probe) {
+            return Err("standby: not the active signer".into());
+        }
+        answer
+    }
+
+    /// The active term's guard and probe cache, or why there is none.
+    async fn active_term(&self) -> Result<(Arc<G>, ProbeCache), String> {
+        match &*self.state.read().await {
+            State::Closed => Err("shutting down".into()),
+            State::Standby(_) => Err("standby: not the active signer".into()),
             State::Active(t) => {
                 if t.ownership.as_ref().is_some_and(|o| o.is_lost()) {
                     return Err("standby: not the active signer (fenced)".into());
                 }
-                (t.guard.clone(), t.health_probe.clone())
+                Ok((t.guard.clone(), t.health_probe.clone()))
             }
-        };
-        if self.keys.is_empty() {
-            return Err("no keys loaded".into());
         }
+    }
+
+    /// Ask the store whether it answers, at most once per
+    /// [`HEALTH_PROBE_INTERVAL`] per term.
+    async fn probe_store(guard: &Arc<G>, probe: &Mutex<Option<HealthProbe>>) -> Result<(), String> {
         // Asked without the state lock: a slow store does not hold up a
         // change of term. At most one probe per interval reaches the
         // store; callers meanwhile share its answer.
@@ -989,6 +1011,8 @@ mod tests {
     struct Probed {
         probes: std::sync::atomic::AtomicUsize,
         down: std::sync::atomic::AtomicBool,
+        /// Held by a test: a probe waits for it, as on a slow store.
+        gate: tokio::sync::Mutex<()>,
         inner: MemoryWatermarks,
     }
 
@@ -1008,6 +1032,7 @@ mod tests {
         ) -> crate::Result<Vec<(WatermarkKey, crate::watermark::Watermark)>> {
             use std::sync::atomic::Ordering::SeqCst;
             self.probes.fetch_add(1, SeqCst);
+            drop(self.gate.lock().await);
             tokio::task::yield_now().await;
             if self.down.load(SeqCst) {
                 return Err(Error::Unavailable {
@@ -1078,6 +1103,42 @@ mod tests {
         s.stand_by("lost").await;
         assert!(s.health().await.unwrap_err().contains("standby"));
         assert_eq!(store.probes.load(SeqCst), 3);
+    }
+
+    /// A probe that answers after the term ended (stand-by, or the
+    /// ownership lost) does not report the signer ready.
+    #[tokio::test]
+    async fn health_is_not_ready_when_the_term_ends_during_the_probe() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
+        let store = Arc::new(Probed::default());
+        let s = Arc::new(SignerService::new(
+            store.clone(),
+            vec![(key, KeyPolicy::default())],
+            ServiceOptions::default(),
+        ));
+        let (own, notifier) = Ownership::new(8, "host-a", None);
+        let own = Arc::new(own);
+        for end in ["stand-by", "lost"] {
+            assert!(s.activate(store.clone(), own.clone()).await);
+            let before = store.probes.load(SeqCst);
+            let held = store.gate.lock().await;
+            let probe = tokio::spawn({
+                let s = s.clone();
+                async move { s.health().await }
+            });
+            while store.probes.load(SeqCst) == before {
+                tokio::task::yield_now().await;
+            }
+            // The store is being asked; the term ends meanwhile.
+            match end {
+                "stand-by" => s.stand_by("lost the election").await,
+                _ => notifier.lose("lease expired"),
+            }
+            drop(held);
+            let e = probe.await.unwrap().unwrap_err();
+            assert!(e.contains("standby"), "{end}: {e}");
+        }
     }
 
     const SECRET_PATH: &str = "/srv/secret-place/watermarks";

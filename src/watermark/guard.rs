@@ -89,8 +89,12 @@ pub trait SignerGuard: Send + Sync {
     /// ([`Signer::has_own_watermark`](crate::Signer::has_own_watermark)):
     /// [`stored_signature`](SignerGuard::stored_signature) and
     /// [`precheck`](SignerGuard::precheck) then answer from the store's
-    /// current value. A store whose table in memory is the truth (memory,
-    /// file) has nothing to do: the default.
+    /// current value. What was just read is final for the signer about to
+    /// be asked, so a damaged entry, or one below what this process has
+    /// already seen, is refused here, as `authorize` would (the device
+    /// would otherwise have moved its own mark for bytes never released).
+    /// A store whose table in memory is the truth (memory, file) has
+    /// nothing to read: the default; its `precheck` refuses damage.
     async fn reload(&self, key: &WatermarkKey) -> Result<()> {
         let _ = key;
         Ok(())
