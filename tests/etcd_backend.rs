@@ -807,14 +807,16 @@ async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
     // What host b has just read is final for its device: a damaged
     // attestation entry is refused before the device is asked, and a
     // repair from host a is seen at the next request.
-    let ka = slashguard::watermark::WatermarkKey {
+    let wkey = |kind| slashguard::watermark::WatermarkKey {
         chain,
         key: host_b.key_hash(),
-        kind: ConsensusKind::Attestation,
+        kind,
     };
-    raw(&etcd)
-        .await
-        .put(client_b.keys().watermark(&ka), b"bit rot".to_vec(), None)
+    let mut etcd_raw = raw(&etcd).await;
+    let ka = wkey(ConsensusKind::Attestation);
+    let (path_a, rot) = (client_b.keys().watermark(&ka), b"bit rot".to_vec());
+    etcd_raw
+        .put(path_a.clone(), rot.clone(), None)
         .await
         .unwrap();
     match host_b.sign(&att(112, 0xb2)).await {
@@ -830,11 +832,7 @@ async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
     assert_eq!(dev_b.asked.load(SeqCst), 3);
     // A deleted entry, after host b has seen 116: a regression, refused
     // before the device is asked.
-    raw(&etcd)
-        .await
-        .delete(client_b.keys().watermark(&ka), None)
-        .await
-        .unwrap();
+    etcd_raw.delete(path_a, None).await.unwrap();
     match host_b.sign(&att(105, 0xc3)).await {
         Err(Error::Regressed { .. }) => {}
         other => panic!("{other:?}"),
@@ -849,14 +847,10 @@ async fn a_device_is_not_asked_for_what_etcd_already_refuses_or_holds() {
         slashguard::Ed25519Signer::from_seed([3; 32]),
     );
     let pre = |level| Consensus::new(chain, level, 0, [0xb2; 32]).preattestation(Curve::Ed25519);
-    let k = slashguard::watermark::WatermarkKey {
-        chain,
-        key: soft.key_hash(),
-        kind: ConsensusKind::Preattestation,
-    };
-    raw(&etcd)
-        .await
-        .put(client_b.keys().watermark(&k), b"bit rot".to_vec(), None)
+    let k = wkey(ConsensusKind::Preattestation);
+    assert_eq!(k.key, soft.key_hash());
+    etcd_raw
+        .put(client_b.keys().watermark(&k), rot, None)
         .await
         .unwrap();
     match soft.sign(&pre(10)).await {

@@ -11,12 +11,11 @@ mod signer_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use blake2::digest::{consts::U32, Digest};
+use signer_support::ledger::*;
 use signer_support::server::*;
 use slashguard::usb::ledger::apdu::ins;
-use slashguard::usb::ledger::{BipPath, DerivationType, LedgerHwm};
-use slashguard::usb::sim::{LedgerSim, SimApp, SpeculosServer};
-use slashguard::watermark::ChainId;
+use slashguard::usb::ledger::{BipPath, DerivationType};
+use slashguard::usb::sim::{LedgerSim, SimApp};
 
 /// Request deadline 8 s, device commands 1 s: a device error comes well
 /// before the deadline even on a slow machine.
@@ -24,34 +23,6 @@ const LIMITS: &str = "max-body-bytes = 4096
 max-connections = 32
 request-timeout-ms = 8000
 idle-timeout-ms = 8000";
-
-struct Ledger {
-    sim: LedgerSim,
-    _speculos: SpeculosServer,
-    addr: String,
-    pk: [u8; 32],
-    pkh: String,
-}
-
-/// A Ledger with the Tezos Baking app open, the default key authorized,
-/// its mainnet watermark at (`level`, 0), behind a Speculos-compatible
-/// port.
-fn ledger(level: u32) -> Ledger {
-    let sim = LedgerSim::new([0x5a; 32]);
-    let path = BipPath::tezos_default();
-    sim.set_baking_key(Some((DerivationType::Ed25519, path.clone())));
-    sim.set_hwm(ChainId(MAINNET), LedgerHwm::at(level), LedgerHwm::at(0));
-    let speculos = SpeculosServer::start(sim.clone()).unwrap();
-    let pk = sim.public_key(DerivationType::Ed25519, &path);
-    let pkh = slashguard::keys::PublicKey::Ed25519(pk).hash().to_string();
-    Ledger {
-        addr: speculos.addr().to_string(),
-        sim,
-        _speculos: speculos,
-        pk,
-        pkh,
-    }
-}
 
 fn device_key(l: &Ledger, extra: &str) -> String {
     format!(
@@ -67,21 +38,9 @@ timeout-ms = 1000
     )
 }
 
-/// The 64 signature bytes of an `edsig` in a sign reply, decoded by hand.
+/// The 64 signature bytes of the `edsig` in a sign reply.
 fn signature(reply: &HttpReply) -> Vec<u8> {
-    let b58 = reply.json()["signature"].as_str().unwrap().to_string();
-    let raw = bs58::decode(&b58).with_check(None).into_vec().unwrap();
-    assert_eq!(&raw[..5], &[0x09, 0xf5, 0xcd, 0x86, 0x12], "edsig prefix");
-    raw[5..].to_vec()
-}
-
-/// Check an ed25519 signature over blake2b-256 of `data`.
-fn verify(pk: &[u8; 32], data: &[u8], sig: &[u8]) {
-    let digest = blake2::Blake2b::<U32>::digest(data);
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
-    vk.verify_strict(&digest, &sig)
-        .expect("the signature verifies against the Ledger key");
+    edsig(reply.json()["signature"].as_str().unwrap())
 }
 
 fn att(level: u32, fill: u8) -> Vec<u8> {

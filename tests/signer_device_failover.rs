@@ -19,46 +19,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use blake2::digest::{consts::U32, Digest};
 use etcd_harness::EtcdCluster;
+use signer_support::ledger::*;
 use signer_support::server::*;
-use slashguard::usb::ledger::{BipPath, DerivationType, LedgerHwm};
-use slashguard::usb::sim::{LedgerSim, SpeculosServer};
-use slashguard::watermark::ChainId;
 
 /// The baker's ownership lease.
 const LEASE_SECS: u64 = 3;
 /// Every wait on a condition: generous, the machine is shared.
 const DEADLINE: Duration = Duration::from_secs(120);
-/// The Ledgers' seed: one key on both devices.
-const SEED: [u8; 32] = [0x5a; 32];
-
-struct Ledger {
-    sim: LedgerSim,
-    _speculos: SpeculosServer,
-    addr: String,
-    pk: [u8; 32],
-    pkh: String,
-}
-
-/// A Ledger with the Tezos Baking app open, the default key authorized and
-/// its mainnet watermark at (`level`, 0), behind a Speculos-compatible port.
-fn ledger(level: u32) -> Ledger {
-    let sim = LedgerSim::new(SEED);
-    let path = BipPath::tezos_default();
-    sim.set_baking_key(Some((DerivationType::Ed25519, path.clone())));
-    sim.set_hwm(ChainId(MAINNET), LedgerHwm::at(level), LedgerHwm::at(0));
-    let speculos = SpeculosServer::start(sim.clone()).unwrap();
-    let pk = sim.public_key(DerivationType::Ed25519, &path);
-    let pkh = slashguard::keys::PublicKey::Ed25519(pk).hash().to_string();
-    Ledger {
-        addr: speculos.addr().to_string(),
-        sim,
-        _speculos: speculos,
-        pk,
-        pkh,
-    }
-}
 
 /// Host `name`'s configuration: its own Ledger, the shared etcd.
 fn config(setup: &Setup, name: &str, etcd: &str, l: &Ledger) -> PathBuf {
@@ -93,22 +61,6 @@ timeout-ms = 1000
     let path = setup.path("slashguard.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Check an ed25519 signature over blake2b-256 of `data`.
-fn verify(pk: &[u8; 32], data: &[u8], sig: &[u8]) {
-    let digest = blake2::Blake2b::<U32>::digest(data);
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(pk).unwrap();
-    let sig = ed25519_dalek::Signature::from_slice(sig).unwrap();
-    vk.verify_strict(&digest, &sig)
-        .expect("the signature verifies against the Ledger key");
-}
-
-/// The 64 signature bytes of an `edsig`.
-fn edsig(b58: &str) -> Vec<u8> {
-    let raw = bs58::decode(b58).with_check(None).into_vec().unwrap();
-    assert_eq!(&raw[..5], &[0x09, 0xf5, 0xcd, 0x86, 0x12], "edsig prefix");
-    raw[5..].to_vec()
 }
 
 /// Sign over HTTP, expecting a signature, checked.

@@ -1052,12 +1052,8 @@ mod tests {
         }
     }
 
-    /// `/healthz` is not authenticated: a flood of it reaches the store
-    /// at most once per interval, a store failure shows within one
-    /// interval, and a new term probes afresh.
-    #[tokio::test(start_paused = true)]
-    async fn health_probes_the_store_at_most_once_per_interval() {
-        use std::sync::atomic::Ordering::SeqCst;
+    /// A service with one software key on a [`Probed`] store.
+    fn probed_service() -> (Arc<Probed>, Arc<SignerService<Probed>>) {
         let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
         let store = Arc::new(Probed::default());
         let s = Arc::new(SignerService::new(
@@ -1065,6 +1061,16 @@ mod tests {
             vec![(key, KeyPolicy::default())],
             ServiceOptions::default(),
         ));
+        (store, s)
+    }
+
+    /// `/healthz` is not authenticated: a flood of it reaches the store
+    /// at most once per interval, a store failure shows within one
+    /// interval, and a new term probes afresh.
+    #[tokio::test(start_paused = true)]
+    async fn health_probes_the_store_at_most_once_per_interval() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (store, s) = probed_service();
         let asks: Vec<_> = (0..100)
             .map(|_| {
                 let s = s.clone();
@@ -1110,13 +1116,7 @@ mod tests {
     #[tokio::test]
     async fn health_is_not_ready_when_the_term_ends_during_the_probe() {
         use std::sync::atomic::Ordering::SeqCst;
-        let key = SoftwareKey::generate(Curve::Ed25519).unwrap();
-        let store = Arc::new(Probed::default());
-        let s = Arc::new(SignerService::new(
-            store.clone(),
-            vec![(key, KeyPolicy::default())],
-            ServiceOptions::default(),
-        ));
+        let (store, s) = probed_service();
         let (own, notifier) = Ownership::new(8, "host-a", None);
         let own = Arc::new(own);
         for end in ["stand-by", "lost"] {

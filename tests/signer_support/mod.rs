@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod bls;
+#[cfg(all(feature = "signer", feature = "sim"))]
+pub mod ledger;
 pub mod openssl;
 #[cfg(feature = "signer")]
 pub mod server;
