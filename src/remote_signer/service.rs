@@ -364,7 +364,10 @@ impl<G: SignerGuard + ?Sized + 'static> SignerService<G> {
     /// A service for `keys` that signs nothing (every sign request gets
     /// [`ServiceError::Standby`] with `reason`) until
     /// [`activate`](Self::activate): a signer that shares its baker with
-    /// another host, and signs only while it owns it.
+    /// another host, and signs only while it owns it. Give each key once:
+    /// of two entries with one key hash only the last is served (the
+    /// `slashguard signer` command refuses such a configuration, device
+    /// keys included once their devices have answered).
     pub fn standby<K: Into<ServedKey>>(
         keys: Vec<(K, KeyPolicy)>,
         options: ServiceOptions,
