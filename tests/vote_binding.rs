@@ -327,6 +327,72 @@ fn a_resend_is_signed_again_and_another_message_for_the_vote_is_refused() {
     });
 }
 
+/// An operator's forced store (recovery) may put another or an older
+/// tower back, but the votes this process released stay released: the
+/// guard does not sign a vote that contradicts them, whatever the store
+/// now holds. A new process (a restart) votes from the forced tower, as
+/// the operator asked.
+#[test]
+fn a_forced_store_does_not_free_a_released_slot_in_this_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity();
+    let node = id.node_id();
+    let guard = |storage| {
+        VoteGuard::new(storage, identity())
+            .unwrap()
+            .with_vote_account(ACCOUNT)
+    };
+    let storage = FileTowerStorage::create(dir.path(), node).unwrap();
+    let g = guard(storage);
+    rt().block_on(async {
+        let h1 = message(&sync(42, 1, Some(30), node));
+        g.sign_vote_message(&h1).await.unwrap();
+        // Forced: slot 42 with another bank hash, then an older tower.
+        for (slot, hash, vote, refusal) in [
+            (
+                42,
+                2,
+                sync(42, 2, Some(30), node),
+                TowerRefusal::ConflictingVote { slot: 42 },
+            ),
+            (
+                40,
+                1,
+                sync(41, 3, Some(30), node),
+                TowerRefusal::LastVoteRegressed {
+                    stored: 42,
+                    requested: Some(41),
+                },
+            ),
+        ] {
+            g.save(update(slot, hash, Some(30)), StoreMode::Force)
+                .await
+                .unwrap();
+            match g.sign_vote_message(&message(&vote)).await {
+                Err(Error::Refused(Refusal::Tower(r))) => assert_eq!(r, refusal),
+                other => panic!("a contradicting vote was signed: {other:?}"),
+            }
+        }
+        // The released message itself may still be sent again, and a
+        // newer slot is free.
+        g.sign_vote_message(&h1).await.unwrap();
+        g.sign_vote_message(&message(&sync(43, 4, Some(30), node)))
+            .await
+            .unwrap();
+    });
+    // A restart after a forced store: the operator's decision stands.
+    drop(g);
+    let g = guard(FileTowerStorage::open(dir.path(), node).unwrap());
+    rt().block_on(async {
+        g.save(update(40, 1, Some(30)), StoreMode::Force)
+            .await
+            .unwrap();
+        g.sign_vote_message(&message(&sync(41, 3, Some(30), node)))
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn the_derived_tower_is_the_agave_tower_of_the_vote() {
     with_guard(async |guard| {

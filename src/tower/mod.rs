@@ -12,7 +12,7 @@ pub mod vote_tx;
 pub(crate) use record::Reader;
 pub use record::{message_hash, TowerBytesKind, TowerRecord, VoteRef, MAX_TOWER_BYTES};
 pub(crate) use rules::check_order;
-pub use rules::{check_store, StoreMode, TowerRefusal};
+pub use rules::{check_after_released, check_store, ReleasedVote, StoreMode, TowerRefusal};
 pub use storage::{StoreReceipt, TowerStorage};
 pub use vote_binding::{check_message, check_vote, VoteBinding, VoteRefusal};
 pub use vote_guard::{SignedVote, TowerUpdate, VoteGuard};

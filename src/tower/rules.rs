@@ -121,6 +121,47 @@ fn check_released(stored: &TowerRecord, new: &TowerRecord) -> Result<(), TowerRe
     }
 }
 
+/// The last vote a guard released in this process, and the hash of its
+/// message: kept apart from the store, which an operator may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleasedVote {
+    /// The released last vote.
+    pub vote: VoteRef,
+    /// The [`message_hash`](crate::tower::message_hash) of its message.
+    pub message: [u8; 32],
+}
+
+/// Whether a vote for `vote` with message hash `message` may be released
+/// after `released` was, by the same process: only at a newer slot, or as
+/// the byte-identical message again. The refusals are the ones
+/// [`check_store`] gives while the stored tower is the one this process
+/// stored; this check still holds after an operator forced an older or
+/// another tower in ([`StoreMode::Force`]), because what this process
+/// signed cannot be taken back.
+pub fn check_after_released(
+    released: Option<ReleasedVote>,
+    vote: VoteRef,
+    message: [u8; 32],
+) -> Result<(), TowerRefusal> {
+    let Some(r) = released else { return Ok(()) };
+    if vote.slot > r.vote.slot {
+        return Ok(());
+    }
+    if vote.slot < r.vote.slot {
+        return Err(TowerRefusal::LastVoteRegressed {
+            stored: r.vote.slot,
+            requested: Some(vote.slot),
+        });
+    }
+    if vote.hash != r.vote.hash {
+        return Err(TowerRefusal::ConflictingVote { slot: vote.slot });
+    }
+    if message != r.message {
+        return Err(TowerRefusal::OtherMessage { slot: vote.slot });
+    }
+    Ok(())
+}
+
 /// The ordering half of [`check_store`], on (last vote, root) pairs: for
 /// stores whose towers are not [`TowerRecord`]s (an Agave tower file).
 pub(crate) fn check_order(
@@ -295,6 +336,37 @@ mod tests {
         assert_eq!(
             check_store(&kp.node_id(), None, &plain, StoreMode::Advance),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_released_vote_binds_this_process_whatever_the_store_says() {
+        let v = |slot, h| VoteRef {
+            slot,
+            hash: [h; 32],
+        };
+        let released = Some(ReleasedVote {
+            vote: v(42, 1),
+            message: [9; 32],
+        });
+        assert_eq!(check_after_released(None, v(1, 7), [0; 32]), Ok(()));
+        // The byte-identical message again, or any newer slot.
+        assert_eq!(check_after_released(released, v(42, 1), [9; 32]), Ok(()));
+        assert_eq!(check_after_released(released, v(43, 2), [0; 32]), Ok(()));
+        assert_eq!(
+            check_after_released(released, v(42, 2), [9; 32]),
+            Err(TowerRefusal::ConflictingVote { slot: 42 })
+        );
+        assert_eq!(
+            check_after_released(released, v(42, 1), [8; 32]),
+            Err(TowerRefusal::OtherMessage { slot: 42 })
+        );
+        assert_eq!(
+            check_after_released(released, v(41, 1), [9; 32]),
+            Err(TowerRefusal::LastVoteRegressed {
+                stored: 42,
+                requested: Some(41)
+            })
         );
     }
 }

@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::identity::{NodeId, NodeKeypair};
 use crate::tower::vote_tx::VoteMessage;
 use crate::tower::{
-    check_message, check_vote, message_hash, StoreMode, StoreReceipt, TowerBytesKind, TowerRecord,
-    TowerStorage, VoteBinding, VoteRef, VoteRefusal,
+    check_after_released, check_message, check_vote, message_hash, ReleasedVote, StoreMode,
+    StoreReceipt, TowerBytesKind, TowerRecord, TowerStorage, VoteBinding, VoteRef, VoteRefusal,
 };
 
 /// The tower a validator wants to vote with.
@@ -63,7 +63,13 @@ impl SignedVote {
 /// programs the caller allowed ([`allow_program`](Self::allow_program)).
 /// The stored record keeps the hash of the message it released: the
 /// byte-identical message may be signed again (a resend after a crash),
-/// any other message for that vote is refused.
+/// any other message for that vote is refused. The guard also remembers
+/// the last vote it released itself ([`check_after_released`]): a forced
+/// store ([`StoreMode::Force`], operator recovery) that puts an older or
+/// another tower back does not free a released slot in this process; a
+/// restart votes from the forced tower, as the operator decided.
+///
+/// [`check_after_released`]: crate::tower::check_after_released
 ///
 /// # Example
 ///
@@ -125,6 +131,11 @@ pub struct VoteGuard<S> {
     // store, and again after any failed store (its write may or may not
     // have landed), so the next `save` reads the store.
     order: Mutex<Option<LastStored>>,
+    // The last vote this guard released, whatever the store says since:
+    // an operator's forced store may put an older tower back, but what
+    // this process signed cannot be taken back. Only written and read
+    // under `order`.
+    released: std::sync::Mutex<Option<ReleasedVote>>,
 }
 
 /// The last record a guard stored: enough to carry its release over.
@@ -153,6 +164,7 @@ impl<S: TowerStorage> VoteGuard<S> {
             vote_account: None,
             allowed_programs: Vec::new(),
             order: Mutex::new(None),
+            released: std::sync::Mutex::new(None),
         })
     }
 
@@ -312,6 +324,14 @@ impl<S: TowerStorage> VoteGuard<S> {
     ) -> Result<SignedVote> {
         let mut last = self.order.lock().await;
         let vote = decoded.vote().last_vote();
+        let hash = message_hash(message);
+        let released = *self.released.lock().unwrap_or_else(|p| p.into_inner());
+        let checked = check_after_released(released, vote, hash).map_err(Error::from);
+        crate::metrics::note_refusal(&checked);
+        if let Err(e) = checked {
+            tracing::warn!(error = %e, released = ?released.map(|r| r.vote.slot), "vote contradicts one this process released: vote withheld");
+            return Err(e);
+        }
         let receipt = self
             .store_record(&record, StoreMode::Advance, &mut last)
             .await?;
@@ -329,6 +349,10 @@ impl<S: TowerStorage> VoteGuard<S> {
                 }
             }
         }
+        *self.released.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReleasedVote {
+            vote,
+            message: hash,
+        });
         tracing::debug!(node = %self.identity.node_id(), slot = vote.slot, fence = receipt.fence, "vote released after durable tower store");
         Ok(SignedVote {
             vote,
