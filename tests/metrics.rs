@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use slashguard::file::{FileTowerStorage, FileWatermarks};
 use slashguard::metrics::{install, MemoryMetrics, Outcome, RefusalReason};
-use slashguard::tower::{TowerUpdate, VoteGuard, VoteRef};
+use slashguard::tower::{StoreMode, TowerUpdate, VoteGuard, VoteRef};
 use slashguard::watermark::{ChainId, ConsensusKind, Mark, WatermarkKey};
 use slashguard::{Ed25519Signer, GuardedSigner, NodeKeypair, Signer};
 
@@ -67,6 +67,14 @@ async fn guards_report_latency_refusals_and_marks() {
         let message = vote_message(guard.node(), &update(slot));
         guard.vote(update(slot), &message).await.unwrap();
     }
+    // A regressing tower: refused by the store.
+    assert!(guard
+        .save(update(5), StoreMode::Advance)
+        .await
+        .unwrap_err()
+        .is_refusal());
+    // A vote below one this guard released: refused before the store is
+    // asked (counted as a refusal, not as a store).
     let message = vote_message(guard.node(), &update(5));
     assert!(guard
         .vote(update(5), &message)
@@ -103,7 +111,7 @@ async fn guards_report_latency_refusals_and_marks() {
     assert!(s.tower_store[&("file", Outcome::Ok)].max > std::time::Duration::ZERO);
     assert_eq!(s.authorize[&("file", Outcome::Ok)].count, 2);
     assert_eq!(s.authorize[&("file", Outcome::Refused)].count, 2);
-    assert_eq!(s.refusals[&RefusalReason::TowerRegressed], 1);
+    assert_eq!(s.refusals[&RefusalReason::TowerRegressed], 2);
     assert_eq!(s.refusals[&RefusalReason::WatermarkBelow], 1);
     assert_eq!(s.refusals[&RefusalReason::DifferentPayload], 1);
     assert_eq!(s.watermarks[&key], Mark::level(101));
