@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use slashguard::alpenglow::{
     derive_voter_key, AlpenglowGuard, AlpenglowRefusal, Check, HistoryStorage, HistoryUpdate,
-    RuleMode, Vote, VoteKind,
+    RuleMode, Vote, VoteKind, MAX_NOTARIZE_FALLBACKS,
 };
 use slashguard::bls::PublicKey;
 use slashguard::file::FileVoteHistory;
@@ -172,6 +172,61 @@ fn votes_survive_restart_and_repeats_sign_the_same_bytes() {
         ));
         let err = g.vote(&[v(99, VoteKind::Skip)], None).await.unwrap_err();
         assert!(matches!(refusal(err), AlpenglowRefusal::BelowRoot { .. }));
+    });
+}
+
+/// A caller that asks for NotarizeFallback votes for more blocks in one
+/// slot than can be safe to notarize is refused, in one event or over
+/// many, before anything is written: the slot's record stays what it was,
+/// and the history read back after a restart still refuses a Skip after
+/// the slot's Notarize. (The format counts a slot's fallback blocks in 16
+/// bits; unbounded, 65,536 of them wrapped the count and the history read
+/// back without that Notarize.)
+#[test]
+fn fallbacks_per_slot_are_bounded_and_the_history_reads_back_whole() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let g = guard(dir.path(), RuleMode::Strict).unwrap();
+        g.start_history(SV, 100).await.unwrap();
+        g.vote(&[v(101, VoteKind::Notarize([1; 32]))], None)
+            .await
+            .unwrap();
+        let fallback = |i: usize| {
+            let mut b = [0xf0; 32];
+            b[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            v(101, VoteKind::NotarizeFallback(b))
+        };
+        let max = MAX_NOTARIZE_FALLBACKS;
+        // One event one past the bound: refused whole.
+        let too_many: Vec<Vote> = (0..=max).map(fallback).collect();
+        let e = g.vote(&too_many, None).await.unwrap_err();
+        assert_eq!(
+            refusal(e),
+            AlpenglowRefusal::TooManyFallbacks { slot: 101, max }
+        );
+        // Up to the bound, over two events: signed; one more: refused; a
+        // repeat of a recorded one: signed again.
+        let (a, b): (Vec<Vote>, Vec<Vote>) = (0..max)
+            .map(fallback)
+            .partition(|x| matches!(x.kind, VoteKind::NotarizeFallback(b) if b[7] % 2 == 0));
+        g.vote(&a, None).await.unwrap();
+        g.vote(&b, None).await.unwrap();
+        let e = g.vote(&[fallback(max)], None).await.unwrap_err();
+        assert!(matches!(
+            refusal(e),
+            AlpenglowRefusal::TooManyFallbacks { .. }
+        ));
+        g.vote(&[fallback(0)], None).await.unwrap();
+        drop(g);
+
+        let g = guard(dir.path(), RuleMode::Strict).unwrap();
+        let history = g.load().await.unwrap().unwrap();
+        let slot = history.slot(101).unwrap();
+        assert_eq!(slot.notarize, Some([1; 32]));
+        assert_eq!(slot.notarize_fallback.len(), max);
+        assert_eq!(history.slots().count(), 1);
+        let e = g.vote(&[v(101, VoteKind::Skip)], None).await.unwrap_err();
+        assert!(matches!(refusal(e), AlpenglowRefusal::Conflict { .. }));
     });
 }
 

@@ -16,7 +16,7 @@
 //! | 2 | shred version |
 //! | 8 | root (finalized slot) |
 //! | 4 | number of slots n |
-//! | n × | slot u64, flags u8 (1 skip, 2 finalize, 4 skip-fallback, 8 notarize, 16 genesis), [32] notarized block if flag 8, [32] genesis block if flag 16, u16 fallback count m, m × [32] fallback blocks (sorted, distinct) |
+//! | n × | slot u64, flags u8 (1 skip, 2 finalize, 4 skip-fallback, 8 notarize, 16 genesis), [32] notarized block if flag 8, [32] genesis block if flag 16, u16 fallback count m (at most `MAX_NOTARIZE_FALLBACKS`, 64), m × [32] fallback blocks (sorted, distinct) |
 //! | 1 | version 2 only: the Agave file's inner layout code |
 //! | 4 | version 2 only: the Agave file's length k |
 //! | k | version 2 only: the Agave file (`vote_history-<identity>.bin`), verbatim |
@@ -29,7 +29,9 @@
 use std::collections::BTreeMap;
 
 use crate::alpenglow::payload::{BlockId, Vote};
-use crate::alpenglow::rules::{check_vote, AlpenglowRefusal, Check, RuleMode, SlotVotes};
+use crate::alpenglow::rules::{
+    check_vote, AlpenglowRefusal, Check, RuleMode, SlotVotes, MAX_NOTARIZE_FALLBACKS,
+};
 use crate::error::FormatError;
 use crate::identity::NodeId;
 
@@ -218,6 +220,9 @@ impl VoteHistory {
             for b in [&v.notarize, &v.genesis].into_iter().flatten() {
                 out.extend_from_slice(b);
             }
+            // Bounded by the rules (MAX_NOTARIZE_FALLBACKS), so the count
+            // fits; a history that broke the bound is not written wrapped.
+            debug_assert!(v.notarize_fallback.len() <= MAX_NOTARIZE_FALLBACKS);
             out.extend_from_slice(&(v.notarize_fallback.len() as u16).to_le_bytes());
             for b in &v.notarize_fallback {
                 out.extend_from_slice(b);

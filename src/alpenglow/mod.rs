@@ -28,6 +28,6 @@ pub use history::{HistoryUpdate, VoteHistory};
 pub use payload::{AlpenglowPayloadError, BlockId, Vote, VoteKind, BLOCK_VOTE_LEN, SLOT_VOTE_LEN};
 pub use rules::{
     check_slot, check_vote, slashable_pair, strict_pair, AlpenglowRefusal, Check, ConflictClass,
-    RuleMode, SlotVotes,
+    RuleMode, SlotVotes, MAX_NOTARIZE_FALLBACKS,
 };
 pub use storage::{Applied, HistoryStep, HistoryStorage};

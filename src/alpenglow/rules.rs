@@ -159,6 +159,16 @@ pub enum AlpenglowRefusal {
         /// The history's.
         history: u16,
     },
+    /// One more NotarizeFallback in a slot that holds
+    /// [`MAX_NOTARIZE_FALLBACKS`] already: more blocks than can be safe to
+    /// notarize.
+    #[error("slot {slot} already holds NotarizeFallback votes for {max} blocks, more than can be safe to notarize; refused")]
+    TooManyFallbacks {
+        /// The slot.
+        slot: u64,
+        /// The bound.
+        max: usize,
+    },
     /// The root would move backwards.
     #[error("root would move back from {stored} to {requested}")]
     RootRegressed {
@@ -193,6 +203,15 @@ pub enum AlpenglowRefusal {
         root: u64,
     },
 }
+
+/// The most blocks one slot may hold a NotarizeFallback vote for. A
+/// node casts NotarizeFallback(b) only when b is safe to notarize, which
+/// needs at least 20% of the stake's notarize votes for b; each node
+/// notarizes at most one block per slot, so at most five blocks qualify.
+/// The bound leaves room above that and keeps a slot's record (and the
+/// format's 16-bit count of fallback blocks) small: a caller asking for
+/// more is refused, never written.
+pub const MAX_NOTARIZE_FALLBACKS: usize = 64;
 
 /// Why two votes in one slot conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +265,14 @@ pub fn check_slot(
 ) -> Result<Check, AlpenglowRefusal> {
     if recorded.contains(kind) {
         return Ok(Check::SameData);
+    }
+    if matches!(kind, VoteKind::NotarizeFallback(_))
+        && recorded.notarize_fallback.len() >= MAX_NOTARIZE_FALLBACKS
+    {
+        return Err(AlpenglowRefusal::TooManyFallbacks {
+            slot,
+            max: MAX_NOTARIZE_FALLBACKS,
+        });
     }
     for old in recorded.kinds() {
         let why = if slashable_pair(&old, kind) {
@@ -400,6 +427,35 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fallbacks_per_slot_are_bounded() {
+        let mut s = SlotVotes {
+            skip: true,
+            ..SlotVotes::default()
+        };
+        for i in 0..MAX_NOTARIZE_FALLBACKS {
+            let k = NotarizeFallback([i as u8; 32]);
+            assert_eq!(check_slot(3, &s, &k, RuleMode::Slashable), Ok(Check::New));
+            s.insert(k);
+        }
+        let max = MAX_NOTARIZE_FALLBACKS;
+        for mode in [RuleMode::Slashable, RuleMode::Strict] {
+            assert_eq!(
+                check_slot(3, &s, &NotarizeFallback([0xff; 32]), mode),
+                Err(AlpenglowRefusal::TooManyFallbacks { slot: 3, max })
+            );
+            // A recorded one is still a repeat; other kinds are unaffected.
+            assert_eq!(
+                check_slot(3, &s, &NotarizeFallback([0; 32]), mode),
+                Ok(Check::SameData)
+            );
+            assert_eq!(
+                check_slot(3, &s, &SkipFallback, RuleMode::Slashable),
+                Ok(Check::New)
+            );
         }
     }
 
