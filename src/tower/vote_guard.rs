@@ -129,13 +129,20 @@ pub struct VoteGuard<S> {
     // can carry a release over without reading the store again: on etcd
     // that read is a second round trip per save. `None` until the first
     // store, and again after any failed store (its write may or may not
-    // have landed), so the next `save` reads the store.
-    order: Mutex<Option<LastStored>>,
-    // The last vote this guard released, whatever the store says since:
-    // an operator's forced store may put an older tower back, but what
-    // this process signed cannot be taken back. Only written and read
-    // under `order`.
-    released: std::sync::Mutex<Option<ReleasedVote>>,
+    // have landed), so the next `save` reads the store. And the last vote
+    // this guard released, which no store can take back.
+    order: Mutex<Order>,
+}
+
+/// What a guard remembers between votes, under its `order` lock.
+#[derive(Default)]
+struct Order {
+    /// What this guard last stored durably (see `VoteGuard::order`).
+    last: Option<LastStored>,
+    /// The last vote this guard released, whatever the store says since:
+    /// an operator's forced store may put an older tower back, but what
+    /// this process signed cannot be taken back.
+    released: Option<ReleasedVote>,
 }
 
 /// The last record a guard stored: enough to carry its release over.
@@ -163,8 +170,7 @@ impl<S: TowerStorage> VoteGuard<S> {
             voter: None,
             vote_account: None,
             allowed_programs: Vec::new(),
-            order: Mutex::new(None),
-            released: std::sync::Mutex::new(None),
+            order: Mutex::default(),
         })
     }
 
@@ -253,7 +259,8 @@ impl<S: TowerStorage> VoteGuard<S> {
     /// that release, so that storing it again does not free the vote for
     /// another message.
     pub async fn save(&self, update: TowerUpdate, mode: StoreMode) -> Result<StoreReceipt> {
-        let mut last = self.order.lock().await;
+        let mut order = self.order.lock().await;
+        let last = &mut order.last;
         let released = match mode {
             StoreMode::Force => None,
             StoreMode::Advance => {
@@ -271,7 +278,7 @@ impl<S: TowerStorage> VoteGuard<S> {
             }
         };
         let record = self.record(update, TowerBytesKind::Opaque, released)?;
-        self.store_record(&record, mode, &mut last).await
+        self.store_record(&record, mode, last).await
     }
 
     fn binding(&self) -> Result<VoteBinding> {
@@ -322,10 +329,13 @@ impl<S: TowerStorage> VoteGuard<S> {
         decoded: &VoteMessage,
         message: &[u8],
     ) -> Result<SignedVote> {
-        let mut last = self.order.lock().await;
+        let mut order = self.order.lock().await;
         let vote = decoded.vote().last_vote();
-        let hash = message_hash(message);
-        let released = *self.released.lock().unwrap_or_else(|p| p.into_inner());
+        // The record carries the message's hash (both callers put it there).
+        let hash = record
+            .released_message()
+            .unwrap_or_else(|| message_hash(message));
+        let released = order.released;
         let checked = check_after_released(released, vote, hash).map_err(Error::from);
         crate::metrics::note_refusal(&checked);
         if let Err(e) = checked {
@@ -333,7 +343,7 @@ impl<S: TowerStorage> VoteGuard<S> {
             return Err(e);
         }
         let receipt = self
-            .store_record(&record, StoreMode::Advance, &mut last)
+            .store_record(&record, StoreMode::Advance, &mut order.last)
             .await?;
         // Sign with each of the guard's keys the message requires, in the
         // message's signer order.
@@ -349,7 +359,7 @@ impl<S: TowerStorage> VoteGuard<S> {
                 }
             }
         }
-        *self.released.lock().unwrap_or_else(|p| p.into_inner()) = Some(ReleasedVote {
+        order.released = Some(ReleasedVote {
             vote,
             message: hash,
         });
